@@ -38,7 +38,12 @@ class Ede(enum.StrEnum):
         return _EDE_CODES[self]
 
 
-_EDE_CODES: dict[Ede, int | None] = {Ede.BLOCKED: 15, Ede.CENSORED: 16, Ede.FILTERED: 17, Ede.NONE: None}
+_EDE_CODES: dict[Ede, int | None] = {
+    Ede.BLOCKED: 15,
+    Ede.CENSORED: 16,
+    Ede.FILTERED: 17,
+    Ede.NONE: None,
+}
 
 
 class MatchMode(enum.StrEnum):

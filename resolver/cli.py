@@ -1,0 +1,277 @@
+"""`blokir` command line: argument parsing only; each subcommand calls into a module.
+
+Exit codes follow grep for `check` (0 all blocked, 1 some not, 2 error) and are 0/2 elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from resolver import __version__
+from resolver.compile import (
+    CompileError,
+    CompileResult,
+    compile_lists,
+    index_is_current,
+    stderr_progress,
+    write_index,
+)
+from resolver.config import Config, ConfigError, load_config, load_default_config
+from resolver.index import Index, IndexError_, open_index
+from resolver.lists.model import ListSpec
+from resolver.lists.normalise import Rejected, normalise
+
+EXIT_OK = 0
+EXIT_NOT_ALL_BLOCKED = 1
+EXIT_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        code: int = args.handler(args)
+        return code
+    except (ConfigError, CompileError, IndexError_) as exc:
+        print(f"blokir: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blokir", description="DNS forwarder that enforces blocklists at ISP scale."
+    )
+    parser.add_argument("--version", action="version", version=f"blokir {__version__}")
+    sub = parser.add_subparsers(title="commands")
+
+    compile_cmd = sub.add_parser("compile", help="compile lists into an index file")
+    compile_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
+    compile_cmd.add_argument("lists", nargs="*", metavar="LIST", help="list files instead of -c")
+    compile_cmd.add_argument("-o", "--output", help="index file (default: blocking.index_path)")
+    compile_cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
+    compile_cmd.set_defaults(handler=_cmd_compile)
+
+    check_cmd = sub.add_parser("check", help="is a name blocked, and by which list and rule")
+    check_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
+    check_cmd.add_argument("--index", help="use this compiled index instead of the lists")
+    check_cmd.add_argument("names", nargs="+", metavar="NAME")
+    check_cmd.set_defaults(handler=_cmd_check)
+
+    serve_cmd = sub.add_parser("serve", help="run the DNS server")
+    serve_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
+    serve_cmd.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    serve_cmd.set_defaults(handler=_cmd_serve)
+
+    export_cmd = sub.add_parser("export", help="export the policy for other DNS engines")
+    export_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
+    export_cmd.add_argument(
+        "--format", required=True, choices=["rpz", "unbound", "hosts", "dnsmasq"]
+    )
+    export_cmd.add_argument("-o", "--output", help="output file (default: standard output)")
+    export_cmd.add_argument("--zone", default="rpz.blokir.", help="RPZ zone name")
+    export_cmd.set_defaults(handler=_cmd_export)
+    return parser
+
+
+def _config(path: str | None) -> Config:
+    return load_config(path) if path else load_default_config()
+
+
+def _specs_from_paths(paths: Sequence[str]) -> list[ListSpec]:
+    """Lists named on the command line: one list each, named after the file, format detected."""
+    specs = []
+    seen: set[str] = set()
+    for i, raw in enumerate(paths):
+        path = Path(raw)
+        name = path.stem or f"list{i}"
+        while name in seen:
+            name = f"{name}-{i}"
+        seen.add(name)
+        specs.append(ListSpec(name=name, path=str(path.resolve()), list_index=i))
+    return specs
+
+
+# -- compile ----------------------------------------------------------------------------------
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    if args.lists and args.config:
+        print("blokir: give either -c CONFIG or LIST files, not both", file=sys.stderr)
+        return EXIT_ERROR
+    if args.lists:
+        specs = _specs_from_paths(args.lists)
+        output = Path(args.output or "blokir.blkx")
+    else:
+        config = _config(args.config)
+        specs = config.list_specs()
+        output = Path(args.output) if args.output else config.blocking.index_path
+    result = compile_lists(specs, progress=stderr_progress())
+    started = time.perf_counter()
+    size = write_index(result, output)
+    write_seconds = time.perf_counter() - started
+    if args.json:
+        summary = {
+            "index": str(output),
+            "bytes": size,
+            "entries": len(result.data),
+            "compile_seconds": round(result.seconds, 3),
+            "write_seconds": round(write_seconds, 3),
+            "lists": [r.to_json() for r in result.lists],
+        }
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_summary(result, output, size, write_seconds))
+    return EXIT_OK
+
+
+def format_summary(result: CompileResult, output: Path, size: int, write_seconds: float) -> str:
+    lines = []
+    header = f"{'list':<24} {'format':<8} {'lines':>10} {'entries':>10} {'unique':>10} {'dups':>8}"
+    lines.append(header + f" {'rejected':>9} {'skipped':>8} {'ips':>6}")
+    for r in result.lists:
+        rep = r.report
+        lines.append(
+            f"{r.spec.name[:24]:<24} {rep.format:<8} {rep.lines:>10} {rep.entries:>10}"
+            f" {r.unique:>10} {r.duplicates:>8} {sum(rep.rejected.values()):>9}"
+            f" {sum(rep.skipped.values()):>8} {len(rep.ip_entries) + rep.ip_entries_dropped:>6}"
+        )
+    for r in result.lists:
+        rep = r.report
+        for kind, counter in (("rejected", rep.rejected), ("skipped", rep.skipped)):
+            for reason, count in counter.most_common():
+                lines.append(f"  {r.spec.name}: {kind} {count} x {reason}")
+                for example in rep.examples.get(reason, []):
+                    lines.append(f"      {example}")
+    lines.append(
+        f"index {output}: {len(result.data)} names, {size / 1e6:.1f} MB, "
+        f"compiled in {result.seconds:.2f} s, written in {write_seconds:.2f} s"
+    )
+    return "\n".join(lines)
+
+
+# -- check ------------------------------------------------------------------------------------
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    index, temporary = _index_for_check(args)
+    try:
+        return check_names(index, args.names, sys.stdout)
+    finally:
+        index.close()
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+
+
+def _index_for_check(args: argparse.Namespace) -> tuple[Index, Path | None]:
+    """The index to answer from: --index, else the config's compiled index when it is current
+    (same list files, same sizes and mtimes), else a fresh compile into a temporary file."""
+    if args.index:
+        return open_index(args.index), None
+    config = _config(args.config)
+    specs = config.list_specs()
+    path = config.blocking.index_path
+    if path.exists():
+        try:
+            index = open_index(path)
+        except IndexError_:
+            index = None
+        if index is not None and index_is_current(index, specs):
+            return index, None
+        if index is not None:
+            index.close()
+    result = compile_lists(specs)
+    fd, name = tempfile.mkstemp(suffix=".blkx")
+    os.close(fd)
+    write_index(result, name)
+    return open_index(name), Path(name)
+
+
+def check_names(index: Index, names: Sequence[str], out: TextIO) -> int:
+    """Print one line per name; 0 when every name is blocked, 1 when any is not, 2 when a name
+    is not a valid domain."""
+    write = out.write
+    status = EXIT_OK
+    for raw in names:
+        try:
+            name = normalise(raw)
+        except Rejected as rejected:
+            write(f"error    {raw}: not a domain name ({rejected.reason})\n")
+            status = EXIT_ERROR
+            continue
+        if name.is_ip:
+            write(f"error    {raw}: an IP address, not a domain name\n")
+            status = EXIT_ERROR
+            continue
+        found = index.match(name.name.encode("ascii"))
+        if found is None:
+            write(f"allowed  {name.name}  (no list entry)\n")
+            status = max(status, EXIT_NOT_ALL_BLOCKED)
+            continue
+        policy = index.policy(found.pid)
+        rule = found.name.decode("ascii")
+        rule = f"*.{rule}" if found.as_parent else rule
+        verdict = "allowed " if policy.is_allow else "blocked "
+        write(
+            f"{verdict} {name.name}  list={policy.list_name} rule={rule} "
+            f"category={policy.category} action={policy.action.value}\n"
+        )
+        if policy.is_allow:
+            status = max(status, EXIT_NOT_ALL_BLOCKED)
+    return status
+
+
+# -- serve ----------------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from resolver.server import ServeError, serve
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s blokir[%(process)d] %(levelname)s %(message)s",
+    )
+    config = _config(args.config)
+    try:
+        return serve(config)
+    except ServeError as exc:
+        print(f"blokir: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from resolver.compile import collect_names
+    from resolver.export import export
+
+    config = _config(args.config)
+    named = collect_names(config.list_specs())
+    kwargs = {
+        "landing_ipv4": config.blocking.landing_ipv4,
+        "landing_ipv6": config.blocking.landing_ipv6,
+        "ttl": config.blocking.ttl,
+        "zone": args.zone,
+    }
+    if args.output:
+        with open(args.output, "w", encoding="ascii") as out:
+            stats = export(named, args.format, out, **kwargs)
+    else:
+        stats = export(named, args.format, sys.stdout, **kwargs)
+    print(f"blokir export: {stats}", file=sys.stderr)
+    return EXIT_OK
