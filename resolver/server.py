@@ -1,0 +1,567 @@
+"""The DNS server: UDP and TCP listeners, the per-query pipeline, worker processes, signals.
+
+Per query (README "How a query flows"):
+
+    bytes -> wire.parse_query -> ACL -> index.match_pid(qname)
+        blocked -> BlockResponder template, ID and question patched        -> send
+        allowed -> cache hit: stored wire, ID and question patched         -> send
+                   cache miss: upstream pool (fresh ID/port, validated), CNAME targets checked
+                   against the index, stored in the cache                  -> send
+
+The UDP path reads with a non-blocking socket drained in batches from one event-loop callback,
+rather than asyncio's DatagramProtocol: one wake-up serves many packets, and blocked answers and
+cache hits are sent before the callback returns, with no task or future per query. Only cache
+misses become tasks.
+
+Processes: a supervisor compiles the index when the lists changed (in a child process, so its
+peak memory is returned to the system), then forks `workers` processes that each bind the
+listen addresses with SO_REUSEPORT and map the same index file (shared pages). The supervisor
+restarts a worker that dies, drains on SIGTERM/SIGINT, and reloads on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+
+from resolver import wire
+from resolver.answers import BlockResponder, BlockSettings
+from resolver.cache import ResponseCache
+from resolver.compile import compile_lists, index_is_current, write_index
+from resolver.config import Config
+from resolver.index import Index, IndexError_, open_index
+from resolver.message import MessageError, cname_targets
+from resolver.upstream import UpstreamPool
+
+log = logging.getLogger("blokir")
+
+UDP_BATCH = 64  # packets per wake-up before yielding to TCP, timers and upstream replies
+MAX_UDP_MESSAGE = 65535
+ACL_CACHE_MAX = 65536  # distinct client addresses remembered by the ACL fast path
+DRAIN_SECONDS = 3.0  # SIGTERM: how long in-flight upstream queries may finish
+RESTART_BACKOFF = 0.2  # seconds between restarts of a crashing worker (bounded spin)
+CNAME_CHECK_MAX = 16  # CNAME/DNAME targets checked per answer (RFC 1034 chains are short)
+EDE_NO_REACHABLE_AUTHORITY = 22  # RFC 8914 4.22: upstreams did not answer
+
+
+@dataclass(slots=True)
+class Counters:
+    """Plain integers on the hot path; the metrics collector reads them at scrape time."""
+
+    udp_queries: int = 0
+    tcp_queries: int = 0
+    blocked: int = 0
+    blocked_cname: int = 0
+    allowed_by_list: int = 0
+    cached: int = 0
+    forwarded: int = 0
+    servfail: int = 0
+    refused: int = 0
+    formerr: int = 0
+    notimp: int = 0
+    dropped: int = 0
+    truncated: int = 0
+    send_errors: int = 0
+    blocked_by_pid: dict[int, int] = field(default_factory=dict)
+
+
+class Resolver:
+    """One worker's query pipeline. Socket-free: `handle` turns query bytes into an answer, or
+    into a Query that `forward` completes asynchronously."""
+
+    def __init__(self, config: Config, index: Index) -> None:
+        self.config = config
+        self.counters = Counters()
+        self._payload = config.server.udp_payload_size
+        self._allow = config.server.allows
+        self._acl: dict[str, bool] = {}
+        cache = config.cache
+        self.cache = ResponseCache(
+            cache.max_entries,
+            cache.max_bytes,
+            cache.min_ttl,
+            cache.max_ttl,
+            cache.negative_ttl_max,
+            cache.servfail_ttl,
+        )
+        self.upstream = UpstreamPool(
+            config.upstream_servers(), config.upstream.timeout, config.upstream.attempts
+        )
+        blocking = config.blocking
+        self._settings = BlockSettings(
+            ttl=blocking.ttl,
+            landing_ipv4=blocking.landing_ipv4,
+            landing_ipv6=blocking.landing_ipv6,
+            soa_mname=blocking.soa_mname,
+            soa_rname=blocking.soa_rname,
+            contact=blocking.contact,
+            justification=blocking.justification,
+            organisation=blocking.organisation,
+            udp_payload_size=self._payload,
+        )
+        self.use_index(index)
+
+    def use_index(self, index: Index) -> None:
+        """Swap the index (reload). Single-threaded event loop: the next query sees the new one."""
+        self.index = index
+        self.match_pid = index.match_pid
+        # is_block[pid]: a list index is cheaper than a Policy attribute chain per query.
+        self.is_block = [False] + [not p.is_allow for p in index.policies]
+        self.responder = BlockResponder(index.policies, self._settings)
+
+    def acl_allows(self, client: str) -> bool:
+        allowed = self._acl.get(client)
+        if allowed is None:
+            if len(self._acl) >= ACL_CACHE_MAX:
+                self._acl.clear()
+            allowed = self._acl[client] = self._allow(client)
+        return allowed
+
+    def handle(self, data: bytes, client: str) -> bytes | wire.Query | None:
+        """bytes: send them; a Query: forward it (await `forward`); None: send nothing."""
+        try:
+            query = wire.parse_query(data)
+        except wire.ParseError as error:
+            return self._error(data, error)
+        if not self.acl_allows(client):
+            self.counters.refused += 1
+            return wire.error_response(data, wire.REFUSED, query, self._payload)
+        if query.qclass == wire.CLASS_IN and not query.unmatchable:
+            pid = self.match_pid(query.qname)
+            if pid:
+                if self.is_block[pid]:
+                    counters = self.counters
+                    counters.blocked += 1
+                    by_pid = counters.blocked_by_pid
+                    by_pid[pid] = by_pid.get(pid, 0) + 1
+                    return self.responder.answer(query, pid)
+                self.counters.allowed_by_list += 1
+        cached = self.cache.get(self._cache_key(query))
+        if cached is not None:
+            self.counters.cached += 1
+            # The stored answer carries the first asker's ID and letter case: patch both.
+            return (
+                struct.pack("!H", query.id)
+                + cached[2 : wire.HEADER_SIZE]
+                + query.question
+                + cached[query.question_end :]
+            )
+        return query
+
+    @staticmethod
+    def _cache_key(query: wire.Query) -> tuple[bytes, int, int, int]:
+        # DO and CD change what an upstream returns (RFC 4035 3.2), so they are part of the key.
+        return (
+            query.qname,
+            query.qtype,
+            query.qclass,
+            (query.do << 1) | bool(query.flags & wire.CD),
+        )
+
+    def _error(self, data: bytes, error: wire.ParseError) -> bytes | None:
+        if error.rcode is None:
+            self.counters.dropped += 1
+            return None
+        if error.rcode == wire.NOTIMP:
+            self.counters.notimp += 1
+        else:
+            self.counters.formerr += 1
+        return wire.error_response(data, error.rcode, error.query, self._payload)
+
+    async def forward(self, query: wire.Query, data: bytes) -> bytes | None:
+        self.counters.forwarded += 1
+        try:
+            response = await self.upstream.query(data)
+        except MessageError:  # parse_query accepted it, so this is a bug: answer, do not die
+            log.exception("upstream refused a query blokir parsed")
+            response = None
+        if response is None:
+            self.counters.servfail += 1
+            options = b""
+            if query.edns:
+                options = wire.ede_option(EDE_NO_REACHABLE_AUTHORITY, "upstream did not answer")
+            return wire.error_response(data, wire.SERVFAIL, query, self._payload, options)
+        blocked = self._cname_block(query, response)
+        if blocked is not None:
+            return blocked
+        self.cache.put(self._cache_key(query), response)
+        return response
+
+    def _cname_block(self, query: wire.Query, response: bytes) -> bytes | None:
+        """An allowed name whose answer aliases (CNAME/DNAME) a blocked name gets that list's
+        block answer: otherwise any CNAME alias would reach a blocked site."""
+        try:
+            targets = cname_targets(response)
+        except MessageError:
+            return None
+        for target in targets[:CNAME_CHECK_MAX]:
+            pid = self.match_pid(target)
+            if pid and self.is_block[pid]:
+                self.counters.blocked_cname += 1
+                return self.responder.answer(query, pid)
+        return None
+
+    def udp_limit(self, query: wire.Query) -> int:
+        return min(query.payload, self._payload) if query.edns else wire.MIN_UDP_PAYLOAD
+
+
+class Worker:
+    """One process: the resolver plus its sockets and event loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        index_path: str,
+        udp_socks: list[socket.socket],
+        tcp_socks: list[socket.socket],
+    ) -> None:
+        self.config = config
+        self.index_path = index_path
+        self.resolver = Resolver(config, open_index(index_path))
+        self.udp_socks = udp_socks
+        self.tcp_socks = tcp_socks
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.tcp_active = 0
+        self.stopping = asyncio.Event()
+        self.servers: list[asyncio.Server] = []
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self.udp_socks:
+            loop.add_reader(sock.fileno(), self._on_udp_readable, sock)
+        for sock in self.tcp_socks:
+            self.servers.append(await asyncio.start_server(self._tcp_client, sock=sock))
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self.stopping.wait()
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Stop reading new queries, let in-flight ones finish (bounded), then close."""
+        loop = asyncio.get_running_loop()
+        for sock in self.udp_socks:
+            loop.remove_reader(sock.fileno())
+        for server in self.servers:
+            server.close()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=DRAIN_SECONDS)
+        for sock in self.udp_socks:
+            sock.close()
+
+    def reload(self) -> None:
+        try:
+            index = open_index(self.index_path)
+        except IndexError_ as exc:
+            log.error("reload refused, keeping the loaded index: %s", exc)
+            return
+        old = self.resolver.index
+        self.resolver.use_index(index)
+        old.close()
+        log.info("reloaded index: %d names", index.count)
+
+    # -- UDP -------------------------------------------------------------------------------
+
+    def _on_udp_readable(self, sock: socket.socket) -> None:
+        handle = self.resolver.handle
+        counters = self.resolver.counters
+        recvfrom = sock.recvfrom
+        sendto = sock.sendto
+        for _ in range(UDP_BATCH):
+            try:
+                data, address = recvfrom(MAX_UDP_MESSAGE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # e.g. ICMP errors surfaced on the socket: nothing to answer
+            counters.udp_queries += 1
+            try:
+                result = handle(data, address[0])
+            except Exception:  # a bug must cost one query, never the worker
+                log.exception("query handling failed")
+                continue
+            if result is None:
+                continue
+            if isinstance(result, bytes):
+                if len(result) > wire.MIN_UDP_PAYLOAD:
+                    result = self._fit_udp(result, data)
+                try:
+                    sendto(result, address)
+                except OSError:
+                    counters.send_errors += 1
+                continue
+            self._spawn(self._udp_forward(sock, result, data, address))
+
+    def _fit_udp(self, response: bytes, data: bytes) -> bytes:
+        try:
+            query = wire.parse_query(data)
+        except wire.ParseError:
+            return response
+        limit = self.resolver.udp_limit(query)
+        if len(response) <= limit:
+            return response
+        self.resolver.counters.truncated += 1
+        return wire.truncated(response, query, self.resolver._payload)
+
+    async def _udp_forward(
+        self, sock: socket.socket, query: wire.Query, data: bytes, address: tuple[str, int]
+    ) -> None:
+        response = await self.resolver.forward(query, data)
+        if response is None:
+            return
+        if len(response) > self.resolver.udp_limit(query):
+            self.resolver.counters.truncated += 1
+            response = wire.truncated(response, query, self.resolver._payload)
+        with contextlib.suppress(OSError):
+            sock.sendto(response, address)
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("query task failed", exc_info=task.exception())
+
+    # -- TCP (RFC 7766) --------------------------------------------------------------------
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server = self.config.server
+        if self.tcp_active >= server.tcp_max_connections:
+            writer.close()
+            return
+        self.tcp_active += 1
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if peer else ""
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            while not self.stopping.is_set():
+                try:
+                    prefix = await asyncio.wait_for(reader.readexactly(2), server.tcp_idle_timeout)
+                    size = int.from_bytes(prefix, "big")
+                    data = await asyncio.wait_for(reader.readexactly(size), server.tcp_idle_timeout)
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                    break
+                self.resolver.counters.tcp_queries += 1
+                result = self.resolver.handle(data, client)
+                if result is None:
+                    continue
+                if isinstance(result, bytes):
+                    writer.write(len(result).to_bytes(2, "big") + result)
+                    continue
+                # Pipelining: answer out of order as upstream replies arrive (RFC 7766 6.2.1.1).
+                task = asyncio.get_running_loop().create_task(
+                    self._tcp_forward(writer, result, data)
+                )
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.wait(pending, timeout=self.config.upstream.timeout * 2)
+        finally:
+            self.tcp_active -= 1
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _tcp_forward(
+        self, writer: asyncio.StreamWriter, query: wire.Query, data: bytes
+    ) -> None:
+        response = await self.resolver.forward(query, data)
+        if response is not None and not writer.is_closing():
+            writer.write(len(response).to_bytes(2, "big") + response)
+
+
+# -- sockets and processes ----------------------------------------------------------------------
+
+
+def bind_sockets(config: Config) -> tuple[list[socket.socket], list[socket.socket]]:
+    """One UDP and one TCP socket per listen address, with SO_REUSEPORT so every worker binds
+    its own and the kernel spreads queries across them."""
+    udp: list[socket.socket] = []
+    tcp: list[socket.socket] = []
+    for host, port in config.server.listen:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        for kind, bucket in ((socket.SOCK_DGRAM, udp), (socket.SOCK_STREAM, tcp)):
+            sock = socket.socket(family, kind)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if kind == socket.SOCK_STREAM:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((host, port))
+                if kind == socket.SOCK_STREAM:
+                    sock.listen(1024)
+                else:
+                    # Room for bursts while the loop is busy with other work.
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                sock.setblocking(False)
+            except OSError as exc:
+                sock.close()
+                for s in udp + tcp:
+                    s.close()
+                what = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+                hint = (
+                    " (is another server running there?)" if exc.errno == errno.EADDRINUSE else ""
+                )
+                raise ServeError(
+                    f"cannot listen on {what} {host}:{port}: {exc.strerror}{hint}"
+                ) from exc
+            bucket.append(sock)
+    return udp, tcp
+
+
+class ServeError(Exception):
+    """A start-up problem a person can fix (port in use, unreadable lists)."""
+
+
+def ensure_index(config: Config) -> str:
+    """The index the workers map: compiled from the lists unless the file on disk is current.
+    Compiling runs in a child process so the supervisor does not keep the build's peak memory."""
+    path = config.blocking.index_path
+    specs = config.list_specs()
+    if path.exists():
+        try:
+            with open_index(path) as index:
+                if index_is_current(index, specs):
+                    return str(path)
+        except IndexError_ as exc:
+            log.warning("rebuilding the index: %s", exc)
+    started = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # child: compile, write, exit without running the parent's cleanup
+        code = 1
+        try:
+            write_index(compile_lists(specs), path)
+            code = 0
+        except Exception as exc:
+            print(f"blokir: compiling the index failed: {exc}", file=sys.stderr)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise ServeError("the index could not be compiled (see the error above)")
+    log.info("compiled %s in %.2f s", path, time.perf_counter() - started)
+    return str(path)
+
+
+def run_worker(config: Config, index_path: str) -> None:
+    """Worker process body: bind, serve until SIGTERM, exit."""
+    udp, tcp = bind_sockets(config)
+    asyncio.run(_worker_main(config, index_path, udp, tcp))
+
+
+async def _worker_main(
+    config: Config, index_path: str, udp: list[socket.socket], tcp: list[socket.socket]
+) -> None:
+    worker = Worker(config, index_path, udp, tcp)
+    await worker.run()
+
+
+def serve(config: Config, ready: Callable[[], None] | None = None) -> int:
+    """Supervisor: compile if needed, check the ports, fork workers, restart the dead ones."""
+    index_path = ensure_index(config)
+    # Bind once in the supervisor to report a busy port before forking, then release.
+    probe_udp, probe_tcp = bind_sockets(config)
+    for sock in probe_udp + probe_tcp:
+        sock.close()
+    children: dict[int, int] = {}  # pid -> worker number
+    stopping = False
+    reload_requested = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    def on_hup(signum: int, frame: object) -> None:
+        nonlocal reload_requested
+        reload_requested = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+
+    def start(number: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            code = 0
+            try:
+                run_worker(config, index_path)
+            except BaseException:
+                log.exception("worker %d failed", number)
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = number
+
+    for number in range(config.server.workers):
+        start(number)
+    listen = ", ".join(f"{h}:{p}" for h, p in config.server.listen)
+    log.info(
+        "blokir serving on %s with %d worker(s), index %s",
+        listen,
+        config.server.workers,
+        index_path,
+    )
+    if ready is not None:
+        ready()
+    while children:
+        if stopping:
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + DRAIN_SECONDS + 2
+            while children and time.monotonic() < deadline:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+                if pid:
+                    children.pop(pid, None)
+                else:
+                    time.sleep(0.05)
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return 0
+        if reload_requested:
+            reload_requested = False
+            try:
+                index_path = ensure_index(config)
+            except ServeError as exc:
+                log.error("reload failed, workers keep the loaded index: %s", exc)
+            else:
+                for pid in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGHUP)
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.05)
+            continue
+        number = children.pop(pid, -1)
+        if number >= 0 and not stopping:
+            log.warning(
+                "worker %d (pid %d) exited with %s; restarting",
+                number,
+                pid,
+                os.waitstatus_to_exitcode(status),
+            )
+            time.sleep(RESTART_BACKOFF)
+            start(number)
+    return 0

@@ -1,0 +1,221 @@
+"""Small helpers for integration tests that run real DNS servers on 127.0.0.1.
+
+Nothing here ever sends a packet off the machine: servers bind to 127.0.0.1, and `FakeUpstream`
+is the upstream resolver every engine under test forwards to.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
+import dns.rrset
+import pytest
+from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSRecord
+
+LOOPBACK = "127.0.0.1"
+# What the fake upstream answers for every name: documentation addresses (RFC 5737, RFC 3849).
+UPSTREAM_IPV4 = "198.51.100.7"
+UPSTREAM_IPV6 = "2001:db8:ffff::7"
+# Extra places to look for daemons when PATH lacks the sbin directories (non-root CI users).
+_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+
+
+def find_binary(name: str) -> str | None:
+    """The path of an executable, also looking in the sbin directories."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in _SBIN_DIRS:
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def require_binary(name: str) -> str:
+    """The path of an executable, or skip the test saying what is missing and how to get it."""
+    found = find_binary(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (scripts/install-test-deps installs it)")
+    return found
+
+
+def free_port(attempts: int = 50) -> int:
+    """A port on 127.0.0.1 that is free for both UDP and TCP right now (DNS servers bind both).
+    Racy by nature: another process may take it before the server binds."""
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((LOOPBACK, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free loopback port for both UDP and TCP")
+
+
+class FakeUpstream:
+    """A tiny authoritative UDP server on 127.0.0.1 that answers every name: A queries with
+    `UPSTREAM_IPV4`, AAAA with `UPSTREAM_IPV6`, anything else NOERROR with no records.
+
+    It records each query name it saw (lower case, no trailing dot), so a test can check that a
+    blocked name never reached upstream."""
+
+    def __init__(self, ipv4: str = UPSTREAM_IPV4, ipv6: str = UPSTREAM_IPV6) -> None:
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
+        self.queries: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((LOOPBACK, 0))
+        self._sock.settimeout(0.1)
+        self.port = int(self._sock.getsockname()[1])
+        self._thread = threading.Thread(target=self._serve, name="fake-upstream", daemon=True)
+
+    def __enter__(self) -> FakeUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._sock.close()
+
+    def seen(self, name: str) -> bool:
+        """Whether any query for `name` (any type) reached this server."""
+        wanted = name.lower().rstrip(".")
+        with self._lock:
+            return any(qname == wanted for qname, _ in self.queries)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self._sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            reply = self._answer(data)
+            if reply is not None:
+                with suppress(OSError):
+                    self._sock.sendto(reply, peer)
+
+    def _answer(self, data: bytes) -> bytes | None:
+        try:
+            request = DNSRecord.parse(data)
+        except Exception:  # anything unparsable is dropped, as a real server would
+            return None
+        reply = request.reply()  # QR, AA and RD copied; RA set
+        for question in request.questions:
+            qname = str(question.qname).lower().rstrip(".")
+            qtype = QTYPE.get(question.qtype)
+            with self._lock:
+                self.queries.append((qname, str(qtype)))
+            if question.qtype == QTYPE.A:
+                reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(self.ipv4), ttl=30))
+            elif question.qtype == QTYPE.AAAA:
+                reply.add_answer(RR(question.qname, QTYPE.AAAA, rdata=AAAA(self.ipv6), ttl=30))
+        reply.header.rcode = RCODE.NOERROR
+        packed: bytes = reply.pack()
+        return packed
+
+
+def query(
+    port: int, name: str, rdtype: str = "A", *, timeout: float = 2.0, tries: int = 3
+) -> dns.message.Message:
+    """One UDP query to 127.0.0.1:port, retried a bounded number of times on timeout."""
+    request = dns.message.make_query(name, rdtype)
+    last: Exception | None = None
+    for _ in range(tries):
+        try:
+            return dns.query.udp(request, LOOPBACK, port=port, timeout=timeout)
+        except dns.exception.Timeout as exc:
+            last = exc
+    raise TimeoutError(f"no answer from 127.0.0.1:{port} for {name} {rdtype}") from last
+
+
+def addresses(response: dns.message.Message, rdtype: str = "A") -> list[str]:
+    """The addresses of the given type in an answer section, sorted."""
+    wanted = dns.rdatatype.from_text(rdtype)
+    found: list[str] = []
+    for rrset in response.answer:
+        if isinstance(rrset, dns.rrset.RRset) and rrset.rdtype == wanted:
+            found.extend(rdata.to_text() for rdata in rrset)
+    return sorted(found)
+
+
+def wait_for_dns(
+    port: int, process: subprocess.Popen[bytes], *, timeout: float = 15.0, name: str = "localhost."
+) -> None:
+    """Wait until a server answers anything on 127.0.0.1:port; bounded in time and tries. Raises
+    with the process's exit status if it died first."""
+    deadline = time.monotonic() + timeout
+    request = dns.message.make_query(name, "A")
+    for _ in range(int(timeout / 0.1) + 1):
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with status {process.returncode} before answering")
+        try:
+            dns.query.udp(request, LOOPBACK, port=port, timeout=0.3)
+            return
+        except (dns.exception.Timeout, OSError):
+            pass
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing answered on 127.0.0.1:{port} within {timeout} s")
+
+
+def start_server(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a server in the foreground with its output going to `log`."""
+    with log.open("wb") as sink:
+        return subprocess.Popen(list(argv), stdout=sink, stderr=subprocess.STDOUT)
+
+
+def stop_server(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Terminate, wait, kill on timeout."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
+@contextmanager
+def serving(
+    argv: Sequence[str], port: int, log: Path, *, timeout: float = 15.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a DNS server until the block ends: started, waited for (bounded), then stopped even
+    if the block fails. A server that never answers fails with the end of its log."""
+    process = start_server(argv, log)
+    try:
+        try:
+            wait_for_dns(port, process, timeout=timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            stop_server(process)
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{argv[0]} did not start: {exc}\n{tail}") from exc
+        yield process
+    finally:
+        stop_server(process)

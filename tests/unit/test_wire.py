@@ -1,0 +1,139 @@
+"""wire.py: query parsing from bytes, error responses, truncation. Checked against dnspython."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resolver import wire
+
+
+def make_query(name: str = "WwW.Example.COM", rdtype: str = "A", **kw: object) -> bytes:
+    query = dns.message.make_query(name, rdtype, **kw)  # type: ignore[arg-type]
+    query.id = 0x1234
+    return query.to_wire()
+
+
+def test_parse_plain_query_keeps_case_in_question_and_lowers_qname() -> None:
+    data = make_query()
+    query = wire.parse_query(data)
+    assert query.id == 0x1234
+    assert query.qname == b"www.example.com"
+    assert query.qtype == 1 and query.qclass == 1
+    assert query.question == data[12 : query.question_end]
+    assert b"WwW" in query.question  # 0x20 case intact for the echo
+    assert not query.edns and query.payload == 512 and not query.unmatchable
+
+
+def test_parse_edns_payload_and_do() -> None:
+    query = wire.parse_query(make_query(use_edns=0, payload=4096, want_dnssec=True))
+    assert query.edns and query.do and query.payload == 4096
+    small = wire.parse_query(make_query(use_edns=0, payload=100))
+    assert small.payload == 512  # RFC 6891 6.2.5: values below 512 are treated as 512
+
+
+def test_root_and_label_with_dot() -> None:
+    assert wire.parse_query(make_query(".", "NS")).qname == b""
+    odd = dns.message.make_query(dns.name.Name([b"a.b", b"example", b"com", b""]), "A")
+    query = wire.parse_query(odd.to_wire())
+    assert query.unmatchable  # "a.b" as one label must not alias a.b.example.com
+
+
+@pytest.mark.parametrize(
+    ("mutate", "rcode"),
+    [
+        (lambda d: d[:11], None),  # shorter than a header: drop
+        (lambda d: d[:2] + bytes([d[2] | 0x80]) + d[3:], None),  # QR=1: drop
+        (lambda d: d[:2] + bytes([d[2] | (2 << 3)]) + d[3:], wire.NOTIMP),  # opcode STATUS
+        (lambda d: d[:4] + b"\x00\x02" + d[6:], wire.FORMERR),  # QDCOUNT 2
+        (lambda d: d[:4] + b"\x00\x00" + d[6:], wire.FORMERR),  # QDCOUNT 0
+        (lambda d: d[:-3], wire.FORMERR),  # truncated question
+        (lambda d: d[:12] + b"\xc0\x0c" + d[-4:], wire.FORMERR),  # pointer in the question
+        (lambda d: d[:12] + b"\x40" + b"a" * 64 + b"\x00" + d[-4:], wire.FORMERR),  # label 64
+        (lambda d: d[:12] + (b"\x3f" + b"a" * 63) * 4 + b"\x00" + d[-4:], wire.FORMERR),  # >255
+    ],
+)
+def test_malformed_queries(mutate, rcode) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(wire.ParseError) as caught:
+        wire.parse_query(mutate(make_query()))
+    assert caught.value.rcode == rcode
+
+
+def test_two_opt_records_and_bad_version() -> None:
+    data = bytearray(make_query(use_edns=0))
+    opt = bytes(data[-11:])
+    twice = bytes(data[:10]) + b"\x00\x02" + bytes(data[12:]) + opt
+    with pytest.raises(wire.ParseError) as caught:
+        wire.parse_query(twice)
+    assert caught.value.rcode == wire.FORMERR
+    with pytest.raises(wire.ParseError) as caught:
+        wire.parse_query(make_query(use_edns=1))
+    assert caught.value.rcode == wire.BADVERS
+    # BADVERS goes in the OPT record's extended RCODE (RFC 6891 6.1.3).
+    response = wire.error_response(make_query(use_edns=1), wire.BADVERS, caught.value.query, 1232)
+    parsed = dns.message.from_wire(response)
+    assert parsed.rcode() == dns.rcode.BADVERS
+
+
+def test_error_response_echoes_question_and_flags() -> None:
+    data = make_query(use_edns=0)
+    query = wire.parse_query(data)
+    response = dns.message.from_wire(wire.error_response(data, wire.REFUSED, query, 1232))
+    assert response.id == 0x1234
+    assert response.rcode() == dns.rcode.REFUSED
+    assert response.flags & dns.flags.QR and response.flags & dns.flags.RD
+    assert response.flags & dns.flags.RA and not response.flags & dns.flags.AA
+    assert str(response.question[0].name) == "WwW.Example.COM."
+    assert response.edns == 0 and response.payload == 1232
+
+
+def test_ede_option_matches_dnspython() -> None:
+    raw = wire.opt_record(1232, False, 0, wire.ede_option(16, "blocked by law"))
+    data = make_query()
+    header = bytearray(data[:12])
+    header[2] |= 0x80
+    header[10:12] = b"\x00\x01"
+    message = dns.message.from_wire(bytes(header) + data[12:] + raw)
+    (option,) = message.options
+    assert isinstance(option, dns.edns.EDEOption)
+    assert option.code == dns.edns.EDECode.CENSORED and option.text == "blocked by law"
+
+
+def test_truncated_keeps_question_and_sets_tc() -> None:
+    data = make_query(use_edns=0)
+    query = wire.parse_query(data)
+    big = wire.error_response(data, wire.NOERROR, query, 1232) + b"\x00" * 2000
+    small = dns.message.from_wire(wire.truncated(big, query, 1232))
+    assert small.flags & dns.flags.TC and len(small.question) == 1 and small.edns == 0
+
+
+def test_with_id() -> None:
+    assert wire.with_id(b"\x00\x01rest", 0xBEEF) == b"\xbe\xefrest"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=600))
+def test_random_bytes_never_raise_anything_but_parse_error(data: bytes) -> None:
+    with contextlib.suppress(wire.ParseError):
+        wire.parse_query(data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(min_size=0, max_size=80))
+def test_random_tails_after_a_valid_question(tail: bytes) -> None:
+    base = make_query()
+    mutated = base[:10] + struct.pack("!H", 1 + len(tail) % 3) + base[12:] + tail
+    try:
+        wire.parse_query(mutated)
+    except wire.ParseError as error:
+        assert error.rcode in (wire.FORMERR, wire.BADVERS)
