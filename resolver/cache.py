@@ -152,6 +152,14 @@ class ResponseCache:
         self.misses += 1
         return None
 
+    def get_fresh(self, key: CacheKey) -> tuple[bytes, float] | None:
+        """`get`, plus the clock time until which the returned bytes stay exact (the next
+        whole-second TTL step or expiry): callers may reuse the bytes until then."""
+        wire = self.get(key)
+        if wire is None:
+            return None
+        return wire, self._entries[key].fresh_until
+
     def _get_rewritten(self, key: CacheKey, entry: _Entry, now: float) -> bytes | None:
         if now >= entry.expires_at:
             self._remove(key, entry)

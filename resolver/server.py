@@ -29,7 +29,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -51,6 +50,8 @@ MAX_UDP_MESSAGE = 65535
 ACL_CACHE_MAX = 65536  # distinct client addresses remembered by the ACL fast path
 DRAIN_SECONDS = 3.0  # SIGTERM: how long in-flight upstream queries may finish
 RESTART_BACKOFF = 0.2  # seconds between restarts of a crashing worker (bounded spin)
+MEMO_MAX_ENTRIES = 20_000  # remembered UDP answers (about 10 MB at most): see Resolver.handle
+_FOREVER = float("inf")
 CNAME_CHECK_MAX = 16  # CNAME/DNAME targets checked per answer (RFC 1034 chains are short)
 EDE_NO_REACHABLE_AUTHORITY = 22  # RFC 8914 4.22: upstreams did not answer
 
@@ -86,6 +87,7 @@ class Resolver:
         self._payload = config.server.udp_payload_size
         self._allow = config.server.allows
         self._acl: dict[str, bool] = {}
+        self._clock = time.monotonic
         cache = config.cache
         self.cache = ResponseCache(
             cache.max_entries,
@@ -119,6 +121,7 @@ class Resolver:
         # is_block[pid]: a list index is cheaper than a Policy attribute chain per query.
         self.is_block = [False] + [not p.is_allow for p in index.policies]
         self.responder = BlockResponder(index.policies, self._settings)
+        self._memo: dict[bytes, tuple[bytes, int, float]] = {}  # remembered answers: see handle
 
     def acl_allows(self, client: str) -> bool:
         allowed = self._acl.get(client)
@@ -128,13 +131,35 @@ class Resolver:
             allowed = self._acl[client] = self._allow(client)
         return allowed
 
-    def handle(self, data: bytes, client: str) -> bytes | wire.Query | None:
-        """bytes: send them; a Query: forward it (await `forward`); None: send nothing."""
+    def handle(self, data: bytes, client: str, udp: bool = True) -> bytes | wire.Query | None:
+        """bytes: send them; a Query: forward it (await `forward`); None: send nothing.
+
+        UDP answers are final (truncated to the client's limit) and remembered in the answer
+        memo, keyed by the query's bytes after its ID: the same question with the same flags
+        and EDNS record gets the same answer, so a repeat skips parsing, the index and the
+        cache (a packet cache, as dnsdist has). Blocked answers stay valid until the index
+        changes; cache hits until their TTLs next tick or the entry expires."""
+        allowed = self._acl.get(client)
+        if allowed is None:
+            allowed = self.acl_allows(client)
+        if udp and allowed:
+            hit = self._memo.get(data[2:])
+            if hit is not None:
+                tail, pid, valid_until = hit
+                counters = self.counters
+                if pid:
+                    counters.blocked += 1
+                    by_pid = counters.blocked_by_pid
+                    by_pid[pid] = by_pid.get(pid, 0) + 1
+                    return data[:2] + tail
+                if valid_until > self._clock():
+                    counters.cached += 1
+                    return data[:2] + tail
         try:
             query = wire.parse_query(data)
         except wire.ParseError as error:
             return self._error(data, error)
-        if not self.acl_allows(client):
+        if not allowed:
             self.counters.refused += 1
             return wire.error_response(data, wire.REFUSED, query, self._payload)
         if query.qclass == wire.CLASS_IN and not query.unmatchable:
@@ -145,19 +170,40 @@ class Resolver:
                     counters.blocked += 1
                     by_pid = counters.blocked_by_pid
                     by_pid[pid] = by_pid.get(pid, 0) + 1
-                    return self.responder.answer(query, pid)
+                    answer = self.responder.answer(query, pid)
+                    if answer is not None and udp:
+                        answer = self.fit_udp(answer, query)
+                        self._remember(data, answer, pid, _FOREVER)
+                    return answer
                 self.counters.allowed_by_list += 1
-        cached = self.cache.get(self._cache_key(query))
+        cached = self.cache.get_fresh(self._cache_key(query))
         if cached is not None:
             self.counters.cached += 1
+            stored, fresh_until = cached
             # The stored answer carries the first asker's ID and letter case: patch both.
-            return (
-                struct.pack("!H", query.id)
-                + cached[2 : wire.HEADER_SIZE]
+            answer = (
+                data[:2]
+                + stored[2 : wire.HEADER_SIZE]
                 + query.question
-                + cached[query.question_end :]
+                + stored[query.question_end :]
             )
+            if udp:
+                answer = self.fit_udp(answer, query)
+                self._remember(data, answer, 0, fresh_until)
+            return answer
         return query
+
+    def _remember(self, data: bytes, answer: bytes, pid: int, valid_until: float) -> None:
+        memo = self._memo
+        if len(memo) >= MEMO_MAX_ENTRIES:
+            memo.clear()  # crude but O(1) amortised; hot entries come back on their next hit
+        memo[data[2:]] = (answer[2:], pid, valid_until)
+
+    def fit_udp(self, answer: bytes, query: wire.Query) -> bytes:
+        if len(answer) <= wire.MIN_UDP_PAYLOAD or len(answer) <= self.udp_limit(query):
+            return answer
+        self.counters.truncated += 1
+        return wire.truncated(answer, query, self._payload)
 
     @staticmethod
     def _cache_key(query: wire.Query) -> tuple[bytes, int, int, int]:
@@ -294,8 +340,6 @@ class Worker:
             if result is None:
                 continue
             if isinstance(result, bytes):
-                if len(result) > wire.MIN_UDP_PAYLOAD:
-                    result = self._fit_udp(result, data)
                 try:
                     sendto(result, address)
                 except OSError:
@@ -303,26 +347,13 @@ class Worker:
                 continue
             self._spawn(self._udp_forward(sock, result, data, address))
 
-    def _fit_udp(self, response: bytes, data: bytes) -> bytes:
-        try:
-            query = wire.parse_query(data)
-        except wire.ParseError:
-            return response
-        limit = self.resolver.udp_limit(query)
-        if len(response) <= limit:
-            return response
-        self.resolver.counters.truncated += 1
-        return wire.truncated(response, query, self.resolver._payload)
-
     async def _udp_forward(
         self, sock: socket.socket, query: wire.Query, data: bytes, address: tuple[str, int]
     ) -> None:
         response = await self.resolver.forward(query, data)
         if response is None:
             return
-        if len(response) > self.resolver.udp_limit(query):
-            self.resolver.counters.truncated += 1
-            response = wire.truncated(response, query, self.resolver._payload)
+        response = self.resolver.fit_udp(response, query)
         with contextlib.suppress(OSError):
             sock.sendto(response, address)
 
@@ -356,7 +387,7 @@ class Worker:
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     break
                 self.resolver.counters.tcp_queries += 1
-                result = self.resolver.handle(data, client)
+                result = self.resolver.handle(data, client, udp=False)
                 if result is None:
                     continue
                 if isinstance(result, bytes):

@@ -1,0 +1,459 @@
+"""Servers for the resolver benchmark: NSD (the authoritative upstream), Unbound and blokir (the
+peers), each a child process on a free 127.0.0.1 port, plus the small tools around them (a
+deadline, process-tree memory and CPU from /proc, a DNS probe).
+
+Everything binds to and queries 127.0.0.1 only. Every process is started in its own session, so
+`ManagedProcess.stop` can end it and anything it forked by its process group id, and is stopped
+in a `finally` (or by leaving the `with` block).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+
+LOOPBACK = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+
+
+class BenchError(Exception):
+    """A step failed in a way a person can act on; the message says what and where to look."""
+
+
+class Deadline:
+    """The whole run's time budget: every wait is cut to what is left of it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def cap(self, seconds: float) -> float:
+        """`seconds`, or less when the deadline comes first; raises when it has passed."""
+        left = self.remaining()
+        if left <= 0:
+            raise BenchError(f"overall deadline of {self.seconds:.0f} s reached (--deadline)")
+        return min(seconds, left)
+
+
+def find_binary(name: str) -> str | None:
+    """The path of an executable, also looking in the sbin directories."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in _SBIN_DIRS:
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def require_binary(name: str) -> str:
+    path = find_binary(name)
+    if path is None:
+        raise BenchError(f"{name} is not installed (scripts/install-test-deps installs it)")
+    return path
+
+
+def free_port(attempts: int = 50) -> int:
+    """A port on 127.0.0.1 free for both UDP and TCP right now (racy by nature)."""
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((LOOPBACK, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+                return port
+    raise BenchError("no free loopback port for both UDP and TCP")
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in text[-lines:]) or "    (empty log)"
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+class ManagedProcess:
+    """A child in its own session, its output in `log`. `stop` sends SIGTERM to the child,
+    waits, then SIGKILLs whatever is left of its process group. `stop_all` stops every one
+    still running (the benchmark's last `finally`)."""
+
+    running: ClassVar[set[ManagedProcess]] = set()
+
+    def __init__(self, name: str, argv: Sequence[str], log: Path, cwd: Path | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log = log
+        self.started = time.perf_counter()
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        self.pid = self.proc.pid
+        ManagedProcess.running.add(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for process in list(cls.running):
+            process.stop()
+
+    def __enter__(self) -> ManagedProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise BenchError(
+                f"{self.name} exited with status {self.proc.returncode}; "
+                f"last lines of {self.log}:\n{tail(self.log)}"
+            )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        ManagedProcess.running.discard(self)
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        # Workers the child forked and did not take down with it: the group is ours alone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def tree_memory_mib(pid: int) -> dict[str, float]:
+    """Resident memory of the process tree: RSS summed (counts shared pages, e.g. a mapped index,
+    once per process) and PSS summed (shares them out: the tree's real footprint)."""
+    rss = pss = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+    return {"rss_mib": rss / 1024, "pss_mib": pss / 1024, "processes": len(process_tree(pid))}
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the live process tree."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / ticks
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores; /proc/stat: all but idle, iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+# -- DNS probe --------------------------------------------------------------------------------
+
+
+def ask(port: int, name: str, rdtype: str = "A", timeout: float = 1.0) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype)
+    return dns.query.udp(query, LOOPBACK, port=port, timeout=timeout)
+
+
+def addresses(reply: dns.message.Message, rdtype: str = "A") -> list[str]:
+    wanted = dns.rdatatype.from_text(rdtype)
+    return [rd.to_text() for rrset in reply.answer if rrset.rdtype == wanted for rd in rrset]
+
+
+def describe(reply: dns.message.Message) -> str:
+    answer = "; ".join(rrset.to_text().replace("\n", "; ") for rrset in reply.answer)
+    return f"{dns.rcode.to_text(reply.rcode())} [{answer or 'no answer'}]"
+
+
+def wait_for_answer(
+    server: ManagedProcess,
+    port: int,
+    name: str,
+    deadline: float,
+    want_address: str | None = None,
+    rdtype: str = "A",
+) -> float:
+    """Poll until `name` gets NOERROR (and `want_address` among the answers, if given); the
+    seconds since the server was started. Raises when the server dies or time runs out."""
+    last = "no reply"
+    while time.monotonic() < deadline:
+        server.check_alive()
+        try:
+            reply = ask(port, name, rdtype, timeout=0.2)
+        except (dns.exception.Timeout, OSError) as exc:
+            last = type(exc).__name__
+            time.sleep(0.02)
+            continue
+        last = describe(reply)
+        if reply.rcode() == dns.rcode.NOERROR and (
+            want_address is None or want_address in addresses(reply, rdtype)
+        ):
+            return time.perf_counter() - server.started
+        time.sleep(0.02)
+    raise BenchError(
+        f"{server.name} did not answer {name} {rdtype} as expected in time (last: {last}); "
+        f"last lines of {server.log}:\n{tail(server.log)}"
+    )
+
+
+# -- NSD --------------------------------------------------------------------------------------
+
+
+def start_nsd(
+    workdir: Path, zone: str, zonefile: Path, probe: str, deadline: Deadline
+) -> tuple[ManagedProcess, int]:
+    """NSD serving `zonefile` on a free port, rate limiting off; returns once it answers."""
+    nsd = require_binary("nsd")
+    checkconf = find_binary("nsd-checkconf")
+    port = free_port()
+    conf = workdir / "nsd.conf"
+
+    def render(rrl: bool) -> str:
+        limits = "    rrl-ratelimit: 0\n    rrl-whitelist-ratelimit: 0\n" if rrl else ""
+        return f"""server:
+    ip-address: {LOOPBACK}@{port}
+    port: {port}
+    do-ip4: yes
+    do-ip6: no
+    username: ""
+    chroot: ""
+    zonesdir: "{workdir}"
+    pidfile: "{workdir}/nsd.pid"
+    xfrdfile: "{workdir}/nsd-xfrd.state"
+    xfrd-reload-timeout: 1
+    database: ""
+    zonelistfile: "{workdir}/nsd-zone.list"
+    logfile: "{workdir}/nsd.log"
+    verbosity: 0
+    server-count: 1
+    hide-version: yes
+{limits}remote-control:
+    control-enable: no
+zone:
+    name: "{zone}"
+    zonefile: "{zonefile}"
+"""
+
+    conf.write_text(render(rrl=True))
+    if checkconf:
+        checked = subprocess.run([checkconf, str(conf)], capture_output=True, text=True)
+        if checked.returncode != 0:
+            # An NSD built without rate limiting rejects the rrl options, and has no RRL anyway.
+            conf.write_text(render(rrl=False))
+            checked = subprocess.run([checkconf, str(conf)], capture_output=True, text=True)
+            if checked.returncode != 0:
+                raise BenchError(f"nsd-checkconf rejected {conf}: {checked.stderr.strip()}")
+    server = ManagedProcess("nsd", [nsd, "-d", "-c", str(conf)], workdir / "nsd.stdout")
+    try:
+        wait_for_answer(server, port, probe, time.monotonic() + deadline.cap(60))
+    except BaseException:
+        server.stop()
+        raise
+    return server, port
+
+
+# -- Unbound ----------------------------------------------------------------------------------
+
+
+def unbound_conf(
+    workdir: Path, port: int, threads: int, rpz: Path, upstream_port: int, tag: str
+) -> Path:
+    conf = workdir / f"unbound-{tag}.conf"
+    conf.write_text(f"""server:
+    interface: {LOOPBACK}
+    port: {port}
+    do-ip4: yes
+    do-ip6: no
+    num-threads: {threads}
+    so-reuseport: yes
+    chroot: ""
+    username: ""
+    directory: "{workdir}"
+    pidfile: "{workdir}/unbound-{tag}.pid"
+    use-syslog: no
+    logfile: "{workdir}/unbound-{tag}.log"
+    verbosity: 0
+    module-config: "respip iterator"
+    do-not-query-localhost: no
+    statistics-cumulative: no
+    extended-statistics: no
+remote-control:
+    control-enable: yes
+    control-interface: "{workdir}/unbound-{tag}.ctl"
+    control-use-cert: no
+rpz:
+    name: "rpz.blokir."
+    zonefile: "{rpz}"
+forward-zone:
+    name: "."
+    forward-addr: {LOOPBACK}@{upstream_port}
+""")
+    checkconf = find_binary("unbound-checkconf")
+    if checkconf:
+        checked = subprocess.run([checkconf, str(conf)], capture_output=True, text=True)
+        if checked.returncode != 0:
+            raise BenchError(f"unbound-checkconf rejected {conf}: {checked.stdout}{checked.stderr}")
+    return conf
+
+
+def start_unbound(conf: Path, tag: str) -> ManagedProcess:
+    unbound = require_binary("unbound")
+    return ManagedProcess(tag, [unbound, "-d", "-c", str(conf)], conf.with_suffix(".stdout"))
+
+
+def unbound_stats(conf: Path, reset: bool) -> dict[str, float]:
+    """Unbound's total.* counters via unbound-control ({} when unavailable)."""
+    control = find_binary("unbound-control")
+    if control is None:
+        return {}
+    command = "stats" if reset else "stats_noreset"
+    done = subprocess.run(
+        [control, "-c", str(conf), command], capture_output=True, text=True, timeout=20
+    )
+    if done.returncode != 0:
+        return {}
+    stats = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.startswith("total.") and value:
+            with contextlib.suppress(ValueError):
+                stats[key] = float(value)
+    return stats
+
+
+# -- blokir -----------------------------------------------------------------------------------
+
+
+def blokir_serve_available() -> str | None:
+    """None when `python -m resolver serve` exists in this checkout, else why not."""
+    done = subprocess.run(
+        [sys.executable, "-m", "resolver", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    if done.returncode == 0:
+        return None
+    why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return (
+        f"`python -m resolver serve` is not available in this checkout ({why}); "
+        f"benchmark the other peers with e.g. --peers unbound1,unbound2"
+    )
+
+
+def blokir_config(
+    path: Path,
+    *,
+    port: int,
+    workers: int,
+    upstream_port: int,
+    list_path: Path,
+    index_path: Path,
+    landing_ipv4: str,
+    landing_ipv6: str,
+) -> Path:
+    path.write_text(f"""# Written by bench/resolver_bench.py
+[server]
+listen = ["{LOOPBACK}:{port}"]
+workers = {workers}
+
+[upstream]
+servers = ["{LOOPBACK}:{upstream_port}"]
+
+[blocking]
+landing_ipv4 = "{landing_ipv4}"
+landing_ipv6 = "{landing_ipv6}"
+index_path = "{index_path}"
+
+[metrics]
+enabled = false
+
+[[lists]]
+name = "bench"
+path = "{list_path}"
+format = "plain"
+action = "landing"
+match = "subtree"
+""")
+    return path
+
+
+def start_blokir(config: Path, tag: str) -> ManagedProcess:
+    return ManagedProcess(
+        tag,
+        [sys.executable, "-m", "resolver", "serve", "-c", str(config)],
+        config.with_suffix(".log"),
+        cwd=REPO,
+    )
