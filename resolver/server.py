@@ -50,7 +50,9 @@ MAX_UDP_MESSAGE = 65535
 ACL_CACHE_MAX = 65536  # distinct client addresses remembered by the ACL fast path
 DRAIN_SECONDS = 3.0  # SIGTERM: how long in-flight upstream queries may finish
 RESTART_BACKOFF = 0.2  # seconds between restarts of a crashing worker (bounded spin)
-MEMO_MAX_ENTRIES = 20_000  # remembered UDP answers (about 10 MB at most): see Resolver.handle
+# Remembered UDP answers per generation (two generations; about 300 bytes each, so at most
+# about 30 MB): see Resolver.handle and Resolver._remember.
+MEMO_GENERATION = 50_000
 _FOREVER = float("inf")
 CNAME_CHECK_MAX = 16  # CNAME/DNAME targets checked per answer (RFC 1034 chains are short)
 EDE_NO_REACHABLE_AUTHORITY = 22  # RFC 8914 4.22: upstreams did not answer
@@ -121,7 +123,10 @@ class Resolver:
         # is_block[pid]: a list index is cheaper than a Policy attribute chain per query.
         self.is_block = [False] + [not p.is_allow for p in index.policies]
         self.responder = BlockResponder(index.policies, self._settings)
-        self._memo: dict[bytes, tuple[bytes, int, float]] = {}  # remembered answers: see handle
+        # Remembered UDP answers (see handle): query bytes after the ID -> (answer bytes after
+        # the ID, block policy id or 0 for a cache hit, valid until this clock time).
+        self._memo: dict[bytes, tuple[bytes, int, float]] = {}
+        self._memo_old: dict[bytes, tuple[bytes, int, float]] = {}
 
     def acl_allows(self, client: str) -> bool:
         allowed = self._acl.get(client)
@@ -143,7 +148,12 @@ class Resolver:
         if allowed is None:
             allowed = self.acl_allows(client)
         if udp and allowed:
-            hit = self._memo.get(data[2:])
+            key = data[2:]
+            hit = self._memo.get(key)
+            if hit is None:
+                hit = self._memo_old.get(key)
+                if hit is not None:
+                    self._memo[key] = hit  # still in use: keep it through the next rotation
             if hit is not None:
                 tail, pid, valid_until = hit
                 counters = self.counters
@@ -194,10 +204,14 @@ class Resolver:
         return query
 
     def _remember(self, data: bytes, answer: bytes, pid: int, valid_until: float) -> None:
-        memo = self._memo
-        if len(memo) >= MEMO_MAX_ENTRIES:
-            memo.clear()  # crude but O(1) amortised; hot entries come back on their next hit
-        memo[data[2:]] = (answer[2:], pid, valid_until)
+        """Two generations instead of an LRU: when the young one fills, it becomes the old one
+        and the previous old one is dropped. Entries used since the last rotation are copied
+        forward on their next hit, so hot answers survive and the bound holds without any
+        per-hit bookkeeping."""
+        if len(self._memo) >= MEMO_GENERATION:
+            self._memo_old = self._memo
+            self._memo = {}
+        self._memo[data[2:]] = (answer[2:], pid, valid_until)
 
     def fit_udp(self, answer: bytes, query: wire.Query) -> bytes:
         if len(answer) <= wire.MIN_UDP_PAYLOAD or len(answer) <= self.udp_limit(query):

@@ -1,0 +1,167 @@
+"""The per-worker query pipeline without sockets: memo, cache patching, ACL, CNAME blocking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+
+from resolver import server
+from resolver.compile import compile_lists, write_index
+from resolver.config import parse_config
+from resolver.index import open_index
+from resolver.server import Resolver
+from resolver.wire import Query
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def resolver(tmp_path: Path) -> Resolver:
+    (tmp_path / "block.txt").write_text("judi-contoh.example\n")
+    config = parse_config(
+        """
+[server]
+allow = ["127.0.0.0/8"]
+[upstream]
+servers = ["127.0.0.1:9"]
+[blocking]
+landing_ipv4 = "192.0.2.10"
+[[lists]]
+name = "t"
+path = "block.txt"
+""",
+        tmp_path / "blokir.toml",
+    )
+    result = compile_lists(config.list_specs())
+    write_index(result, tmp_path / "i.blkx")
+    resolver = Resolver(config, open_index(tmp_path / "i.blkx"))
+    clock = FakeClock()
+    resolver._clock = clock
+    resolver.cache._clock = clock
+    return resolver
+
+
+def query(name: str, qid: int = 1, rdtype: str = "A", **kw: object) -> bytes:
+    message = dns.message.make_query(name, rdtype, **kw)  # type: ignore[arg-type]
+    message.id = qid
+    return message.to_wire()
+
+
+def test_blocked_answers_are_remembered_per_exact_question(resolver: Resolver) -> None:
+    first = resolver.handle(query("judi-contoh.example", 1), "127.0.0.1")
+    second = resolver.handle(query("judi-contoh.example", 2), "127.0.0.1")
+    assert isinstance(first, bytes) and isinstance(second, bytes)
+    assert first[2:] == second[2:] and second[:2] == b"\x00\x02"
+    assert resolver.counters.blocked == 2 and sum(resolver.counters.blocked_by_pid.values()) == 2
+    assert len(resolver._memo) == 1
+    upper = resolver.handle(query("JUDI-contoh.example", 3), "127.0.0.1")
+    assert isinstance(upper, bytes)
+    assert str(dns.message.from_wire(upper).question[0].name) == "JUDI-contoh.example."
+    assert len(resolver._memo) == 2  # case is part of the remembered question
+
+
+def test_cache_hits_patch_id_and_case_and_age_their_ttls(resolver: Resolver) -> None:
+    asked = resolver.handle(query("www.allowed.example", 7), "127.0.0.1")
+    assert isinstance(asked, Query)  # a miss: to be forwarded
+    reply = dns.message.make_response(dns.message.from_wire(query("www.allowed.example", 7)))
+    reply.answer.append(dns.rrset.from_text("www.allowed.example.", 300, "IN", "A", "198.51.100.1"))
+    resolver.cache.put(resolver._cache_key(asked), reply.to_wire())
+
+    hit = resolver.handle(query("WWW.allowed.example", 8), "127.0.0.1")
+    assert isinstance(hit, bytes)
+    message = dns.message.from_wire(hit)
+    assert message.id == 8 and str(message.question[0].name) == "WWW.allowed.example."
+    assert message.answer[0].ttl == 300
+    again = resolver.handle(query("WWW.allowed.example", 9), "127.0.0.1")
+    assert isinstance(again, bytes) and again[2:] == hit[2:]  # from the memo
+    assert resolver.counters.cached == 2
+
+    resolver._clock.now += 2.5  # type: ignore[attr-defined]
+    aged = resolver.handle(query("WWW.allowed.example", 10), "127.0.0.1")
+    assert isinstance(aged, bytes)
+    assert dns.message.from_wire(aged).answer[0].ttl == 298  # the memo entry went stale
+
+    resolver._clock.now += 400  # type: ignore[attr-defined]
+    assert isinstance(resolver.handle(query("WWW.allowed.example", 11), "127.0.0.1"), Query)
+
+
+def test_acl_refuses_outsiders_and_never_remembers_for_them(resolver: Resolver) -> None:
+    resolver.handle(query("judi-contoh.example"), "127.0.0.1")
+    refused = resolver.handle(query("judi-contoh.example"), "203.0.113.9")
+    assert isinstance(refused, bytes)
+    assert dns.message.from_wire(refused).rcode() == dns.rcode.REFUSED
+    assert resolver.counters.refused == 1
+
+
+def test_tcp_answers_are_neither_remembered_nor_truncated(resolver: Resolver) -> None:
+    answer = resolver.handle(query("judi-contoh.example"), "127.0.0.1", udp=False)
+    assert isinstance(answer, bytes) and resolver._memo == {}
+
+
+def test_reload_forgets_remembered_answers(resolver: Resolver, tmp_path: Path) -> None:
+    resolver.handle(query("judi-contoh.example"), "127.0.0.1")
+    assert resolver._memo
+    (tmp_path / "block.txt").write_text("other.example\n")
+    write_index(compile_lists(resolver.config.list_specs()), tmp_path / "j.blkx")
+    resolver.use_index(open_index(tmp_path / "j.blkx"))
+    assert isinstance(resolver.handle(query("judi-contoh.example"), "127.0.0.1"), Query)
+
+
+def test_memo_generations_keep_hot_entries(
+    resolver: Resolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "MEMO_GENERATION", 3)
+    hot = query("judi-contoh.example")
+    resolver.handle(hot, "127.0.0.1")
+    for i in range(5):  # cold blocked names fill and rotate the generations
+        resolver.handle(query(f"n{i}.judi-contoh.example"), "127.0.0.1")
+        resolver.handle(hot, "127.0.0.1")  # used each time: copied forward
+    assert hot[2:] in resolver._memo or hot[2:] in resolver._memo_old
+    assert len(resolver._memo) <= 3 and len(resolver._memo_old) <= 3
+
+
+def test_cname_to_a_blocked_name_gets_the_block_answer(resolver: Resolver) -> None:
+    asked = resolver.handle(query("alias.example", use_edns=0), "127.0.0.1")
+    assert isinstance(asked, Query)
+    reply = dns.message.make_response(dns.message.from_wire(query("alias.example", use_edns=0)))
+    reply.answer.append(
+        dns.rrset.from_text("alias.example.", 60, "IN", "CNAME", "cdn.judi-contoh.example.")
+    )
+    reply.answer.append(
+        dns.rrset.from_text("cdn.judi-contoh.example.", 60, "IN", "A", "203.0.113.5")
+    )
+    blocked = resolver._cname_block(asked, reply.to_wire())
+    assert blocked is not None
+    message = dns.message.from_wire(blocked)
+    assert [rd.address for rrset in message.answer for rd in rrset] == ["192.0.2.10"]
+    assert resolver.counters.blocked_cname == 1
+    clean = dns.message.make_response(dns.message.from_wire(query("alias.example")))
+    clean.answer.append(dns.rrset.from_text("alias.example.", 60, "IN", "CNAME", "fine.example."))
+    assert resolver._cname_block(asked, clean.to_wire()) is None
+
+
+def test_large_udp_answers_are_truncated_for_the_client(resolver: Resolver) -> None:
+    asked = resolver.handle(query("big.example", rdtype="TXT"), "127.0.0.1")
+    assert isinstance(asked, Query)
+    reply = dns.message.make_response(dns.message.from_wire(query("big.example", rdtype="TXT")))
+    reply.answer.append(
+        dns.rrset.from_text_list(
+            "big.example.", 60, "IN", "TXT", [f'"{"x" * 200}{i}"' for i in range(5)]
+        )
+    )
+    resolver.cache.put(resolver._cache_key(asked), reply.to_wire())
+    small = resolver.handle(query("big.example", rdtype="TXT"), "127.0.0.1")
+    assert isinstance(small, bytes) and dns.message.from_wire(small).flags & dns.flags.TC
+    full = resolver.handle(query("big.example", rdtype="TXT"), "127.0.0.1", udp=False)
+    assert isinstance(full, bytes) and not dns.message.from_wire(full).flags & dns.flags.TC
