@@ -368,6 +368,8 @@ class ServerConfig:
     tcp_max_connections: int = 1024
     allow: tuple[Network, ...] = DEFAULT_ALLOW
     udp_payload_size: int = 1232  # DNS flag day 2020
+    ratelimit: int = 0  # queries/s per client prefix (/24 IPv4, /56 IPv6); 0 = no limit
+    ratelimit_burst: int = 0  # bucket size; 0 = the same as ratelimit
 
     def allows(self, client: str) -> bool:
         """Whether a client address falls in one of the `allow` networks."""
@@ -617,6 +619,8 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "tcp_max_connections",
         "allow",
         "udp_payload_size",
+        "ratelimit",
+        "ratelimit_burst",
     ),
     "upstream": ("servers", "timeout", "attempts"),
     "blocking": (
@@ -810,6 +814,8 @@ class _Context:
             udp_payload_size=t.get_int(
                 "udp_payload_size", defaults.udp_payload_size, low=512, high=4096
             ),
+            ratelimit=t.get_int("ratelimit", defaults.ratelimit, low=0),
+            ratelimit_burst=t.get_int("ratelimit_burst", defaults.ratelimit_burst, low=0),
         )
 
     def _upstream(self, t: _Table, server: ServerConfig) -> UpstreamConfig:

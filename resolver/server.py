@@ -32,8 +32,8 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 
+from resolver import metrics as m
 from resolver import wire
 from resolver.answers import BlockResponder, BlockSettings
 from resolver.cache import ResponseCache
@@ -41,6 +41,8 @@ from resolver.compile import compile_lists, index_is_current, write_index
 from resolver.config import Config
 from resolver.index import Index, IndexError_, open_index
 from resolver.message import MessageError, cname_targets
+from resolver.metrics import TopCounter, WorkerStats
+from resolver.ratelimit import RateLimiter
 from resolver.upstream import UpstreamPool
 
 log = logging.getLogger("blokir")
@@ -54,29 +56,12 @@ RESTART_BACKOFF = 0.2  # seconds between restarts of a crashing worker (bounded 
 # about 30 MB): see Resolver.handle and Resolver._remember.
 MEMO_GENERATION = 50_000
 _FOREVER = float("inf")
-CNAME_CHECK_MAX = 16  # CNAME/DNAME targets checked per answer (RFC 1034 chains are short)
+CNAME_CHECK_MAX = 16
+# A remembered answer: (answer after its ID, block pid or 0, valid until, qtype cell, qname)
+Memo = tuple[
+    bytes, int, float, int, bytes
+]  # CNAME/DNAME targets checked per answer (RFC 1034 chains are short)
 EDE_NO_REACHABLE_AUTHORITY = 22  # RFC 8914 4.22: upstreams did not answer
-
-
-@dataclass(slots=True)
-class Counters:
-    """Plain integers on the hot path; the metrics collector reads them at scrape time."""
-
-    udp_queries: int = 0
-    tcp_queries: int = 0
-    blocked: int = 0
-    blocked_cname: int = 0
-    allowed_by_list: int = 0
-    cached: int = 0
-    forwarded: int = 0
-    servfail: int = 0
-    refused: int = 0
-    formerr: int = 0
-    notimp: int = 0
-    dropped: int = 0
-    truncated: int = 0
-    send_errors: int = 0
-    blocked_by_pid: dict[int, int] = field(default_factory=dict)
 
 
 class Resolver:
@@ -85,11 +70,18 @@ class Resolver:
 
     def __init__(self, config: Config, index: Index) -> None:
         self.config = config
-        self.counters = Counters()
+        self.stats = WorkerStats(top=TopCounter(4 * config.metrics.top_k))
+        self.last_outcome = m.DROPPED  # of the last handle() call, for the latency histogram
         self._payload = config.server.udp_payload_size
         self._allow = config.server.allows
         self._acl: dict[str, bool] = {}
         self._clock = time.monotonic
+        server_config = config.server
+        self.ratelimiter = (
+            RateLimiter(server_config.ratelimit, server_config.ratelimit_burst)
+            if server_config.ratelimit
+            else None
+        )
         cache = config.cache
         self.cache = ResponseCache(
             cache.max_entries,
@@ -117,16 +109,31 @@ class Resolver:
         self.use_index(index)
 
     def use_index(self, index: Index) -> None:
-        """Swap the index (reload). Single-threaded event loop: the next query sees the new one."""
+        """Swap the index (reload). Single-threaded event loop: the next query sees the new one.
+        Counts kept by policy id are settled first: ids mean other lists in the new index."""
+        if getattr(self, "index", None) is not None:
+            self.settle_counts()
         self.index = index
         self.match_pid = index.match_pid
         # is_block[pid]: a list index is cheaper than a Policy attribute chain per query.
         self.is_block = [False] + [not p.is_allow for p in index.policies]
         self.responder = BlockResponder(index.policies, self._settings)
         # Remembered UDP answers (see handle): query bytes after the ID -> (answer bytes after
-        # the ID, block policy id or 0 for a cache hit, valid until this clock time).
-        self._memo: dict[bytes, tuple[bytes, int, float]] = {}
-        self._memo_old: dict[bytes, tuple[bytes, int, float]] = {}
+        # the ID, block policy id or 0 for a cache hit, valid until this clock time, the
+        # counter cell of its query type, the query name).
+        self._memo: dict[bytes, Memo] = {}
+        self._memo_old: dict[bytes, Memo] = {}
+
+    def settle_counts(self) -> None:
+        """Turn counts kept by policy id into counts by list labels (at flush and reload)."""
+        stats = self.stats
+        policies = self.index.policies
+        for pid, count in stats.blocked_by_pid.items():
+            policy = policies[pid - 1]
+            labels = (policy.list_name, policy.category, policy.action.value)
+            stats.blocked_by_labels[labels] = stats.blocked_by_labels.get(labels, 0) + count
+        stats.blocked_by_pid = {}
+        stats.top.fold(lambda pid: policies[pid - 1].list_name)
 
     def acl_allows(self, client: str) -> bool:
         allowed = self._acl.get(client)
@@ -147,7 +154,9 @@ class Resolver:
         allowed = self._acl.get(client)
         if allowed is None:
             allowed = self.acl_allows(client)
-        if udp and allowed:
+        stats = self.stats
+        limited = allowed and self.ratelimiter is not None and not self.ratelimiter.allow(client)
+        if udp and allowed and not limited:
             key = data[2:]
             hit = self._memo.get(key)
             if hit is None:
@@ -155,40 +164,47 @@ class Resolver:
                 if hit is not None:
                     self._memo[key] = hit  # still in use: keep it through the next rotation
             if hit is not None:
-                tail, pid, valid_until = hit
-                counters = self.counters
+                tail, pid, valid_until, qcell, qname = hit
                 if pid:
-                    counters.blocked += 1
-                    by_pid = counters.blocked_by_pid
-                    by_pid[pid] = by_pid.get(pid, 0) + 1
+                    stats.cells[qcell + m.BLOCKED] += 1
+                    self._count_block(pid, qname)
+                    self.last_outcome = m.BLOCKED
                     return data[:2] + tail
                 if valid_until > self._clock():
-                    counters.cached += 1
+                    stats.cells[qcell + m.CACHED] += 1
+                    self.last_outcome = m.CACHED
                     return data[:2] + tail
+        transport = m.UDP if udp else m.TCP
         try:
             query = wire.parse_query(data)
         except wire.ParseError as error:
-            return self._error(data, error)
+            return self._error(data, error, transport)
+        qcell = (transport * m.N_QTYPES + m.QTYPE_INDEX.get(query.qtype, m.QTYPE_OTHER)) * (
+            m.N_OUTCOMES
+        )
         if not allowed:
-            self.counters.refused += 1
+            stats.cells[qcell + m.REFUSED] += 1
+            self.last_outcome = m.REFUSED
+            return wire.error_response(data, wire.REFUSED, query, self._payload)
+        if limited:
+            stats.cells[qcell + m.RATELIMITED] += 1
+            self.last_outcome = m.RATELIMITED
             return wire.error_response(data, wire.REFUSED, query, self._payload)
         if query.qclass == wire.CLASS_IN and not query.unmatchable:
             pid = self.match_pid(query.qname)
-            if pid:
-                if self.is_block[pid]:
-                    counters = self.counters
-                    counters.blocked += 1
-                    by_pid = counters.blocked_by_pid
-                    by_pid[pid] = by_pid.get(pid, 0) + 1
-                    answer = self.responder.answer(query, pid)
-                    if answer is not None and udp:
-                        answer = self.fit_udp(answer, query)
-                        self._remember(data, answer, pid, _FOREVER)
-                    return answer
-                self.counters.allowed_by_list += 1
+            if pid and self.is_block[pid]:
+                stats.cells[qcell + m.BLOCKED] += 1
+                self._count_block(pid, query.qname)
+                self.last_outcome = m.BLOCKED
+                answer = self.responder.answer(query, pid)
+                if answer is not None and udp:
+                    answer = self.fit_udp(answer, query)
+                    self._remember(data, answer, pid, _FOREVER, qcell, query.qname)
+                return answer
         cached = self.cache.get_fresh(self._cache_key(query))
         if cached is not None:
-            self.counters.cached += 1
+            stats.cells[qcell + m.CACHED] += 1
+            self.last_outcome = m.CACHED
             stored, fresh_until = cached
             # The stored answer carries the first asker's ID and letter case: patch both.
             answer = (
@@ -199,11 +215,27 @@ class Resolver:
             )
             if udp:
                 answer = self.fit_udp(answer, query)
-                self._remember(data, answer, 0, fresh_until)
+                self._remember(data, answer, 0, fresh_until, qcell, query.qname)
             return answer
         return query
 
-    def _remember(self, data: bytes, answer: bytes, pid: int, valid_until: float) -> None:
+    def _count_block(self, pid: int, qname: bytes) -> None:
+        stats = self.stats
+        by_pid = stats.blocked_by_pid
+        by_pid[pid] = by_pid.get(pid, 0) + 1
+        interval = stats.top.interval
+        key = (qname, pid)
+        count = interval.get(key)
+        if count is not None:
+            interval[key] = count + 1
+        elif len(interval) < TopCounter.INTERVAL_CAP:
+            interval[key] = 1
+        else:
+            stats.top.untracked += 1
+
+    def _remember(
+        self, data: bytes, answer: bytes, pid: int, valid_until: float, qcell: int, qname: bytes
+    ) -> None:
         """Two generations instead of an LRU: when the young one fills, it becomes the old one
         and the previous old one is dropped. Entries used since the last rotation are copied
         forward on their next hit, so hot answers survive and the bound holds without any
@@ -211,12 +243,12 @@ class Resolver:
         if len(self._memo) >= MEMO_GENERATION:
             self._memo_old = self._memo
             self._memo = {}
-        self._memo[data[2:]] = (answer[2:], pid, valid_until)
+        self._memo[data[2:]] = (answer[2:], pid, valid_until, qcell, qname)
 
     def fit_udp(self, answer: bytes, query: wire.Query) -> bytes:
         if len(answer) <= wire.MIN_UDP_PAYLOAD or len(answer) <= self.udp_limit(query):
             return answer
-        self.counters.truncated += 1
+        self.stats.truncated += 1
         return wire.truncated(answer, query, self._payload)
 
     @staticmethod
@@ -229,32 +261,43 @@ class Resolver:
             (query.do << 1) | bool(query.flags & wire.CD),
         )
 
-    def _error(self, data: bytes, error: wire.ParseError) -> bytes | None:
+    def _error(self, data: bytes, error: wire.ParseError, transport: int) -> bytes | None:
+        query = error.query
+        qtype = query.qtype if query is not None else -1
         if error.rcode is None:
-            self.counters.dropped += 1
-            return None
-        if error.rcode == wire.NOTIMP:
-            self.counters.notimp += 1
+            outcome = m.DROPPED
+        elif error.rcode == wire.NOTIMP:
+            outcome = m.NOTIMP
         else:
-            self.counters.formerr += 1
-        return wire.error_response(data, error.rcode, error.query, self._payload)
+            outcome = m.FORMERR
+        self.stats.cells[m.cell(transport, qtype, outcome)] += 1
+        self.last_outcome = outcome
+        if error.rcode is None:
+            return None
+        return wire.error_response(data, error.rcode, query, self._payload)
 
-    async def forward(self, query: wire.Query, data: bytes) -> bytes | None:
-        self.counters.forwarded += 1
+    async def forward(self, query: wire.Query, data: bytes, transport: int) -> bytes | None:
+        """Ask upstream; count the outcome (allowed, blocked_cname or servfail)."""
         try:
             response = await self.upstream.query(data)
         except MessageError:  # parse_query accepted it, so this is a bug: answer, do not die
             log.exception("upstream refused a query blokir parsed")
             response = None
+        cells = self.stats.cells
         if response is None:
-            self.counters.servfail += 1
+            cells[m.cell(transport, query.qtype, m.SERVFAIL)] += 1
+            self.last_outcome = m.SERVFAIL
             options = b""
             if query.edns:
                 options = wire.ede_option(EDE_NO_REACHABLE_AUTHORITY, "upstream did not answer")
             return wire.error_response(data, wire.SERVFAIL, query, self._payload, options)
         blocked = self._cname_block(query, response)
         if blocked is not None:
+            cells[m.cell(transport, query.qtype, m.BLOCKED_CNAME)] += 1
+            self.last_outcome = m.BLOCKED_CNAME
             return blocked
+        cells[m.cell(transport, query.qtype, m.ALLOWED)] += 1
+        self.last_outcome = m.ALLOWED
         self.cache.put(self._cache_key(query), response)
         return response
 
@@ -268,7 +311,7 @@ class Resolver:
         for target in targets[:CNAME_CHECK_MAX]:
             pid = self.match_pid(target)
             if pid and self.is_block[pid]:
-                self.counters.blocked_cname += 1
+                self._count_block(pid, target)
                 return self.responder.answer(query, pid)
         return None
 
@@ -285,9 +328,14 @@ class Worker:
         index_path: str,
         udp_socks: list[socket.socket],
         tcp_socks: list[socket.socket],
+        slots: m.SharedSlots | None = None,
+        slot: int = 0,
     ) -> None:
         self.config = config
         self.index_path = index_path
+        self.slots = slots  # where this worker publishes its counters (None: metrics off)
+        self.slot = slot
+        self.timing = slots is not None  # the latency histogram costs two clock reads a query
         self.resolver = Resolver(config, open_index(index_path))
         self.udp_socks = udp_socks
         self.tcp_socks = tcp_socks
@@ -305,8 +353,54 @@ class Worker:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if self.slots is not None:
+            self.publish()
+            loop.call_later(m.FLUSH_SECONDS, self._flush_tick)
         await self.stopping.wait()
         await self.drain()
+        if self.slots is not None:
+            self.publish()  # the last counts reach the supervisor before this process ends
+
+    def _flush_tick(self) -> None:
+        self.publish()
+        if not self.stopping.is_set():
+            asyncio.get_running_loop().call_later(m.FLUSH_SECONDS, self._flush_tick)
+
+    def publish(self) -> None:
+        """Write this worker's cumulative counters to its shared slot."""
+        assert self.slots is not None
+        resolver = self.resolver
+        resolver.settle_counts()
+        cache = resolver.cache
+        cache_stats = {
+            "entries": len(cache),
+            "bytes": cache.bytes_used,
+            "hits": cache.hits,
+            "misses": cache.misses,
+            "evictions": cache.evictions,
+            "expired": cache.expired,
+            "inserts": cache.inserts,
+        }
+        upstreams = [
+            {
+                "address": format_address(stats.address),
+                "requests": stats.requests,
+                "responses": stats.responses,
+                "timeouts": stats.timeouts,
+                "errors": stats.errors,
+                "failure_rcodes": stats.failure_rcodes,
+                "tcp_fallbacks": stats.tcp_fallbacks,
+                "up": stats.up,
+                "buckets": stats.buckets,
+                "duration_sum": stats.duration_sum,
+            }
+            for stats in resolver.upstream.stats
+        ]
+        extra = {
+            "tcp_connections": self.tcp_active,
+            "memo_entries": len(resolver._memo) + len(resolver._memo_old),
+        }
+        self.slots.write(self.slot, m.snapshot_bytes(resolver.stats, cache_stats, upstreams, extra))
 
     async def drain(self) -> None:
         """Stop reading new queries, let in-flight ones finish (bounded), then close."""
@@ -334,10 +428,13 @@ class Worker:
     # -- UDP -------------------------------------------------------------------------------
 
     def _on_udp_readable(self, sock: socket.socket) -> None:
-        handle = self.resolver.handle
-        counters = self.resolver.counters
+        resolver = self.resolver
+        handle = resolver.handle
+        stats = resolver.stats
         recvfrom = sock.recvfrom
         sendto = sock.sendto
+        timing = self.timing
+        clock = time.perf_counter
         for _ in range(UDP_BATCH):
             try:
                 data, address = recvfrom(MAX_UDP_MESSAGE)
@@ -345,7 +442,7 @@ class Worker:
                 return
             except OSError:
                 return  # e.g. ICMP errors surfaced on the socket: nothing to answer
-            counters.udp_queries += 1
+            started = clock() if timing else 0.0
             try:
                 result = handle(data, address[0])
             except Exception:  # a bug must cost one query, never the worker
@@ -357,19 +454,30 @@ class Worker:
                 try:
                     sendto(result, address)
                 except OSError:
-                    counters.send_errors += 1
+                    stats.send_errors += 1
+                if timing:
+                    stats.observe(resolver.last_outcome, clock() - started)
                 continue
-            self._spawn(self._udp_forward(sock, result, data, address))
+            self._spawn(self._udp_forward(sock, result, data, address, started))
 
     async def _udp_forward(
-        self, sock: socket.socket, query: wire.Query, data: bytes, address: tuple[str, int]
+        self,
+        sock: socket.socket,
+        query: wire.Query,
+        data: bytes,
+        address: tuple[str, int],
+        started: float,
     ) -> None:
-        response = await self.resolver.forward(query, data)
+        resolver = self.resolver
+        response = await resolver.forward(query, data, m.UDP)
+        outcome = resolver.last_outcome
         if response is None:
             return
-        response = self.resolver.fit_udp(response, query)
+        response = resolver.fit_udp(response, query)
         with contextlib.suppress(OSError):
             sock.sendto(response, address)
+        if self.timing:
+            resolver.stats.observe(outcome, time.perf_counter() - started)
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -400,7 +508,6 @@ class Worker:
                     data = await asyncio.wait_for(reader.readexactly(size), server.tcp_idle_timeout)
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     break
-                self.resolver.counters.tcp_queries += 1
                 result = self.resolver.handle(data, client, udp=False)
                 if result is None:
                     continue
@@ -424,7 +531,7 @@ class Worker:
     async def _tcp_forward(
         self, writer: asyncio.StreamWriter, query: wire.Query, data: bytes
     ) -> None:
-        response = await self.resolver.forward(query, data)
+        response = await self.resolver.forward(query, data, m.TCP)
         if response is not None and not writer.is_closing():
             writer.write(len(response).to_bytes(2, "big") + response)
 
@@ -504,17 +611,32 @@ def ensure_index(config: Config) -> str:
     return str(path)
 
 
-def run_worker(config: Config, index_path: str) -> None:
+def run_worker(config: Config, index_path: str, slots: m.SharedSlots | None, slot: int) -> None:
     """Worker process body: bind, serve until SIGTERM, exit."""
     udp, tcp = bind_sockets(config)
-    asyncio.run(_worker_main(config, index_path, udp, tcp))
+    asyncio.run(_worker_main(config, index_path, udp, tcp, slots, slot))
 
 
 async def _worker_main(
-    config: Config, index_path: str, udp: list[socket.socket], tcp: list[socket.socket]
+    config: Config,
+    index_path: str,
+    udp: list[socket.socket],
+    tcp: list[socket.socket],
+    slots: m.SharedSlots | None,
+    slot: int,
 ) -> None:
-    worker = Worker(config, index_path, udp, tcp)
+    worker = Worker(config, index_path, udp, tcp, slots, slot)
     await worker.run()
+
+
+def format_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def read_index_header(path: str) -> dict[str, object]:
+    with open_index(path, verify=False) as index:
+        return dict(index.header)
 
 
 def serve(config: Config, ready: Callable[[], None] | None = None) -> int:
@@ -524,6 +646,17 @@ def serve(config: Config, ready: Callable[[], None] | None = None) -> int:
     probe_udp, probe_tcp = bind_sockets(config)
     for sock in probe_udp + probe_tcp:
         sock.close()
+    hub: m.MetricsHub | None = None
+    if config.metrics.enabled:
+        hub = m.MetricsHub(config.server.workers, config.metrics.top_k)
+        hub.set_index(read_index_header(index_path))
+        host, port = config.metrics.listen
+        try:
+            http = m.start_http(hub, host, port)
+        except OSError as exc:
+            raise ServeError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
+        log.info("metrics on http://%s:%d/metrics", *http.server_address[:2])
+    slots = hub.slots if hub is not None else None
     children: dict[int, int] = {}  # pid -> worker number
     stopping = False
     reload_requested = False
@@ -547,7 +680,7 @@ def serve(config: Config, ready: Callable[[], None] | None = None) -> int:
                 signal.signal(sig, signal.SIG_DFL)
             code = 0
             try:
-                run_worker(config, index_path)
+                run_worker(config, index_path, slots, number)
             except BaseException:
                 log.exception("worker %d failed", number)
                 code = 1
@@ -588,7 +721,12 @@ def serve(config: Config, ready: Callable[[], None] | None = None) -> int:
                 index_path = ensure_index(config)
             except ServeError as exc:
                 log.error("reload failed, workers keep the loaded index: %s", exc)
+                if hub is not None:
+                    hub.count_reload(ok=False)
             else:
+                if hub is not None:
+                    hub.count_reload(ok=True)
+                    hub.set_index(read_index_header(index_path))
                 for pid in children:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGHUP)
@@ -600,6 +738,8 @@ def serve(config: Config, ready: Callable[[], None] | None = None) -> int:
             time.sleep(0.05)
             continue
         number = children.pop(pid, -1)
+        if number >= 0 and hub is not None:
+            hub.retire_slot(number)  # its counters must not vanish from the sums
         if number >= 0 and not stopping:
             log.warning(
                 "worker %d (pid %d) exited with %s; restarting",

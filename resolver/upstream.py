@@ -27,9 +27,10 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from resolver.message import HEADER_LEN, MessageError, skip_name
+from resolver.metrics import N_BUCKETS, bucket_of
 
 __all__ = [
     "BACKOFF_INITIAL",
@@ -73,6 +74,13 @@ class UpstreamStats:
     consecutive_failures: int = 0
     rtt_ewma: float = 0.0  # seconds; 0 until the first sample
     up: bool = True
+    # Histogram of answered tries' durations, in the metrics module's buckets.
+    buckets: list[int] = field(default_factory=lambda: [0] * (N_BUCKETS + 1))
+    duration_sum: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bucket_of(seconds)] += 1
+        self.duration_sum += seconds
 
 
 @dataclass(slots=True)
@@ -236,6 +244,7 @@ class UpstreamPool:
             self._failure(server)
             return None
         rcode = response[3] & 0x0F
+        stats.observe(loop.time() - sent)
         if rcode in (RCODE_SERVFAIL, RCODE_REFUSED):
             stats.responses += 1
             stats.failure_rcodes += 1

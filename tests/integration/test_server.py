@@ -36,8 +36,22 @@ START_TIMEOUT = 30.0
 
 
 class Blokir:
-    def __init__(self, tmp: Path, upstream_port: int, workers: int = 1, timeout: float = 1.0):
+    def __init__(
+        self,
+        tmp: Path,
+        upstream_port: int,
+        workers: int = 1,
+        timeout: float = 1.0,
+        metrics_port: int | None = None,
+        server_extra: str = "",
+    ):
         self.port = free_port()
+        self.metrics_port = metrics_port
+        metrics = (
+            f'enabled = true\nlisten = "{LOOPBACK}:{metrics_port}"\ntop_k = 5'
+            if metrics_port
+            else "enabled = false"
+        )
         self.tmp = tmp
         (tmp / "block.txt").write_text(names(BLOCKED))
         (tmp / "nx.txt").write_text(names(["nx-only.example"]))
@@ -49,6 +63,7 @@ class Blokir:
 listen = ["{LOOPBACK}:{self.port}"]
 workers = {workers}
 tcp_idle_timeout = 2.0
+{server_extra}
 [upstream]
 servers = ["{LOOPBACK}:{upstream_port}"]
 timeout = {timeout}
@@ -59,7 +74,7 @@ landing_ipv6 = "{LANDING_V6}"
 ttl = 77
 index_path = "index.blkx"
 [metrics]
-enabled = false
+{metrics}
 [[allowlists]]
 name = "exceptions"
 path = "allow.txt"

@@ -10,7 +10,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from resolver import server
+from resolver import metrics, server
 from resolver.compile import compile_lists, write_index
 from resolver.config import parse_config
 from resolver.index import open_index
@@ -63,7 +63,9 @@ def test_blocked_answers_are_remembered_per_exact_question(resolver: Resolver) -
     second = resolver.handle(query("judi-contoh.example", 2), "127.0.0.1")
     assert isinstance(first, bytes) and isinstance(second, bytes)
     assert first[2:] == second[2:] and second[:2] == b"\x00\x02"
-    assert resolver.counters.blocked == 2 and sum(resolver.counters.blocked_by_pid.values()) == 2
+    assert resolver.stats.outcome_total(metrics.BLOCKED) == 2
+    assert sum(resolver.stats.blocked_by_pid.values()) == 2
+    assert sum(resolver.stats.top.interval.values()) == 2  # the top-K counts it too
     assert len(resolver._memo) == 1
     upper = resolver.handle(query("JUDI-contoh.example", 3), "127.0.0.1")
     assert isinstance(upper, bytes)
@@ -85,7 +87,7 @@ def test_cache_hits_patch_id_and_case_and_age_their_ttls(resolver: Resolver) -> 
     assert message.answer[0].ttl == 300
     again = resolver.handle(query("WWW.allowed.example", 9), "127.0.0.1")
     assert isinstance(again, bytes) and again[2:] == hit[2:]  # from the memo
-    assert resolver.counters.cached == 2
+    assert resolver.stats.outcome_total(metrics.CACHED) == 2
 
     resolver._clock.now += 2.5  # type: ignore[attr-defined]
     aged = resolver.handle(query("WWW.allowed.example", 10), "127.0.0.1")
@@ -101,7 +103,7 @@ def test_acl_refuses_outsiders_and_never_remembers_for_them(resolver: Resolver) 
     refused = resolver.handle(query("judi-contoh.example"), "203.0.113.9")
     assert isinstance(refused, bytes)
     assert dns.message.from_wire(refused).rcode() == dns.rcode.REFUSED
-    assert resolver.counters.refused == 1
+    assert resolver.stats.outcome_total(metrics.REFUSED) == 1
 
 
 def test_tcp_answers_are_neither_remembered_nor_truncated(resolver: Resolver) -> None:
@@ -145,7 +147,7 @@ def test_cname_to_a_blocked_name_gets_the_block_answer(resolver: Resolver) -> No
     assert blocked is not None
     message = dns.message.from_wire(blocked)
     assert [rd.address for rrset in message.answer for rd in rrset] == ["192.0.2.10"]
-    assert resolver.counters.blocked_cname == 1
+    assert resolver.stats.blocked_by_pid == {1: 1}
     clean = dns.message.make_response(dns.message.from_wire(query("alias.example")))
     clean.answer.append(dns.rrset.from_text("alias.example.", 60, "IN", "CNAME", "fine.example."))
     assert resolver._cname_block(asked, clean.to_wire()) is None
@@ -165,3 +167,28 @@ def test_large_udp_answers_are_truncated_for_the_client(resolver: Resolver) -> N
     assert isinstance(small, bytes) and dns.message.from_wire(small).flags & dns.flags.TC
     full = resolver.handle(query("big.example", rdtype="TXT"), "127.0.0.1", udp=False)
     assert isinstance(full, bytes) and not dns.message.from_wire(full).flags & dns.flags.TC
+
+
+def test_rate_limit_refuses_over_the_limit_per_prefix(tmp_path: Path) -> None:
+    (tmp_path / "block.txt").write_text("judi-contoh.example\n")
+    config = parse_config(
+        '[server]\nratelimit = 5\n[upstream]\nservers = ["127.0.0.1:9"]\n'
+        '[[lists]]\nname = "t"\npath = "block.txt"\n',
+        tmp_path / "blokir.toml",
+    )
+    write_index(compile_lists(config.list_specs()), tmp_path / "i.blkx")
+    resolver = Resolver(config, open_index(tmp_path / "i.blkx"))
+    clock = FakeClock()
+    assert resolver.ratelimiter is not None
+    resolver.ratelimiter._clock = clock
+    rcodes = [
+        dns.message.from_wire(resolver.handle(query("judi-contoh.example", i), "10.1.2.3")).rcode()  # type: ignore[arg-type]
+        for i in range(8)
+    ]
+    assert rcodes == [dns.rcode.NOERROR] * 5 + [dns.rcode.REFUSED] * 3
+    # The same /24 shares the bucket; another /24 has its own.
+    assert resolver.handle(query("judi-contoh.example"), "10.1.2.99")[3] & 0x0F == 5  # type: ignore[index]
+    assert resolver.handle(query("judi-contoh.example"), "10.1.3.1")[3] & 0x0F == 0  # type: ignore[index]
+    clock.now += 1.0  # five tokens a second
+    assert resolver.handle(query("judi-contoh.example"), "10.1.2.3")[3] & 0x0F == 0  # type: ignore[index]
+    assert resolver.stats.outcome_total(metrics.RATELIMITED) == 4
