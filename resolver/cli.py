@@ -83,6 +83,127 @@ def _build_parser() -> argparse.ArgumentParser:
     export_cmd.add_argument("-o", "--output", help="output file (default: standard output)")
     export_cmd.add_argument("--zone", default="rpz.blokir.", help="RPZ zone name")
     export_cmd.set_defaults(handler=_cmd_export)
+
+    verify_cmd = sub.add_parser(
+        "verify",
+        help="measure how well resolvers enforce the lists",
+        description="Query resolvers for a stratified sample of listed names (A and AAAA of the "
+        "name, of www. under it and of a random label under it) and report per resolver and "
+        "category the enforcement rate with a 95% Wilson interval.",
+    )
+    source = verify_cmd.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--list",
+        action="append",
+        default=[],
+        metavar="FILE",
+        dest="lists",
+        help="a list file to audit (repeatable)",
+    )
+    source.add_argument(
+        "--index",
+        metavar="FILE",
+        help="audit the lists named in this index's header (checked by sha256)",
+    )
+    source.add_argument("-c", "--config", help="audit this config's lists")
+    verify_cmd.add_argument(
+        "--resolver",
+        action="append",
+        required=True,
+        metavar="HOST[:PORT]",
+        dest="resolvers",
+        help="a resolver to audit (repeatable)",
+    )
+    verify_cmd.add_argument(
+        "--control",
+        metavar="HOST[:PORT]",
+        help="an unfiltered resolver: tells dead names from NXDOMAIN blocks",
+    )
+    size = verify_cmd.add_mutually_exclusive_group()
+    size.add_argument(
+        "--sample", type=int, default=200, metavar="N", help="names to sample (default 200)"
+    )
+    size.add_argument("--all", action="store_true", help="probe every listed name")
+    verify_cmd.add_argument("--seed", type=int, help="random seed (the report records it)")
+    verify_cmd.add_argument(
+        "--rate",
+        type=float,
+        default=200.0,
+        metavar="QPS",
+        help="queries per second per resolver (default 200)",
+    )
+    verify_cmd.add_argument(
+        "--concurrency",
+        type=int,
+        default=20,
+        metavar="N",
+        help="queries in flight per resolver (default 20)",
+    )
+    verify_cmd.add_argument(
+        "--timeout", type=float, default=2.0, metavar="S", help="seconds per try (default 2)"
+    )
+    verify_cmd.add_argument(
+        "--retries", type=int, default=2, metavar="N", help="retries after a timeout (default 2)"
+    )
+    verify_cmd.add_argument(
+        "--landing",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="ADDR",
+        help="landing addresses that mean blocked",
+    )
+    verify_cmd.add_argument(
+        "--block-cname",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        dest="block_hosts",
+        help="CNAME targets that mean blocked",
+    )
+    learn = verify_cmd.add_mutually_exclusive_group()
+    learn.add_argument(
+        "--learn-threshold",
+        type=int,
+        default=5,
+        metavar="N",
+        help="learn an address returned for N distinct names as landing (5)",
+    )
+    learn.add_argument("--no-learn", action="store_true", help="do not learn landing addresses")
+    verify_cmd.add_argument("--json", metavar="FILE", dest="json_path", help="write JSON here")
+    verify_cmd.add_argument(
+        "--csv", metavar="FILE", dest="csv_path", help="write one CSV row per probe here"
+    )
+    verify_cmd.add_argument(
+        "--html", metavar="FILE", dest="html_path", help="write a self-contained HTML report here"
+    )
+    verify_cmd.add_argument(
+        "--fail-below",
+        type=float,
+        metavar="RATE",
+        help="exit 1 when a resolver's rate (0..1) is below RATE",
+    )
+    verify_cmd.add_argument(
+        "--serve-metrics",
+        metavar="HOST:PORT",
+        help="re-run every --interval and serve Prometheus metrics here",
+    )
+    verify_cmd.add_argument(
+        "--interval",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds between runs with --serve-metrics (default 300)",
+    )
+    verify_cmd.add_argument(
+        "--runs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --serve-metrics, stop after N runs (default: never)",
+    )
+    verify_cmd.set_defaults(handler=_cmd_verify)
     return parser
 
 
@@ -275,3 +396,35 @@ def _cmd_export(args: argparse.Namespace) -> int:
         stats = export(named, args.format, sys.stdout, **kwargs)
     print(f"blokir export: {stats}", file=sys.stderr)
     return EXIT_OK
+
+
+# -- verify -----------------------------------------------------------------------------------
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from resolver.verify import VerifyOptions, landing_values, run_verify
+
+    options = VerifyOptions(
+        resolvers=args.resolvers,
+        lists=args.lists,
+        index=args.index,
+        config=args.config,
+        control=args.control,
+        sample=None if args.all else args.sample,
+        seed=args.seed,
+        rate=args.rate,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        retries=args.retries,
+        landing=landing_values(args.landing),
+        block_hosts=args.block_hosts,
+        learn_threshold=None if args.no_learn else args.learn_threshold,
+        json_path=args.json_path,
+        csv_path=args.csv_path,
+        html_path=args.html_path,
+        fail_below=args.fail_below,
+        serve_metrics=args.serve_metrics,
+        interval=args.interval,
+        runs=args.runs,
+    )
+    return run_verify(options)
