@@ -21,12 +21,12 @@ from resolver.compile import (
     CompileResult,
     compile_lists,
     index_is_current,
+    specs_from_paths,
     stderr_progress,
     write_index,
 )
 from resolver.config import Config, ConfigError, load_config, load_default_config
 from resolver.index import Index, IndexError_, open_index
-from resolver.lists.model import ListSpec
 from resolver.lists.normalise import Rejected, normalise
 
 EXIT_OK = 0
@@ -211,20 +211,6 @@ def _config(path: str | None) -> Config:
     return load_config(path) if path else load_default_config()
 
 
-def _specs_from_paths(paths: Sequence[str]) -> list[ListSpec]:
-    """Lists named on the command line: one list each, named after the file, format detected."""
-    specs = []
-    seen: set[str] = set()
-    for i, raw in enumerate(paths):
-        path = Path(raw)
-        name = path.stem or f"list{i}"
-        while name in seen:
-            name = f"{name}-{i}"
-        seen.add(name)
-        specs.append(ListSpec(name=name, path=str(path.resolve()), list_index=i))
-    return specs
-
-
 # -- compile ----------------------------------------------------------------------------------
 
 
@@ -233,7 +219,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         print("blokir: give either -c CONFIG or LIST files, not both", file=sys.stderr)
         return EXIT_ERROR
     if args.lists:
-        specs = _specs_from_paths(args.lists)
+        specs = specs_from_paths(args.lists)
         output = Path(args.output or "blokir.blkx")
     else:
         config = _config(args.config)

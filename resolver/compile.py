@@ -13,7 +13,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -41,6 +41,21 @@ def spec_json(spec: ListSpec) -> dict[str, object]:
         )
         for key, value in asdict(spec).items()
     }
+
+
+def specs_from_paths(paths: Sequence[str]) -> list[ListSpec]:
+    """Lists named on the command line (`blokir compile LIST...`, `blokir verify --list`): one
+    list each, named after the file (made unique), format detected."""
+    specs = []
+    seen: set[str] = set()
+    for i, raw in enumerate(paths):
+        path = Path(raw)
+        name = path.stem or f"list{i}"
+        while name in seen:
+            name = f"{name}-{i}"
+        seen.add(name)
+        specs.append(ListSpec(name=name, path=str(path.resolve()), list_index=i))
+    return specs
 
 
 class CompileError(Exception):

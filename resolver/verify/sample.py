@@ -37,7 +37,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from resolver.compile import compile_lists, index_is_current, open_list, write_index
+from resolver.compile import (
+    compile_lists,
+    index_is_current,
+    open_list,
+    specs_from_paths,
+    write_index,
+)
 from resolver.config import load_config
 from resolver.index import Index, IndexError_, open_index
 from resolver.lists.model import ListSpec
@@ -121,21 +127,6 @@ class Source:
     landing: set[str] = field(default_factory=set)  # landing addresses the policy names
     description: str = ""
     warnings: list[str] = field(default_factory=list)
-
-
-def specs_from_paths(paths: Sequence[str]) -> list[ListSpec]:
-    """Lists named on the command line: one list each, named after the file, format detected
-    (as `blokir compile LIST...` does)."""
-    specs = []
-    seen: set[str] = set()
-    for i, raw in enumerate(paths):
-        path = Path(raw)
-        name = path.stem or f"list{i}"
-        while name in seen:
-            name = f"{name}-{i}"
-        seen.add(name)
-        specs.append(ListSpec(name=name, path=str(path.resolve()), list_index=i))
-    return specs
 
 
 @contextmanager

@@ -219,3 +219,37 @@ def serving(
         yield process
     finally:
         stop_server(process)
+
+
+def unbound_config(
+    tmp: Path, port: int, upstream: int, body: str, nodefault: str = "test."
+) -> Path:
+    """An unbound.conf for tests: loopback only, one thread, no rate limits, RPZ-capable
+    (`body` holds the rpz: clause or local-zone lines), forwarding everything to `upstream`.
+    Unbound serves some names (`test.` among them) as local zones unless told `nodefault`."""
+    config = tmp / "unbound.conf"
+    config.write_text(
+        f"""server:
+    interface: 127.0.0.1
+    port: {port}
+    do-ip6: no
+    do-not-query-localhost: no
+    chroot: ""
+    username: ""
+    directory: "{tmp}"
+    pidfile: "{tmp}/unbound.pid"
+    use-syslog: no
+    logfile: "{tmp}/unbound.log"
+    verbosity: 1
+    num-threads: 1
+    module-config: "respip iterator"
+    local-zone: "{nodefault}" nodefault
+    ratelimit: 0
+    ip-ratelimit: 0
+{body}
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@{upstream}
+"""
+    )
+    return config

@@ -28,6 +28,7 @@ from tests.integration.dnsutil import (
     query,
     require_binary,
     serving,
+    unbound_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -125,33 +126,6 @@ def _summary(response: dns.message.Message) -> str:
 
 
 # -- Unbound ------------------------------------------------------------------------------------
-
-
-def unbound_config(tmp: Path, port: int, upstream: int, body: str) -> Path:
-    config = tmp / "unbound.conf"
-    config.write_text(
-        f"""server:
-    interface: 127.0.0.1
-    port: {port}
-    do-ip6: no
-    do-not-query-localhost: no
-    chroot: ""
-    username: ""
-    directory: "{tmp}"
-    pidfile: "{tmp}/unbound.pid"
-    use-syslog: no
-    logfile: "{tmp}/unbound.log"
-    verbosity: 1
-    num-threads: 1
-    module-config: "respip iterator"
-    local-zone: "test." nodefault
-{body}
-forward-zone:
-    name: "."
-    forward-addr: 127.0.0.1@{upstream}
-"""
-    )
-    return config
 
 
 def checkconf(config: Path) -> None:

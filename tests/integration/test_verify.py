@@ -32,7 +32,13 @@ import xxhash
 from resolver.compile import collect_names
 from resolver.export import export
 from resolver.lists.model import ListSpec
-from tests.integration.dnsutil import find_binary, free_port, require_binary, serving
+from tests.integration.dnsutil import (
+    find_binary,
+    free_port,
+    require_binary,
+    serving,
+    unbound_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -320,34 +326,8 @@ action = "nxdomain"
 
 
 def unbound_conf(tmp: Path, port: int, upstream: int, zonefile: Path) -> Path:
-    config = tmp / "unbound.conf"
-    config.write_text(
-        f"""server:
-    interface: 127.0.0.1
-    port: {port}
-    do-ip6: no
-    do-not-query-localhost: no
-    chroot: ""
-    username: ""
-    directory: "{tmp}"
-    pidfile: "{tmp}/unbound.pid"
-    use-syslog: no
-    logfile: "{tmp}/unbound.log"
-    verbosity: 1
-    num-threads: 1
-    module-config: "respip iterator"
-    local-zone: "example." nodefault
-    ratelimit: 0
-    ip-ratelimit: 0
-rpz:
-    name: "rpz.blokir."
-    zonefile: "{zonefile}"
-forward-zone:
-    name: "."
-    forward-addr: 127.0.0.1@{upstream}
-"""
-    )
-    return config
+    body = f'rpz:\n    name: "rpz.blokir."\n    zonefile: "{zonefile}"'
+    return unbound_config(tmp, port, upstream, body, nodefault="example.")
 
 
 def test_unbound_rpz_of_half_the_list(tmp_path: Path) -> None:
