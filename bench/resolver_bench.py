@@ -1,21 +1,27 @@
-"""Resolver benchmark: blokir against Unbound, same block list, same upstream, same load.
+"""Resolver benchmark: blokir side by side with Unbound, dnsmasq and the Python ceiling, with the
+same block list, the same upstream and the same load, in one run.
 
-A seeded workload: a block list of N names (bench/workload.py), a zone of 20k allowed names served
-by NSD on 127.0.0.1, and a dnsperf query file mixing 30% blocked names (some as subdomains of a
-listed name) with 70% allowed names drawn with a Zipf-like popularity, so that after a warm-up
-most allowed queries are cache hits. Query types: A mostly, ~10% AAAA, ~5% HTTPS.
+A seeded workload per list size: a block list of N names (bench/workload.py), a zone of 20k
+allowed names served by NSD on 127.0.0.1, and a dnsperf query file mixing 30% blocked names (a
+quarter of them as subdomains of a listed name) with 70% allowed names drawn with a Zipf
+popularity, so that after a warm-up most allowed queries are cache hits. Query types: A mostly,
+~10% AAAA, ~5% HTTPS.
 
 Peers, each started on a free 127.0.0.1 port, checked with a few probes, warmed up, measured with
-dnsperf and stopped, alternating, `--runs` times:
+dnsperf and stopped, alternating, `--runs` times per list size:
 
     blokir<N>   `python -m resolver serve` with workers = N (the index compiled beforehand)
     unbound<N>  Unbound with num-threads N and the same list as RPZ (`blokir export --format rpz`)
+    dnsmasq1    dnsmasq with the same list as address=/local= lines (`--format dnsmasq`)
+    ceiling<N>  bench/ceiling.py: a fixed answer to every query, the fastest Python server shape
 
-Prints figures (median queries/s, ratio against Unbound with 1 thread, latency, loss, CPU,
-memory, seconds from start to the first blocked answer); asserts nothing. See bench/README.md.
+Prints figures (median queries/s, ratios against Unbound with 1 thread and the ceiling, latency,
+loss, CPU, memory, seconds from start to the first blocked answer), blokir's index figures per
+size, and the goals; asserts nothing. Writes bench/results/<date>.json, .md and .png (the chart
+needs matplotlib). See bench/README.md.
 
-    python bench/resolver_bench.py                          # 1M names, 30 s x 3 runs per peer
-    python bench/resolver_bench.py --quick --peers unbound1  # 100k names, 5 s x 1: does it work
+    python bench/resolver_bench.py                  # 1M and 10M names, 30 s x 3 runs per peer
+    python bench/resolver_bench.py --quick          # 100k names, 3 s x 1: does it work (~2 min)
 """
 
 from __future__ import annotations
@@ -35,14 +41,18 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import dns.exception
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench import report as reporting  # noqa: E402
+from bench.report import size_label  # noqa: E402
 from bench.servers import (  # noqa: E402
     LOOPBACK,
     REPO,
@@ -54,11 +64,14 @@ from bench.servers import (  # noqa: E402
     blokir_config,
     blokir_serve_available,
     describe,
+    dnsmasq_cache_counters,
     find_binary,
     free_port,
     machine_busy_seconds,
     require_binary,
     start_blokir,
+    start_ceiling,
+    start_dnsmasq,
     start_nsd,
     start_unbound,
     tree_cpu_seconds,
@@ -66,6 +79,7 @@ from bench.servers import (  # noqa: E402
     unbound_conf,
     unbound_stats,
     wait_for_answer,
+    wait_for_any_reply,
 )
 from bench.workload import write_list  # noqa: E402
 
@@ -76,7 +90,12 @@ LANDING_IPV4 = "192.0.2.10"
 LANDING_IPV6 = "2001:db8::10"
 QTYPES = ("A", "AAAA", "HTTPS")
 QTYPE_WEIGHTS = (0.85, 0.10, 0.05)
-UNBOUND_KIB_PER_NAME = 3.5  # measured: Unbound 1.17.1, 1M names as RPZ, 3.3 GiB RSS
+# Resident memory per listed name, to skip a peer that would not fit (measured on this machine).
+KIB_PER_NAME = {
+    "unbound": 3.5,  # Unbound 1.17.1, 1M names as RPZ: 3.3 GiB
+    "dnsmasq": 0.3,  # dnsmasq 2.90, 1M names as address=/local= lines: 250 MiB
+}
+DNSMASQ_CACHE_SIZE = 10_000
 
 
 # -- workload ---------------------------------------------------------------------------------
@@ -290,29 +309,63 @@ def run_dnsperf(
 
 # -- peers ------------------------------------------------------------------------------------
 
+KINDS = ("blokir", "unbound", "dnsmasq", "ceiling")
 
-@dataclass
+
+@dataclass(frozen=True)
 class Peer:
     name: str
-    kind: str  # "blokir" or "unbound"
-    threads: int
+    kind: str  # one of KINDS
+    threads: int  # workers, threads or processes
+    metrics: bool = False  # blokir only: with its Prometheus endpoint on (blokir<N>m)
+
+    @property
+    def uses_list(self) -> bool:
+        return self.kind != "ceiling"
 
 
 def parse_peers(text: str) -> list[Peer]:
-    peers = []
+    peers: list[Peer] = []
     for item in text.split(","):
         item = item.strip()
-        found = re.fullmatch(r"(blokir|unbound)(\d+)", item)
-        if not found or int(found.group(2)) < 1:
-            raise SystemExit(f"resolver_bench: unknown peer {item!r} (blokir<N> or unbound<N>)")
-        peers.append(Peer(item, found.group(1), int(found.group(2))))
+        if not item:
+            continue
+        found = re.fullmatch(r"(blokir|unbound|dnsmasq|ceiling)(\d+)(m?)", item)
+        if not found or int(found.group(2)) < 1 or (found.group(3) and found.group(1) != "blokir"):
+            raise SystemExit(
+                f"resolver_bench: unknown peer {item!r} "
+                "(blokir<N>, blokir<N>m with metrics on, unbound<N>, dnsmasq1 or ceiling<N>)"
+            )
+        kind, threads = found.group(1), int(found.group(2))
+        if kind == "dnsmasq" and threads != 1:
+            raise SystemExit("resolver_bench: dnsmasq answers from a single thread: use dnsmasq1")
+        if any(p.name == item for p in peers):
+            raise SystemExit(f"resolver_bench: peer {item!r} given twice")
+        peers.append(Peer(item, kind, threads, metrics=bool(found.group(3))))
+    if not peers:
+        raise SystemExit("resolver_bench: no peers")
     return peers
+
+
+def parse_size(text: str) -> int:
+    """100000, 100k, 1M, 10M."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*", text)
+    if not found:
+        raise SystemExit(f"resolver_bench: bad list size {text!r} (e.g. 100000, 100k, 1M)")
+    scale = {"": 1, "k": 1_000, "m": 1_000_000}[found.group(2).lower()]
+    size = int(float(found.group(1)) * scale)
+    if size < 1:
+        raise SystemExit(f"resolver_bench: bad list size {text!r}")
+    return size
 
 
 @dataclass
 class Context:
+    """What the runs at one list size share."""
+
     tmp: Path
     nsd_port: int
+    size: int
     list_path: Path
     load: Load
     deadline: Deadline
@@ -320,11 +373,15 @@ class Context:
     blocked_probe: str
     rpz: Path | None = None
     blokir_index: Path | None = None
+    dnsmasq_list: Path | None = None
 
 
-def verify(port: int, ctx: Context) -> dict[str, str]:
+def verify(peer: Peer, port: int, ctx: Context) -> dict[str, str]:
     """A few probes before the load: allowed names resolve through NSD, blocked names (and names
-    below them) get the landing address. Raises BenchError on the first wrong answer."""
+    below them) get the landing address. Raises BenchError on the first wrong answer. The
+    ceiling answers everything alike, so it has none."""
+    if peer.kind == "ceiling":
+        return {}
     blocked = ctx.blocked_probe
     below = ("cdn." if blocked.startswith("www.") else "www.") + blocked
     checks = [
@@ -335,22 +392,41 @@ def verify(port: int, ctx: Context) -> dict[str, str]:
         (f"nx-probe.{ZONE}", "A", lambda r: r.rcode() == 3),
         (blocked, "A", lambda r: addresses(r) == [LANDING_IPV4]),
         (blocked, "AAAA", lambda r: addresses(r, "AAAA") == [LANDING_IPV6]),
-        (below, "A", lambda r: addresses(r) == [LANDING_IPV4]),
     ]
+    if not (peer.kind == "dnsmasq" and ctx.args.dnsmasq_format == "hosts"):
+        # A hosts file covers exact names only: that is one reason it is not the default.
+        checks.append((below, "A", lambda r: addresses(r) == [LANDING_IPV4]))
     seen = {}
     for name, rdtype, good in checks:
-        reply = ask(port, name, rdtype, timeout=ctx.load.timeout)
+        try:
+            reply = ask(port, name, rdtype, timeout=ctx.load.timeout)
+        except (dns.exception.DNSException, OSError) as exc:
+            raise BenchError(f"no good answer to {name} {rdtype}: {exc!r}") from exc
         seen[f"{name} {rdtype}"] = describe(reply)
         if not good(reply):
             raise BenchError(f"wrong answer to {name} {rdtype}: {describe(reply)}")
     return seen
 
 
-def start_peer(peer: Peer, port: int, ctx: Context, tag: str) -> tuple[ManagedProcess, Path]:
+def start_peer(peer: Peer, port: int, ctx: Context, tag: str) -> tuple[ManagedProcess, Path | None]:
     if peer.kind == "unbound":
         assert ctx.rpz is not None
         conf = unbound_conf(ctx.tmp, port, peer.threads, ctx.rpz, ctx.nsd_port, tag)
         return start_unbound(conf, tag), conf
+    if peer.kind == "dnsmasq":
+        assert ctx.dnsmasq_list is not None
+        server = start_dnsmasq(
+            ctx.tmp,
+            port=port,
+            upstream_port=ctx.nsd_port,
+            list_path=ctx.dnsmasq_list,
+            list_format=ctx.args.dnsmasq_format,
+            cache_size=ctx.args.dnsmasq_cache_size,
+            tag=tag,
+        )
+        return server, None
+    if peer.kind == "ceiling":
+        return start_ceiling(ctx.tmp, port=port, workers=peer.threads, tag=tag), None
     assert ctx.blokir_index is not None
     conf = blokir_config(
         ctx.tmp / f"{tag}.toml",
@@ -361,32 +437,35 @@ def start_peer(peer: Peer, port: int, ctx: Context, tag: str) -> tuple[ManagedPr
         index_path=ctx.blokir_index,
         landing_ipv4=LANDING_IPV4,
         landing_ipv6=LANDING_IPV6,
+        metrics_port=free_port() if peer.metrics else None,
     )
     return start_blokir(conf, tag), conf
 
 
 def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
-    """Start the peer, time it to its first blocked answer, verify, warm up, measure, stop."""
+    """Start the peer, time it to its first blocked answer (the ceiling: its first answer),
+    verify, warm up, measure, read its memory, run the latency run, stop."""
     args = ctx.args
     tag = f"{peer.name}-run{run}"
     port = free_port()
     server, conf = start_peer(peer, port, ctx, tag)
     result: dict[str, Any] = {"run": run, "port": port}
     try:
-        result["first_block_s"] = wait_for_answer(
-            server,
-            port,
-            ctx.blocked_probe,
-            time.monotonic() + ctx.deadline.cap(args.start_timeout),
-            want_address=LANDING_IPV4,
-        )
+        until = time.monotonic() + ctx.deadline.cap(args.start_timeout)
+        if peer.uses_list:
+            first = wait_for_answer(server, port, ctx.blocked_probe, until, LANDING_IPV4)
+            result["first_block_s"] = first
+        else:
+            first = wait_for_any_reply(server, port, until)
+        result["first_answer_s"] = first
         result["memory_loaded"] = tree_memory_mib(server.pid)
-        result["verified"] = verify(port, ctx)
+        result["verified"] = verify(peer, port, ctx)
         if args.warmup > 0:
             warm = run_dnsperf(ctx.load, port, args.warmup, ctx.deadline)
             result["warmup_qps"] = warm["qps"]
-        if peer.kind == "unbound":
+        if peer.kind == "unbound" and conf is not None:
             unbound_stats(conf, reset=True)
+        hits_before = dnsmasq_cache_counters(port) if peer.kind == "dnsmasq" else {}
         cpu_before = tree_cpu_seconds(server.pid)
         busy_before = machine_busy_seconds()
         stats = run_dnsperf(ctx.load, port, args.seconds, ctx.deadline)
@@ -402,12 +481,21 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
         )
         result["queries_per_cpu_s"] = stats["completed"] / cpu if cpu > 0 else None
         result["memory"] = tree_memory_mib(server.pid)
-        if peer.kind == "unbound":
+        if peer.kind == "unbound" and conf is not None:
             counters = unbound_stats(conf, reset=False)
             queries = counters.get("total.num.queries", 0)
             if queries:
-                result["unbound_cachehit_pct"] = (
-                    100 * counters.get("total.num.cachehits", 0) / queries
+                # Unbound counts the answers RPZ gives as cache hits too.
+                result["cachehit_pct"] = 100 * counters.get("total.num.cachehits", 0) / queries
+        if hits_before:
+            hits_after = dnsmasq_cache_counters(port)
+            if "hits" in hits_after:
+                result["dnsmasq_counters"] = {
+                    k: hits_after[k] - hits_before.get(k, 0) for k in ("hits", "misses")
+                }
+                # Answers from the cache (local address= answers are not counted as hits).
+                result["cachehit_pct"] = (
+                    100 * result["dnsmasq_counters"]["hits"] / max(1, stats["completed"])
                 )
         servfail = stats["rcodes"].get("SERVFAIL", 0)
         if servfail > 0.001 * max(1, stats["completed"]):
@@ -435,36 +523,80 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
     return result
 
 
-def prepare_blokir(ctx: Context, list_path: Path) -> dict[str, Any]:
-    """Compile the index once (timed); every blokir run loads it."""
-    ctx.blokir_index = ctx.tmp / "bench.blkx"
-    config = blokir_config(
-        ctx.tmp / "compile.toml",
+# -- preparation ------------------------------------------------------------------------------
+
+
+def _config_for_tools(ctx: Context, name: str, index_path: Path) -> Path:
+    """A blokir config naming the list, for `compile` and `export` (the port is not used)."""
+    return blokir_config(
+        ctx.tmp / name,
         port=53,
         workers=1,
         upstream_port=ctx.nsd_port,
-        list_path=list_path,
-        index_path=ctx.blokir_index,
+        list_path=ctx.list_path,
+        index_path=index_path,
         landing_ipv4=LANDING_IPV4,
         landing_ipv6=LANDING_IPV6,
     )
+
+
+def prepare_blokir(ctx: Context) -> dict[str, Any]:
+    """Compile the index once (timed, with the compiler's peak RSS); every blokir run maps it."""
+    ctx.blokir_index = ctx.tmp / "bench.blkx"
+    config = _config_for_tools(ctx, "compile.toml", ctx.blokir_index)
+    out_path, err_path = ctx.tmp / "compile.out", ctx.tmp / "compile.err"
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "resolver", "compile", "-c", str(config), "--json"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=ctx.deadline.cap(1800),
-    )
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "resolver", "compile", "-c", str(config), "--json"],
+            stdout=out,
+            stderr=err,
+            cwd=REPO,
+        )
+    limit = time.monotonic() + ctx.deadline.cap(1800)
+    while True:  # wait4 rather than wait: it gives this child's own peak RSS
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > limit:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            raise BenchError("blokir compile took too long (--deadline)")
+        time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise BenchError(f"blokir compile failed: {done.stderr.strip()[-2000:]}")
-    summary = json.loads(done.stdout)
+    if proc.returncode != 0:
+        raise BenchError(f"blokir compile failed: {err_path.read_text().strip()[-2000:]}")
+    summary = json.loads(out_path.read_text())
     return {
         "compile_wall_s": wall,
         "compile_s": summary.get("compile_seconds"),
+        "compile_peak_rss_mib": usage.ru_maxrss / 1024,
         "index_bytes": summary.get("bytes"),
         "entries": summary.get("entries"),
+    }
+
+
+def index_figures(ctx: Context, sample: int) -> dict[str, Any]:
+    """bench/index_bench.py's lookup figures on the index the runs serve: open time and the cost
+    of one lookup (median of its repeats) for a miss, a listed name and a name below one."""
+    from bench.index_bench import lookup_figures
+
+    assert ctx.blokir_index is not None
+    names: list[bytes] = []
+    with ctx.list_path.open("rb") as lines:
+        for line in lines:
+            names.append(line.strip())
+            if len(names) >= sample:
+                break
+    figures = lookup_figures(ctx.blokir_index, names)
+    kinds = ("miss_4_labels", "hit_listed", "hit_below_4_labels")
+    return {
+        "open_ms": figures["open_seconds"] * 1e3,
+        "lookup_us": {k: figures[f"{k}_us"] for k in kinds},
+        "lookups_per_s": {k: 1e6 / figures[f"{k}_us"] for k in kinds},
+        "sample": len(names),
     }
 
 
@@ -483,61 +615,78 @@ def write_rpz_fallback(list_path: Path, rpz: Path) -> None:
                     out.write(f"{owner} A {LANDING_IPV4}\n{owner} AAAA {LANDING_IPV6}\n")
 
 
-def prepare_unbound(ctx: Context, list_path: Path) -> dict[str, Any]:
-    """Export the list as RPZ with `blokir export` (timed)."""
-    ctx.rpz = ctx.tmp / "bench.rpz"
-    config = blokir_config(
-        ctx.tmp / "export.toml",
-        port=53,
-        workers=1,
-        upstream_port=ctx.nsd_port,
-        list_path=list_path,
-        index_path=ctx.tmp / "unused.blkx",
-        landing_ipv4=LANDING_IPV4,
-        landing_ipv6=LANDING_IPV6,
-    )
-    export = [sys.executable, "-m", "resolver", "export", "-c", str(config)]
+def blokir_export(ctx: Context, fmt: str, output: Path) -> tuple[float, str | None]:
+    """`python -m resolver export --format FMT` of the list: (seconds, None) or (seconds, why
+    it failed)."""
+    config = _config_for_tools(ctx, "export.toml", ctx.tmp / "unused.blkx")
     started = time.perf_counter()
+    argv = [sys.executable, "-m", "resolver", "export", "-c", str(config), "--format", fmt]
     done = subprocess.run(
-        [*export, "--format", "rpz", "-o", str(ctx.rpz)],
+        [*argv, "-o", str(output)],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=ctx.deadline.cap(1800),
     )
-    info: dict[str, Any] = {"export_s": time.perf_counter() - started}
+    seconds = time.perf_counter() - started
     if done.returncode != 0:
-        why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return seconds, (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return seconds, None
+
+
+def prepare_unbound(ctx: Context) -> dict[str, Any]:
+    """Export the list as RPZ with `blokir export` (timed)."""
+    ctx.rpz = ctx.tmp / "bench.rpz"
+    seconds, failed = blokir_export(ctx, "rpz", ctx.rpz)
+    info: dict[str, Any] = {"export_s": seconds, "exporter": "blokir export"}
+    if failed:
         print(
-            f"  note: `blokir export --format rpz` failed ({why}); the RPZ is written by the "
+            f"  note: `blokir export --format rpz` failed ({failed}); the RPZ is written by the "
             "benchmark's own writer instead (A/AAAA landing records for each name and *.name)"
         )
         started = time.perf_counter()
-        write_rpz_fallback(list_path, ctx.rpz)
+        write_rpz_fallback(ctx.list_path, ctx.rpz)
         info = {"export_s": time.perf_counter() - started, "exporter": "bench fallback"}
-    else:
-        info["exporter"] = "blokir export"
     info["rpz_bytes"] = ctx.rpz.stat().st_size
     return info
 
 
-def unbound_memory_check(size: int) -> str | None:
-    """None when Unbound can likely hold `size` names as RPZ here, else why not. Unbound 1.17
-    took about 3.3 GiB for 1M names (4 records each: A and AAAA for the name and for *.name)."""
-    needed_kib = size * UNBOUND_KIB_PER_NAME
+def prepare_dnsmasq(ctx: Context) -> dict[str, Any]:
+    """Export the list for dnsmasq with `blokir export` (timed): `--format dnsmasq` by default
+    (address=/local= lines: the name and its subtree, NODATA for other types), or `hosts`."""
+    fmt = ctx.args.dnsmasq_format
+    ctx.dnsmasq_list = ctx.tmp / f"bench.{fmt}"
+    seconds, failed = blokir_export(ctx, fmt, ctx.dnsmasq_list)
+    if failed:
+        raise BenchError(f"`blokir export --format {fmt}` failed: {failed}")
+    return {
+        "export_s": seconds,
+        "format": fmt,
+        "file_bytes": ctx.dnsmasq_list.stat().st_size,
+        "cache_size": ctx.args.dnsmasq_cache_size,
+    }
+
+
+def memory_check(kind: str, size: int) -> str | None:
+    """None when the peer can likely hold `size` names here, else why not."""
+    per_name = KIB_PER_NAME.get(kind)
+    if per_name is None:
+        return None
+    needed_kib = size * per_name
     available_kib = 0
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
             available_kib = int(line.split()[1])
     if available_kib and needed_kib > 0.8 * available_kib:
         return (
-            f"skipped: {size:,} names as RPZ would need about {needed_kib / 2**20:.1f} GiB in "
-            f"Unbound and {available_kib / 2**20:.1f} GiB is available"
+            f"skipped: {size:,} names would need about {needed_kib / 2**20:.1f} GiB in {kind} "
+            f"({per_name:g} KiB per name, measured) and {available_kib / 2**20:.1f} GiB is "
+            "available"
         )
     return None
 
 
-# -- report -----------------------------------------------------------------------------------
+# -- figures ----------------------------------------------------------------------------------
 
 
 def median(values: list[Any]) -> float | None:
@@ -551,12 +700,16 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             return median([r.get(key) for r in runs])
         return median([r.get(key, {}).get(sub) for r in runs])
 
+    qps = [r["qps"] for r in runs]
     return {
         "runs": len(runs),
         "qps_median": col("qps"),
-        "qps_all": [r["qps"] for r in runs],
+        "qps_all": qps,
+        "spread_pct": 100 * (max(qps) - min(qps)) / statistics.median(qps) if qps else None,
         "avg_latency_ms": (col("avg_latency_s") or 0) * 1e3,
         "stddev_latency_ms": (col("stddev_latency_s") or 0) * 1e3,
+        "lost_total": sum(r["lost"] for r in runs),
+        "sent_total": sum(r["sent"] for r in runs),
         "lost_pct_max": max(100 * r["lost"] / max(1, r["sent"]) for r in runs),
         "server_cpu_pct": col("server_cpu_pct"),
         "dnsperf_cpu_pct": col("dnsperf_cpu_pct"),
@@ -564,11 +717,13 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "queries_per_cpu_s": col("queries_per_cpu_s"),
         "rss_mib": col("memory", "rss_mib"),
         "pss_mib": col("memory", "pss_mib"),
+        "rss_loaded_mib": col("memory_loaded", "rss_mib"),
         "first_block_s": col("first_block_s"),
+        "first_answer_s": col("first_answer_s"),
         "p50_ms": col("latency_run", "p50"),
         "p95_ms": col("latency_run", "p95"),
         "p99_ms": col("latency_run", "p99"),
-        "unbound_cachehit_pct": col("unbound_cachehit_pct"),
+        "cachehit_pct": col("cachehit_pct"),
     }
 
 
@@ -577,36 +732,42 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def print_table(results: dict[str, dict[str, Any]]) -> None:
-    base = results.get("unbound1", {}).get("summary", {}).get("qps_median")
+    def base(name: str) -> float | None:
+        value = results.get(name, {}).get("summary", {}).get("qps_median")
+        return float(value) if value else None
+
+    unbound1, ceiling1 = base("unbound1"), base("ceiling1")
     header = (
-        f"{'peer':<10} {'q/s':>9} {'spread%':>7} {'vs ub1':>6} {'avg ms':>7} {'sd ms':>6} "
-        f"{'p50/p95/p99 ms @half':>20} {'lost%':>6} {'srv CPU%':>8} {'q/CPU-s':>8} "
-        f"{'other%':>6} {'RSS MiB':>7} {'PSS MiB':>7} {'1st block s':>11}"
+        f"{'peer':<9} {'q/s':>8} {'spread%':>7} {'vs ub1':>6} {'vs ceil':>7} {'avg ms':>6} "
+        f"{'p50/p95/p99 ms @half':>20} {'lost':>6} {'srv CPU%':>8} {'q/CPU-s':>8} "
+        f"{'other%':>6} {'RSS MiB':>7} {'PSS MiB':>7} {'1st s':>6} {'hits%':>5}"
     )
     print(header)
     print("-" * len(header))
     notes = []
     for name, entry in results.items():
         if "summary" not in entry:
-            print(f"{name:<10} FAILED: {entry.get('error', '?').splitlines()[0]}")
+            why = entry.get("skipped") or "FAILED: " + entry.get("error", "?")
+            print(f"{name:<9} {why.splitlines()[0]}")
             continue
         s = entry["summary"]
         if "error" in entry:
             notes.append(f"{name}: a run failed, figures from {s['runs']} run(s): {entry['error']}")
-        ratio = s["qps_median"] / base if base else None
-        spread = 100 * (max(s["qps_all"]) - min(s["qps_all"])) / s["qps_median"]
         pct = (
             f"{s['p50_ms']:.2f}/{s['p95_ms']:.2f}/{s['p99_ms']:.2f}"
             if s["p50_ms"] is not None
             else "-"
         )
+        first = s["first_block_s"] if s["first_block_s"] is not None else s["first_answer_s"]
         print(
-            f"{name:<10} {fmt(s['qps_median'], ',.0f'):>9} {spread:>7.0f} {fmt(ratio, '.2f'):>6} "
-            f"{s['avg_latency_ms']:>7.3f} {s['stddev_latency_ms']:>6.3f} {pct:>20} "
-            f"{s['lost_pct_max']:>6.2f} {fmt(s['server_cpu_pct'], '.0f'):>8} "
-            f"{fmt(s['queries_per_cpu_s'], ',.0f'):>8} {fmt(s['other_cpu_pct'], '.0f'):>6} "
-            f"{fmt(s['rss_mib'], '.0f'):>7} {fmt(s['pss_mib'], '.0f'):>7} "
-            f"{fmt(s['first_block_s'], '.2f'):>11}"
+            f"{name:<9} {fmt(s['qps_median'], ',.0f'):>8} {s['spread_pct']:>7.0f} "
+            f"{fmt(s['qps_median'] / unbound1 if unbound1 else None, '.2f'):>6} "
+            f"{fmt(s['qps_median'] / ceiling1 if ceiling1 else None, '.2f'):>7} "
+            f"{s['avg_latency_ms']:>6.2f} {pct:>20} {s['lost_total']:>6} "
+            f"{fmt(s['server_cpu_pct'], '.0f'):>8} {fmt(s['queries_per_cpu_s'], ',.0f'):>8} "
+            f"{fmt(s['other_cpu_pct'], '.0f'):>6} {fmt(s['rss_mib'], '.0f'):>7} "
+            f"{fmt(s['pss_mib'], '.0f'):>7} {fmt(first, '.2f'):>6} "
+            f"{fmt(s['cachehit_pct'], '.0f'):>5}"
         )
         if (s["other_cpu_pct"] or 0) > 25:
             notes.append(
@@ -626,10 +787,15 @@ def machine_info(dnsperf: str) -> dict[str, Any]:
                 break
     except OSError:
         pass
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
     versions = {"dnsperf": dnsperf_version(dnsperf)}
     for tool, flag, pattern in (
         ("nsd", "-v", r"NSD version (\S+)"),
         ("unbound", "-V", r"Version (\S+)"),
+        ("dnsmasq", "--version", r"Dnsmasq version (\S+)"),
     ):
         binary = find_binary(tool)
         if binary:
@@ -640,34 +806,226 @@ def machine_info(dnsperf: str) -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)),
         "cpu_model": model,
+        "memory_gib": round(mem_kib / 2**20, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "versions": versions,
     }
 
 
+# -- one list size ----------------------------------------------------------------------------
+
+
+def run_size(
+    size: int,
+    peers: list[Peer],
+    *,
+    tmp_root: Path,
+    nsd_port: int,
+    dnsperf: str,
+    deadline: Deadline,
+    args: argparse.Namespace,
+    left_out: list[Peer],
+) -> dict[str, Any]:
+    """Every peer at one list size: the workload, the preparation, the alternating runs.
+    `left_out`: peers of --peers that --peers-at leaves out at this size, listed as skipped."""
+    started = time.perf_counter()
+    print(f"\n== {size_label(size)} names: peers {', '.join(p.name for p in peers)}")
+    list_path = list_file(args.workdir, size, args.seed)
+    query_file, workload = write_queries(
+        args.workdir,
+        list_path,
+        size=size,
+        seed=args.seed,
+        count=args.queries,
+        hosts=args.allowed,
+        blocked_share=args.blocked_share,
+        subdomain_share=args.subdomain_share,
+        zipf=args.zipf,
+    )
+    with list_path.open() as names:
+        blocked_probe = names.readline().strip()
+    print(
+        f"workload: {size:,} listed names (seed {args.seed}), {args.allowed:,} allowed names "
+        f"under {ZONE}, {workload['queries']:,} queries: {workload['blocked']:,} blocked "
+        f"({workload['blocked_as_subdomain']:,} below a listed name), {workload['allowed']:,} "
+        f"allowed over {workload['allowed_distinct_hosts']:,} hosts (top 1% of hosts: "
+        f"{100 * workload['allowed_share_of_top_1pct_hosts']:.0f}% of them); types "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(workload["qtypes"].items()))
+        + f" [{time.perf_counter() - started:.1f} s]"
+    )
+    entry: dict[str, Any] = {
+        "size": size,
+        "workload": workload,
+        "list_file": str(list_path),
+        "query_file": str(query_file),
+    }
+    results: dict[str, dict[str, Any]] = {p.name: {"kind": p.kind, "runs": []} for p in peers}
+    for peer in left_out:
+        # Say why it is not here: it would not fit, or --peers-at left it out.
+        why = memory_check(peer.kind, size)
+        why = why or f"skipped: not run at {size_label(size)} (--peers-at)"
+        print(f"{peer.name}: {why}")
+        results[peer.name] = {"kind": peer.kind, "runs": [], "skipped": why}
+    entry["peers"] = results
+    tmp = tmp_root / f"size-{size}"
+    tmp.mkdir()
+    load = Load(dnsperf, query_file, args.clients, args.timeout, args.rate)
+    ctx = Context(tmp, nsd_port, size, list_path, load, deadline, args, blocked_probe)
+
+    def set_all(kind: str, key: str, why: str) -> None:
+        for p in peers:
+            if p.kind == kind:
+                results[p.name][key] = why
+
+    try:
+        kinds = {p.kind for p in peers}
+        if "blokir" in kinds:
+            why = blokir_serve_available()
+            if why is None:
+                try:
+                    prepared = prepare_blokir(ctx)
+                    entry["blokir_compile"] = prepared
+                    print(
+                        f"blokir: compiled {prepared['entries']:,} names in "
+                        f"{prepared['compile_wall_s']:.2f} s (process; compile "
+                        f"{prepared['compile_s']:.2f} s), peak RSS "
+                        f"{prepared['compile_peak_rss_mib']:.0f} MiB, index "
+                        f"{prepared['index_bytes'] / 2**20:.1f} MiB"
+                    )
+                    looked = index_figures(ctx, args.lookup_sample)
+                    entry["blokir_index"] = looked
+                    per_s = looked["lookups_per_s"]
+                    print(
+                        f"blokir index: open {looked['open_ms']:.1f} ms; lookups/s (median of "
+                        f"5 x {looked['sample']:,}): miss {per_s['miss_4_labels']:,.0f}, listed "
+                        f"{per_s['hit_listed']:,.0f}, below a listed name "
+                        f"{per_s['hit_below_4_labels']:,.0f}"
+                    )
+                except BenchError as exc:
+                    print(f"blokir: {exc}")
+                    set_all("blokir", "error", str(exc))
+            else:
+                print(f"blokir: {why}")
+                set_all("blokir", "error", why)
+        if "unbound" in kinds:
+            require_binary("unbound")
+            too_big = memory_check("unbound", size)
+            if too_big is None:
+                prepared = prepare_unbound(ctx)
+                entry["unbound_rpz"] = prepared
+                print(
+                    f"unbound: RPZ {prepared['rpz_bytes'] / 2**20:.1f} MiB from "
+                    f"{prepared['exporter']} in {prepared['export_s']:.2f} s"
+                )
+            else:
+                print(f"unbound: {too_big}")
+                set_all("unbound", "skipped", too_big)
+        if "dnsmasq" in kinds:
+            require_binary("dnsmasq")
+            too_big = memory_check("dnsmasq", size)
+            if too_big is None:
+                try:
+                    prepared = prepare_dnsmasq(ctx)
+                    entry["dnsmasq_list"] = prepared
+                    print(
+                        f"dnsmasq: {prepared['format']} file {prepared['file_bytes'] / 2**20:.1f}"
+                        f" MiB from blokir export in {prepared['export_s']:.2f} s; cache-size "
+                        f"{prepared['cache_size']:,}"
+                    )
+                except BenchError as exc:
+                    print(f"dnsmasq: {exc}")
+                    set_all("dnsmasq", "error", str(exc))
+            else:
+                print(f"dnsmasq: {too_big}")
+                set_all("dnsmasq", "skipped", too_big)
+
+        runnable = [p for p in peers if "error" not in results[p.name]]
+        runnable = [p for p in runnable if "skipped" not in results[p.name]]
+        for run in range(args.runs):
+            shift = run % max(1, len(runnable))
+            for peer in runnable[shift:] + runnable[:shift]:
+                if "error" in results[peer.name]:
+                    continue
+                try:
+                    measured = measure(peer, ctx, run)
+                except BenchError as exc:
+                    results[peer.name]["error"] = str(exc)
+                    print(f"  run {run + 1} {peer.name}: FAILED: {exc}")
+                    continue
+                results[peer.name]["runs"].append(measured)
+                print_run(peer, run, measured)
+    finally:
+        if not args.keep_tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    for result in results.values():
+        if result["runs"]:
+            result["summary"] = summarise(result["runs"])
+    print()
+    print(f"{size_label(size)} names:")
+    print_table(results)
+    entry["elapsed_s"] = time.perf_counter() - started
+    return entry
+
+
+def print_run(peer: Peer, run: int, measured: dict[str, Any]) -> None:
+    lat = measured.get("latency_run", {})
+    extra = (
+        f", p50/p95/p99 {lat['p50']:.2f}/{lat['p95']:.2f}/{lat['p99']:.2f} ms "
+        f"at {lat['rate']:,} q/s"
+        if "p50" in lat
+        else ""
+    )
+    hits = measured.get("cachehit_pct")
+    first = "first block" if "first_block_s" in measured else "first answer"
+    print(
+        f"  run {run + 1} {peer.name}: {measured['qps']:,.0f} q/s, "
+        f"avg {measured['avg_latency_s'] * 1e3:.3f} ms, lost {measured['lost']}, "
+        f"server CPU {measured['server_cpu_pct']:.0f}%, dnsperf CPU "
+        f"{measured['dnsperf_cpu_pct']:.0f}%, other CPU "
+        f"{measured['other_cpu_pct']:.0f}%, RSS {measured['memory']['rss_mib']:.0f}"
+        f" MiB, {first} {measured['first_answer_s']:.2f} s"
+        + (f", cache hits {hits:.0f}%" if hits is not None else "")
+        + extra
+        + (f" [{measured['warning']}]" if "warning" in measured else "")
+    )
+
+
 # -- main -------------------------------------------------------------------------------------
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cpus = os.cpu_count() or 1
-    default_peers = ["unbound1", "blokir1"]
+    default_peers = ["blokir1", "unbound1", "dnsmasq1", "ceiling1"]
     if cpus > 1:
-        default_peers += [f"unbound{cpus}", f"blokir{cpus}"]
+        default_peers += [f"blokir{cpus}", f"unbound{cpus}"]
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="100k names, 5 s per run, 1 run: checks the script, not the numbers",
+        help="100k names, 3 s per run, 1 run: checks the script end to end, not the numbers",
     )
     parser.add_argument(
         "--peers",
         default=",".join(default_peers),
-        help="comma-separated: blokir<N> (workers) and unbound<N> (threads); default %(default)s",
+        help="comma-separated: blokir<N> (workers), unbound<N> (threads), dnsmasq1, ceiling<N> "
+        "(processes); default %(default)s",
     )
-    parser.add_argument("--size", type=int, help="names in the block list (default 1M)")
+    parser.add_argument(
+        "--sizes",
+        help="comma-separated list sizes, e.g. 1M,10M (default 1M,10M; quick 100k)",
+    )
+    parser.add_argument("--size", help="one list size (the same as --sizes SIZE)")
+    parser.add_argument(
+        "--peers-at",
+        action="append",
+        default=[],
+        metavar="SIZE=PEERS",
+        help="other peers at one size, e.g. 10M=blokir1,blokir2,ceiling1 (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--allowed", type=int, default=20_000, help="names in the NSD zone")
     parser.add_argument("--queries", type=int, help="lines in the query file (default 1M)")
@@ -691,41 +1049,90 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, help="dnsperf -Q for the measured runs (no limit)")
     parser.add_argument("--timeout", type=float, default=2.0, help="dnsperf -t")
     parser.add_argument(
+        "--dnsmasq-format",
+        choices=("dnsmasq", "hosts"),
+        default="dnsmasq",
+        help="how dnsmasq gets the list: `blokir export --format dnsmasq` (address=/local= "
+        "lines: the name and its subtree; default) or `--format hosts` (exact names only)",
+    )
+    parser.add_argument(
+        "--dnsmasq-cache-size",
+        type=int,
+        default=DNSMASQ_CACHE_SIZE,
+        help="dnsmasq --cache-size (default %(default)s)",
+    )
+    parser.add_argument(
+        "--lookup-sample",
+        type=int,
+        help="names per blokir index lookup figure (default 200000; quick 20000)",
+    )
+    parser.add_argument(
         "--start-timeout",
         type=float,
         default=300.0,
         help="seconds a peer may take to its first blocked answer",
     )
-    parser.add_argument("--deadline", type=float, help="overall seconds (default 3600; quick 600)")
+    parser.add_argument("--deadline", type=float, help="overall seconds (default 3600; quick 300)")
     parser.add_argument(
         "--workdir",
         type=Path,
         default=HERE / "work",
         help="where list and query files are kept between runs",
     )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="folder for <date>.json, .md and .png (default bench/results; with --quick they "
+        "go to the temporary folder, removed at the end)",
+    )
     parser.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
     quick = args.quick
     defaults = {
-        "size": 100_000 if quick else 1_000_000,
         "queries": 200_000 if quick else 1_000_000,
         "runs": 1 if quick else 3,
-        "seconds": 5.0 if quick else 30.0,
-        "warmup": 2.0 if quick else 10.0,
-        "latency_seconds": 2.0 if quick else 5.0,
-        "deadline": 600.0 if quick else 3600.0,
+        "seconds": 3.0 if quick else 30.0,
+        "warmup": 1.0 if quick else 10.0,
+        "latency_seconds": 1.5 if quick else 5.0,
+        "deadline": 300.0 if quick else 3600.0,
+        "lookup_sample": 20_000 if quick else 200_000,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.size and args.sizes:
+        parser.error("give --size or --sizes, not both")
+    sizes_text = args.sizes or args.size or ("100k" if quick else "1M,10M")
+    args.size_list = [parse_size(s) for s in sizes_text.split(",") if s.strip()]
+    peers = parse_peers(args.peers)
+    args.peer_list = peers
+    plan: dict[int, list[Peer]] = {size: peers for size in args.size_list}
+    for item in args.peers_at:
+        size_text, sep, peers_text = item.partition("=")
+        if not sep:
+            parser.error(f"--peers-at {item!r}: expected SIZE=PEERS")
+        size = parse_size(size_text)
+        if size not in plan:
+            parser.error(f"--peers-at {item!r}: {size:,} is not one of the sizes")
+        plan[size] = parse_peers(peers_text)
+    args.plan = plan
     return args
 
 
-def main() -> int:
-    args = parse_args()
-    peers = parse_peers(args.peers)
+def results_stem(directory: Path, when: datetime) -> str:
+    """<date>, or <date>-<time> when a run of the same day is already there."""
+    stem = when.strftime("%Y-%m-%d")
+    if any((directory / f"{stem}{ext}").exists() for ext in (".json", ".md", ".png")):
+        stem = when.strftime("%Y-%m-%d-%H%M%S")
+    return stem
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     deadline = Deadline(args.deadline)
+    began = time.perf_counter()
+    when = datetime.now(UTC)
 
     def on_alarm(signum: int, frame: object) -> None:
         raise BenchError(f"overall deadline of {args.deadline:.0f} s reached (--deadline)")
@@ -742,7 +1149,7 @@ def main() -> int:
     info = machine_info(dnsperf)
     print(
         f"machine: {info['nproc']} CPUs ({info['usable_cpus']} usable), {info['cpu_model']}, "
-        f"Linux {info['kernel']}, Python {info['python']}"
+        f"{info['memory_gib']} GiB, Linux {info['kernel']}, Python {info['python']}"
     )
     print("tools: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     print(
@@ -756,119 +1163,69 @@ def main() -> int:
     print(f"machine busy before the run: {idle_check:.0f}% of a core over 1 s", end="")
     print(" (not idle: the figures will be low and noisy)" if idle_check > 20 else "")
     info["busy_before_pct"] = idle_check
-
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    list_path = list_file(args.workdir, args.size, args.seed)
-    query_file, workload = write_queries(
-        args.workdir,
-        list_path,
-        size=args.size,
-        seed=args.seed,
-        count=args.queries,
-        hosts=args.allowed,
-        blocked_share=args.blocked_share,
-        subdomain_share=args.subdomain_share,
-        zipf=args.zipf,
-    )
-    with list_path.open() as names:
-        blocked_probe = names.readline().strip()
-    print(
-        f"workload: {args.size:,} listed names (seed {args.seed}), {args.allowed:,} allowed names "
-        f"under {ZONE}, {workload['queries']:,} queries: {workload['blocked']:,} blocked "
-        f"({workload['blocked_as_subdomain']:,} below a listed name), {workload['allowed']:,} "
-        f"allowed over {workload['allowed_distinct_hosts']:,} hosts (top 1% of hosts: "
-        f"{100 * workload['allowed_share_of_top_1pct_hosts']:.0f}% of them); types "
-        + ", ".join(f"{k} {v:,}" for k, v in sorted(workload["qtypes"].items()))
-        + f" [{time.perf_counter() - started:.1f} s]"
-    )
     print(
         f"load: dnsperf -c {args.clients} -t {args.timeout:g} -l {args.seconds:g}"
         + (f" -Q {args.rate:g}" if args.rate else "")
         + f", {args.warmup:g} s warm-up, {args.runs} run(s) per peer, peers alternate"
     )
 
-    report: dict[str, Any] = {
-        "machine": info,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "workload": workload,
-        "query_file": str(query_file),
-        "list_file": str(list_path),
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    internal = ("plan", "peer_list")
+    settings = {
+        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in internal
     }
-    results: dict[str, dict[str, Any]] = {p.name: {"runs": []} for p in peers}
+    settings["plan"] = {str(size): [p.name for p in peers] for size, peers in args.plan.items()}
+    report: dict[str, Any] = {
+        "started": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": info,
+        "settings": settings,
+        "sizes": {},
+    }
     tmp = Path(tempfile.mkdtemp(prefix="blokir-bench-"))
     nsd: ManagedProcess | None = None
+    failed = False
     try:
         zonefile = tmp / "bench.example.zone"
         write_zone(zonefile, args.allowed)
         nsd, nsd_port = start_nsd(tmp, ZONE, zonefile, host_name(1), deadline)
         print(f"upstream: NSD on {LOOPBACK}:{nsd_port} serving {ZONE} ({args.allowed:,} hosts)")
-        load = Load(dnsperf, query_file, args.clients, args.timeout, args.rate)
-        ctx = Context(tmp, nsd_port, list_path, load, deadline, args, blocked_probe)
-
-        if any(p.kind == "blokir" for p in peers):
-            why = blokir_serve_available()
-            if why is None:
-                prepared = prepare_blokir(ctx, list_path)
-                report["blokir_compile"] = prepared
-                print(
-                    f"blokir: compiled {prepared['entries']:,} names in "
-                    f"{prepared['compile_wall_s']:.2f} s (process), index "
-                    f"{prepared['index_bytes'] / 2**20:.1f} MiB"
+        for size, peers in args.plan.items():
+            try:
+                entry = run_size(
+                    size,
+                    peers,
+                    tmp_root=tmp,
+                    nsd_port=nsd_port,
+                    dnsperf=dnsperf,
+                    deadline=deadline,
+                    args=args,
+                    left_out=[p for p in args.peer_list if p not in peers],
                 )
-            else:
-                print(f"blokir: {why}")
-                for p in peers:
-                    if p.kind == "blokir":
-                        results[p.name]["error"] = why
-        if any(p.kind == "unbound" for p in peers):
-            require_binary("unbound")
-            too_big = unbound_memory_check(args.size)
-            if too_big is None:
-                prepared = prepare_unbound(ctx, list_path)
-                report["unbound_rpz"] = prepared
-                print(
-                    f"unbound: RPZ {prepared['rpz_bytes'] / 2**20:.1f} MiB from "
-                    f"{prepared['exporter']} in {prepared['export_s']:.2f} s"
-                )
-            else:
-                print(f"unbound: {too_big}")
-                for p in peers:
-                    if p.kind == "unbound":
-                        results[p.name]["error"] = too_big
-
-        runnable = [p for p in peers if "error" not in results[p.name]]
-        for run in range(args.runs):
-            shift = run % max(1, len(runnable))
-            for peer in runnable[shift:] + runnable[:shift]:
-                if "error" in results[peer.name]:
-                    continue
-                try:
-                    measured = measure(peer, ctx, run)
-                except BenchError as exc:
-                    results[peer.name]["error"] = str(exc)
-                    print(f"  run {run + 1} {peer.name}: FAILED: {exc}")
-                    continue
-                results[peer.name]["runs"].append(measured)
-                lat = measured.get("latency_run", {})
-                extra = (
-                    f", p50/p95/p99 {lat['p50']:.2f}/{lat['p95']:.2f}/{lat['p99']:.2f} ms "
-                    f"at {lat['rate']:,} q/s"
-                    if "p50" in lat
-                    else ""
-                )
-                hits = measured.get("unbound_cachehit_pct")
-                print(
-                    f"  run {run + 1} {peer.name}: {measured['qps']:,.0f} q/s, "
-                    f"avg {measured['avg_latency_s'] * 1e3:.3f} ms, lost {measured['lost']}, "
-                    f"server CPU {measured['server_cpu_pct']:.0f}%, dnsperf CPU "
-                    f"{measured['dnsperf_cpu_pct']:.0f}%, other CPU "
-                    f"{measured['other_cpu_pct']:.0f}%, RSS {measured['memory']['rss_mib']:.0f}"
-                    f" MiB, first block {measured['first_block_s']:.2f} s"
-                    + (f", cache hits {hits:.0f}%" if hits is not None else "")
-                    + extra
-                    + (f" [{measured['warning']}]" if "warning" in measured else "")
-                )
+            except BenchError as exc:
+                print(f"{size_label(size)} names: FAILED: {exc}")
+                report["sizes"][str(size)] = {"size": size, "error": str(exc), "peers": {}}
+                failed = True
+                continue
+            report["sizes"][str(size)] = entry
+            failed = failed or any(
+                "error" in e or ("summary" not in e and "skipped" not in e)
+                for e in entry["peers"].values()
+            )
+        signal.alarm(0)
+        report["elapsed_s"] = time.perf_counter() - began
+        report["goals"] = reporting.goals(report)
+        print()
+        print(reporting.goals_text(report["goals"]))
+        results_dir = args.results or (tmp / "results" if args.quick else HERE / "results")
+        results_dir.mkdir(parents=True, exist_ok=True)
+        stem = results_stem(results_dir, when)
+        for line in reporting.write(report, results_dir, stem):
+            print(line)
+        if args.quick and args.results is None:
+            print("  (--quick: these files go with the temporary folder; --results DIR keeps them)")
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2, default=str))
+            print(f"figures written to {args.json}")
     finally:
         signal.alarm(0)
         if nsd is not None:
@@ -878,24 +1235,8 @@ def main() -> int:
             print(f"kept configs and logs in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-
-    for entry in results.values():
-        if entry["runs"]:
-            entry["summary"] = summarise(entry["runs"])
-    print()
-    print_table(results)
-    print(
-        "q/s: median of the runs, spread: (max - min) / median; vs ub1: against unbound1; avg/sd:"
-        " dnsperf's mean and standard deviation at full load;\np50/p95/p99: from a run at half "
-        "the measured rate; CPU in % of one core; other: machine CPU used by neither server nor "
-        "dnsperf;\nRSS sums the process tree (shared pages once per process), PSS shares them "
-        "out; 1st block: seconds from start to the first blocked answer."
-    )
-    report["peers"] = results
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
-        print(f"figures written to {args.json}")
-    return 0 if all("summary" in e and "error" not in e for e in results.values()) else 1
+    print(f"elapsed: {time.perf_counter() - began:.0f} s")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Servers for the resolver benchmark: NSD (the authoritative upstream), Unbound and blokir (the
-peers), each a child process on a free 127.0.0.1 port, plus the small tools around them (a
-deadline, process-tree memory and CPU from /proc, a DNS probe).
+"""Servers for the resolver benchmark: NSD (the authoritative upstream), and the peers blokir,
+Unbound, dnsmasq and the Python ceiling (bench/ceiling.py), each a child process on a free
+127.0.0.1 port, plus the small tools around them (a deadline, process-tree memory and CPU from
+/proc, DNS probes).
 
 Everything binds to and queries 127.0.0.1 only. Every process is started in its own session, so
 `ManagedProcess.stop` can end it and anything it forked by its process group id, and is stopped
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +29,7 @@ import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 
 LOOPBACK = "127.0.0.1"
@@ -267,6 +271,28 @@ def wait_for_answer(
     )
 
 
+def wait_for_any_reply(server: ManagedProcess, port: int, deadline: float) -> float:
+    """Poll with a raw query until a datagram with its ID comes back, whatever it holds; the
+    seconds since the server was started. For the ceiling, whose replies carry no question, so a
+    strict client rejects them."""
+    query = dns.message.make_query("first-answer.bench.", "A").to_wire()
+    while time.monotonic() < deadline:
+        server.check_alive()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.2)
+            try:
+                sock.sendto(query, (LOOPBACK, port))
+                reply = sock.recv(4096)
+            except OSError:  # a timeout, or refused while the port is not bound yet
+                time.sleep(0.02)
+                continue
+            if reply[:2] == query[:2]:
+                return time.perf_counter() - server.started
+    raise BenchError(
+        f"{server.name} did not answer in time; last lines of {server.log}:\n{tail(server.log)}"
+    )
+
+
 # -- NSD --------------------------------------------------------------------------------------
 
 
@@ -423,7 +449,13 @@ def blokir_config(
     index_path: Path,
     landing_ipv4: str,
     landing_ipv6: str,
+    metrics_port: int | None = None,
 ) -> Path:
+    metrics = (
+        f'enabled = true\nlisten = "{LOOPBACK}:{metrics_port}"'
+        if metrics_port
+        else "enabled = false"
+    )
     path.write_text(f"""# Written by bench/resolver_bench.py
 [server]
 listen = ["{LOOPBACK}:{port}"]
@@ -438,7 +470,7 @@ landing_ipv6 = "{landing_ipv6}"
 index_path = "{index_path}"
 
 [metrics]
-enabled = false
+{metrics}
 
 [[lists]]
 name = "bench"
@@ -455,5 +487,88 @@ def start_blokir(config: Path, tag: str) -> ManagedProcess:
         tag,
         [sys.executable, "-m", "resolver", "serve", "-c", str(config)],
         config.with_suffix(".log"),
+        cwd=REPO,
+    )
+
+
+# -- dnsmasq ----------------------------------------------------------------------------------
+
+
+def start_dnsmasq(
+    workdir: Path,
+    *,
+    port: int,
+    upstream_port: int,
+    list_path: Path,
+    list_format: str,
+    cache_size: int,
+    tag: str,
+) -> ManagedProcess:
+    """dnsmasq in the foreground on 127.0.0.1:port, forwarding everything else to the upstream.
+    `list_format` "dnsmasq" loads `address=`/`local=` lines (--conf-file), "hosts" loads a hosts
+    file (--addn-hosts). No /etc/resolv.conf, no /etc/hosts, no DHCP, no other config file."""
+    dnsmasq = require_binary("dnsmasq")
+    if list_format == "dnsmasq":
+        load = f"--conf-file={list_path}"
+    elif list_format == "hosts":
+        load = f"--addn-hosts={list_path}"
+    else:
+        raise BenchError(f"unknown dnsmasq list format {list_format!r} (dnsmasq or hosts)")
+    argv = [
+        dnsmasq,
+        "--keep-in-foreground",
+        "--log-facility=-",  # to our log file: start-up lines and errors
+        f"--conf-file={os.devnull}",  # read no /etc/dnsmasq.conf
+        f"--port={port}",
+        f"--listen-address={LOOPBACK}",
+        "--bind-interfaces",
+        "--no-resolv",
+        "--no-hosts",
+        "--no-poll",
+        f"--server={LOOPBACK}#{upstream_port}",
+        f"--cache-size={cache_size}",
+        "--cache-rr=HTTPS",  # 2.90 caches A, AAAA, CNAME, ... only unless told
+        f"--pid-file={workdir}/dnsmasq-{tag}.pid",
+        # As root dnsmasq would switch to `nobody`; stay who we are (it reads nothing later).
+        f"--user={pwd.getpwuid(os.geteuid()).pw_name}",
+        load,
+    ]
+    return ManagedProcess(tag, argv, workdir / f"dnsmasq-{tag}.log")
+
+
+def dnsmasq_cache_counters(port: int) -> dict[str, int]:
+    """dnsmasq's cache counters from its CHAOS TXT names (hits.bind, misses.bind, ...), {} if it
+    does not answer."""
+    counters = {}
+    for name in ("hits", "misses", "insertions", "evictions", "cachesize"):
+        query = dns.message.make_query(f"{name}.bind.", "TXT", dns.rdataclass.CH)
+        try:
+            reply = dns.query.udp(query, LOOPBACK, port=port, timeout=1.0)
+        except (dns.exception.DNSException, OSError):
+            return {}
+        for rrset in reply.answer:
+            for rd in rrset:
+                found = re.search(r"\d+", rd.to_text())
+                if found:
+                    counters[name] = int(found.group())
+    return counters
+
+
+# -- the ceiling ------------------------------------------------------------------------------
+
+
+def start_ceiling(workdir: Path, *, port: int, workers: int, tag: str) -> ManagedProcess:
+    """bench/ceiling.py on 127.0.0.1:port: the fastest Python UDP responder (see its doc)."""
+    return ManagedProcess(
+        tag,
+        [
+            sys.executable,
+            str(REPO / "bench" / "ceiling.py"),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        workdir / f"{tag}.log",
         cwd=REPO,
     )
