@@ -26,6 +26,7 @@ from resolver.compile import (
     write_index,
 )
 from resolver.config import Config, ConfigError, load_config, load_default_config
+from resolver.envconfig import apply_env
 from resolver.index import Index, IndexError_, open_index
 from resolver.lists.normalise import Rejected, normalise
 
@@ -208,7 +209,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _config(path: str | None) -> Config:
-    return load_config(path) if path else load_default_config()
+    """The config file (or the embedded default) with the `BLOKIR_*` environment on top."""
+    config = load_config(path) if path else load_default_config()
+    return apply_env(config, os.environ)
 
 
 # -- compile ----------------------------------------------------------------------------------
