@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import ipaddress
 import logging
 import os
@@ -57,6 +58,7 @@ RESTART_BACKOFF = 0.2  # seconds between restarts of a crashing worker (bounded 
 MEMO_GENERATION = 50_000
 _FOREVER = float("inf")
 CNAME_CHECK_MAX = 16
+GC_GEN0_THRESHOLD = 100_000  # allocations between young-generation collections (default 700)
 # A remembered answer: (answer after its ID, block pid or 0, valid until, qtype cell, qname)
 Memo = tuple[
     bytes, int, float, int, bytes
@@ -72,6 +74,8 @@ class Resolver:
         self.config = config
         self.stats = WorkerStats(top=TopCounter(4 * config.metrics.top_k))
         self.last_outcome = m.DROPPED  # of the last handle() call, for the latency histogram
+        self.track_top = config.metrics.enabled and config.metrics.top_k > 0
+        self._block_tick = 0
         self._payload = config.server.udp_payload_size
         self._allow = config.server.allows
         self._acl: dict[str, bool] = {}
@@ -220,18 +224,24 @@ class Resolver:
         return query
 
     def _count_block(self, pid: int, qname: bytes) -> None:
+        """Exact per-list counts; the top-K sketch sees every SAMPLE-th block, weighted."""
         stats = self.stats
         by_pid = stats.blocked_by_pid
         by_pid[pid] = by_pid.get(pid, 0) + 1
+        if not self.track_top:
+            return
+        self._block_tick += 1
+        if self._block_tick & m.SAMPLE_MASK:
+            return
         interval = stats.top.interval
         key = (qname, pid)
         count = interval.get(key)
         if count is not None:
-            interval[key] = count + 1
+            interval[key] = count + m.SAMPLE
         elif len(interval) < TopCounter.INTERVAL_CAP:
-            interval[key] = 1
+            interval[key] = m.SAMPLE
         else:
-            stats.top.untracked += 1
+            stats.top.untracked += m.SAMPLE
 
     def _remember(
         self, data: bytes, answer: bytes, pid: int, valid_until: float, qcell: int, qname: bytes
@@ -336,6 +346,7 @@ class Worker:
         self.slots = slots  # where this worker publishes its counters (None: metrics off)
         self.slot = slot
         self.timing = slots is not None  # the latency histogram costs two clock reads a query
+        self._tick = 0  # UDP answers so far: every SAMPLE-th synchronous answer is timed
         self.resolver = Resolver(config, open_index(index_path))
         self.udp_socks = udp_socks
         self.tcp_socks = tcp_socks
@@ -435,14 +446,21 @@ class Worker:
         sendto = sock.sendto
         timing = self.timing
         clock = time.perf_counter
+        histogram = stats.histogram
+        duration_sum = stats.duration_sum
+        row = m.N_BUCKETS + 1
+        top_bucket = m.N_BUCKETS
+        tick = self._tick
         for _ in range(UDP_BATCH):
             try:
                 data, address = recvfrom(MAX_UDP_MESSAGE)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError:
-                return  # e.g. ICMP errors surfaced on the socket: nothing to answer
-            started = clock() if timing else 0.0
+                break  # e.g. ICMP errors surfaced on the socket: nothing to answer
+            tick += 1
+            sampled = timing and not tick & m.SAMPLE_MASK
+            started = clock() if sampled else 0.0
             try:
                 result = handle(data, address[0])
             except Exception:  # a bug must cost one query, never the worker
@@ -455,10 +473,18 @@ class Worker:
                     sendto(result, address)
                 except OSError:
                     stats.send_errors += 1
-                if timing:
-                    stats.observe(resolver.last_outcome, clock() - started)
+                if sampled:  # WorkerStats.observe, written out, with the sample's weight
+                    elapsed = clock() - started
+                    bucket = int(elapsed * 1e6).bit_length()
+                    outcome = resolver.last_outcome
+                    histogram[outcome * row + (bucket if bucket < top_bucket else top_bucket)] += (
+                        m.SAMPLE
+                    )
+                    duration_sum[outcome] += elapsed * m.SAMPLE
                 continue
-            self._spawn(self._udp_forward(sock, result, data, address, started))
+            forward_started = started if sampled else clock()
+            self._spawn(self._udp_forward(sock, result, data, address, forward_started))
+        self._tick = tick
 
     async def _udp_forward(
         self,
@@ -476,7 +502,7 @@ class Worker:
         response = resolver.fit_udp(response, query)
         with contextlib.suppress(OSError):
             sock.sendto(response, address)
-        if self.timing:
+        if self.timing:  # every forwarded answer is timed (weight 1): there are few
             resolver.stats.observe(outcome, time.perf_counter() - started)
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:
@@ -626,6 +652,13 @@ async def _worker_main(
     slot: int,
 ) -> None:
     worker = Worker(config, index_path, udp, tcp, slots, slot)
+    # Every query allocates a few container objects, so the cyclic GC's default gen0 threshold
+    # (700) runs collections thousands of times a second, and the older generations rescan
+    # the large, long-lived memo and cache. Freezing start-up objects and collecting far less
+    # often measured 20-35% more queries/s on the benchmark workload; reference counting still
+    # frees almost everything at once, the GC only finds cycles (rare on this path).
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
     await worker.run()
 
 

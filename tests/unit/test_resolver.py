@@ -65,9 +65,13 @@ def test_blocked_answers_are_remembered_per_exact_question(resolver: Resolver) -
     assert first[2:] == second[2:] and second[:2] == b"\x00\x02"
     assert resolver.stats.outcome_total(metrics.BLOCKED) == 2
     assert sum(resolver.stats.blocked_by_pid.values()) == 2
-    assert sum(resolver.stats.top.interval.values()) == 2  # the top-K counts it too
+    for qid in range(3, 9):
+        resolver.handle(query("judi-contoh.example", qid), "127.0.0.1")
+    # The top-K sees one block in metrics.SAMPLE, weighted: 8 blocks, one sample of weight 8.
+    assert resolver.stats.top.interval == {(b"judi-contoh.example", 1): metrics.SAMPLE}
+    assert resolver.stats.outcome_total(metrics.BLOCKED) == 8
     assert len(resolver._memo) == 1
-    upper = resolver.handle(query("JUDI-contoh.example", 3), "127.0.0.1")
+    upper = resolver.handle(query("JUDI-contoh.example", 30), "127.0.0.1")
     assert isinstance(upper, bytes)
     assert str(dns.message.from_wire(upper).question[0].name) == "JUDI-contoh.example."
     assert len(resolver._memo) == 2  # case is part of the remembered question
