@@ -6,8 +6,6 @@ is the upstream resolver every engine under test forwards to.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -24,24 +22,14 @@ import dns.rrset
 import pytest
 from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSRecord
 
+# One implementation for the benchmarks and the tests.
+from bench.servers import find_binary as find_binary
+from bench.servers import free_port as free_port
+
 LOOPBACK = "127.0.0.1"
 # What the fake upstream answers for every name: documentation addresses (RFC 5737, RFC 3849).
 UPSTREAM_IPV4 = "198.51.100.7"
 UPSTREAM_IPV6 = "2001:db8:ffff::7"
-# Extra places to look for daemons when PATH lacks the sbin directories (non-root CI users).
-_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
-
-
-def find_binary(name: str) -> str | None:
-    """The path of an executable, also looking in the sbin directories."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for directory in _SBIN_DIRS:
-        candidate = os.path.join(directory, name)
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def require_binary(name: str) -> str:
@@ -50,22 +38,6 @@ def require_binary(name: str) -> str:
     if found is None:
         pytest.skip(f"{name} is not installed (scripts/install-test-deps installs it)")
     return found
-
-
-def free_port(attempts: int = 50) -> int:
-    """A port on 127.0.0.1 that is free for both UDP and TCP right now (DNS servers bind both).
-    Racy by nature: another process may take it before the server binds."""
-    for _ in range(attempts):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((LOOPBACK, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((LOOPBACK, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free loopback port for both UDP and TCP")
 
 
 class FakeUpstream:
