@@ -243,6 +243,9 @@ class Resolver:
         else:
             stats.top.untracked += m.SAMPLE
 
+    def memo_size(self) -> int:
+        return len(self._memo) + len(self._memo_old)
+
     def _remember(
         self, data: bytes, answer: bytes, pid: int, valid_until: float, qcell: int, qname: bytes
     ) -> None:
@@ -409,7 +412,7 @@ class Worker:
         ]
         extra = {
             "tcp_connections": self.tcp_active,
-            "memo_entries": len(resolver._memo) + len(resolver._memo_old),
+            "memo_entries": resolver.memo_size(),
         }
         self.slots.write(self.slot, m.snapshot_bytes(resolver.stats, cache_stats, upstreams, extra))
 
