@@ -165,7 +165,7 @@ class Resolver:
             hit = self._memo.get(key)
             if hit is None:
                 hit = self._memo_old.get(key)
-                if hit is not None:
+                if hit is not None and len(self._memo) < MEMO_GENERATION:
                     self._memo[key] = hit  # still in use: keep it through the next rotation
             if hit is not None:
                 tail, pid, valid_until, qcell, qname = hit
