@@ -9,7 +9,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,8 @@ from resolver.compile import (
     CompileError,
     CompileResult,
     compile_lists,
-    index_is_current,
+    compile_temporary,
+    current_index,
     specs_from_paths,
     stderr_progress,
     write_index,
@@ -287,26 +287,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _index_for_check(args: argparse.Namespace) -> tuple[Index, Path | None]:
     """The index to answer from: --index, else the config's compiled index when it is current
-    (same list files, same sizes and mtimes), else a fresh compile into a temporary file."""
+    (same list settings, same file sizes and mtimes), else a fresh compile into a temporary
+    file (returned too, for the caller to remove)."""
     if args.index:
         return open_index(args.index), None
     config = _config(args.config)
     specs = config.list_specs()
-    path = config.blocking.index_path
-    if path.exists():
-        try:
-            index = open_index(path)
-        except IndexError_:
-            index = None
-        if index is not None and index_is_current(index, specs):
-            return index, None
-        if index is not None:
-            index.close()
-    result = compile_lists(specs)
-    fd, name = tempfile.mkstemp(suffix=".blkx")
-    os.close(fd)
-    write_index(result, name)
-    return open_index(name), Path(name)
+    index = current_index(config.blocking.index_path, specs)
+    if index is not None:
+        return index, None
+    return compile_temporary(specs)
 
 
 def check_names(index: Index, names: Sequence[str], out: TextIO) -> int:

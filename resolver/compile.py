@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -20,13 +22,25 @@ from typing import BinaryIO
 
 import numpy as np
 
-from resolver.index import U16, U64, Index, IndexData, hash_name, save_index
+from resolver.index import (
+    U16,
+    U64,
+    Index,
+    IndexData,
+    IndexError_,
+    hash_name,
+    open_index,
+    save_index,
+)
 from resolver.lists import parse_list
 from resolver.lists.detect import detect_format
 from resolver.lists.model import Batch, ListSpec, ParseReport
 from resolver.policy import MATCH_BELOW, MATCH_SELF, PolicyTable
 
 Progress = Callable[[str, int, int], None]  # (list name, bytes read, total bytes)
+
+
+log = logging.getLogger("blokir")
 
 
 def spec_json(spec: ListSpec) -> dict[str, object]:
@@ -359,3 +373,28 @@ def index_is_current(index: Index, specs: list[ListSpec]) -> bool:
         ):
             return False
     return True
+
+
+def current_index(path: Path, specs: list[ListSpec]) -> Index | None:
+    """The index at `path`, opened, when it exists, reads cleanly and was built from exactly
+    these lists; None when it is missing, stale or unreadable (the caller compiles)."""
+    if not path.exists():
+        return None
+    try:
+        index = open_index(path)
+    except IndexError_ as exc:
+        log.warning("ignoring the compiled index: %s", exc)
+        return None
+    if index_is_current(index, specs):
+        return index
+    index.close()
+    return None
+
+
+def compile_temporary(specs: list[ListSpec], prefix: str = "blokir-") -> tuple[Index, Path]:
+    """Compile into a temporary file and open it; the caller closes it and unlinks the path."""
+    result = compile_lists(specs)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".blkx")
+    os.close(fd)
+    write_index(result, name)
+    return open_index(name), Path(name)

@@ -38,7 +38,7 @@ from resolver import metrics as m
 from resolver import wire
 from resolver.answers import BlockResponder, BlockSettings
 from resolver.cache import ResponseCache
-from resolver.compile import compile_lists, index_is_current, write_index
+from resolver.compile import compile_lists, current_index, write_index
 from resolver.config import Config
 from resolver.index import Index, IndexError_, open_index
 from resolver.message import MessageError, cname_targets
@@ -615,13 +615,10 @@ def ensure_index(config: Config) -> str:
     Compiling runs in a child process so the supervisor does not keep the build's peak memory."""
     path = config.blocking.index_path
     specs = config.list_specs()
-    if path.exists():
-        try:
-            with open_index(path) as index:
-                if index_is_current(index, specs):
-                    return str(path)
-        except IndexError_ as exc:
-            log.warning("rebuilding the index: %s", exc)
+    index = current_index(path, specs)
+    if index is not None:
+        index.close()
+        return str(path)
     started = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # child: compile, write, exit without running the parent's cleanup

@@ -31,21 +31,14 @@ import hashlib
 import math
 import os
 import random
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from resolver.compile import (
-    compile_lists,
-    index_is_current,
-    open_list,
-    specs_from_paths,
-    write_index,
-)
+from resolver.compile import compile_temporary, current_index, open_list, specs_from_paths
 from resolver.config import load_config
-from resolver.index import Index, IndexError_, open_index
+from resolver.index import Index, open_index
 from resolver.lists.model import ListSpec
 from resolver.policy import MATCH_SELF, Action, Ede, MatchMode, Policy, PolicyTable
 
@@ -147,7 +140,7 @@ def open_source(
         for spec in specs:
             if not Path(spec.path).is_file():
                 raise SampleError(f"{spec.path}: list file not found")
-        built, temporary = _compile_temporary(specs)
+        built, temporary = compile_temporary(specs, prefix="blokir-verify-")
         source = Source(specs, built, description=f"lists {', '.join(lists)}")
     elif index is not None:
         source = _source_from_index(Path(index))
@@ -155,18 +148,9 @@ def open_source(
         assert config is not None
         cfg = load_config(config)
         specs = cfg.list_specs()
-        current: Index | None = None
-        path = cfg.blocking.index_path
-        if path.exists():
-            try:
-                current = open_index(path)
-            except IndexError_:
-                current = None
-            if current is not None and not index_is_current(current, specs):
-                current.close()
-                current = None
+        current = current_index(cfg.blocking.index_path, specs)
         if current is None:
-            current, temporary = _compile_temporary(specs)
+            current, temporary = compile_temporary(specs, prefix="blokir-verify-")
         source = Source(specs, current, description=f"config {cfg.source}")
         for address in (cfg.blocking.landing_ipv4, cfg.blocking.landing_ipv6):
             if address:
@@ -185,14 +169,6 @@ def _policy_landing(policy: Policy) -> set[str]:
     if policy.action is not Action.LANDING:
         return set()
     return {*policy.landing_ipv4, *policy.landing_ipv6}
-
-
-def _compile_temporary(specs: list[ListSpec]) -> tuple[Index, Path]:
-    result = compile_lists(specs)
-    fd, name = tempfile.mkstemp(prefix="blokir-verify-", suffix=".blkx")
-    os.close(fd)
-    write_index(result, name)
-    return open_index(name), Path(name)
 
 
 def _source_from_index(path: Path) -> Source:
