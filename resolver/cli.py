@@ -18,6 +18,7 @@ from resolver import __version__
 from resolver.compile import (
     CompileError,
     CompileResult,
+    collect_names,
     compile_lists,
     compile_temporary,
     current_index,
@@ -27,6 +28,8 @@ from resolver.compile import (
 )
 from resolver.config import Config, ConfigError, load_config, load_default_config
 from resolver.envconfig import apply_env
+from resolver.export import FORMATS as EXPORT_FORMATS
+from resolver.export import export
 from resolver.index import Index, IndexError_, open_index
 from resolver.lists.normalise import Rejected, normalise
 
@@ -78,9 +81,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     export_cmd = sub.add_parser("export", help="export the policy for other DNS engines")
     export_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
-    export_cmd.add_argument(
-        "--format", required=True, choices=["rpz", "unbound", "hosts", "dnsmasq"]
-    )
+    export_cmd.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export_cmd.add_argument("-o", "--output", help="output file (default: standard output)")
     export_cmd.add_argument("--zone", default="rpz.blokir.", help="RPZ zone name")
     export_cmd.set_defaults(handler=_cmd_export)
@@ -357,9 +358,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from resolver.compile import collect_names
-    from resolver.export import export
-
     config = _config(args.config)
     named = collect_names(config.list_specs())
     kwargs = {

@@ -32,6 +32,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
+from resolver.lists import FORMATS as LIST_FORMATS
 from resolver.lists.model import ListSpec
 from resolver.policy import Action, Ede, MatchMode
 
@@ -77,7 +78,6 @@ DEFAULT_ALLOW: tuple[Network, ...] = tuple(
 )
 
 LIST_ACTIONS = (Action.LANDING, Action.NXDOMAIN, Action.NODATA, Action.REFUSED)
-LIST_FORMATS = ("auto", "plain", "hosts", "adblock", "rpz")
 MAX_TTL = 2**31 - 1  # RFC 2181 section 8
 MAX_SDE_TEXT = 256  # keeps the structured DNS error JSON (EDE EXTRA-TEXT) well inside a UDP answer
 

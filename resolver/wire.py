@@ -286,7 +286,3 @@ def truncated(response: bytes, query: Query, payload: int) -> bytes:
     if query.edns:
         return header + query.question + opt_record(payload, query.do)
     return header + query.question
-
-
-def with_id(response: bytes, qid: int) -> bytes:
-    return _U16.pack(qid) + response[2:]

@@ -117,10 +117,6 @@ def test_truncated_keeps_question_and_sets_tc() -> None:
     assert small.flags & dns.flags.TC and len(small.question) == 1 and small.edns == 0
 
 
-def test_with_id() -> None:
-    assert wire.with_id(b"\x00\x01rest", 0xBEEF) == b"\xbe\xefrest"
-
-
 @settings(max_examples=3000, deadline=None)
 @given(st.binary(max_size=600))
 def test_random_bytes_never_raise_anything_but_parse_error(data: bytes) -> None:
