@@ -2,8 +2,11 @@
 straight from bytes, and build responses by concatenating bytes.
 
 Nothing here allocates dnslib or dnspython objects: a query costs a struct unpack, a walk over
-its labels and one small object. References: RFC 1035 section 4.1 (message format), RFC 6891
-(EDNS(0), the OPT record), RFC 8914 (Extended DNS Errors).
+its labels and one small object. The parser is strict (see parse_query): a query blokir accepts
+is forwarded upstream byte for byte, so every byte of it must have been understood; anything
+else gets the RFC's error answer or, for responses and runt packets, silence. References:
+RFC 1035 section 4.1 (message format), RFC 6891 (EDNS(0), the OPT record), RFC 8914 (Extended
+DNS Errors), RFC 8482 (minimal answers to ANY).
 """
 
 from __future__ import annotations
@@ -44,15 +47,28 @@ TYPE_A: Final = 1
 TYPE_NS: Final = 2
 TYPE_CNAME: Final = 5
 TYPE_SOA: Final = 6
+TYPE_HINFO: Final = 13
 TYPE_AAAA: Final = 28
 TYPE_OPT: Final = 41
 TYPE_ANY: Final = 255
 CLASS_IN: Final = 1
+CLASS_CH: Final = 3
+CLASS_HS: Final = 4
+CLASS_ANY: Final = 255
+# Classes a query may ask (RFC 6895 3.2): data classes only. QCLASS ANY (255) is refused with
+# NOTIMP rather than forwarded: the block check is per class IN, and "any class" includes IN.
+# NONE (254) belongs to UPDATE, 0 and 65535 are reserved, the rest unassigned or private.
+QUERY_CLASSES: Final = frozenset((CLASS_IN, CLASS_CH, CLASS_HS))
 
 EDNS_DO: Final = 0x8000  # RFC 3225: in the OPT TTL field
+OPTION_COOKIE: Final = 10  # RFC 7873 section 4
 OPTION_EDE: Final = 15  # RFC 8914 section 2
+# RFC 8482 4.2: the synthesized HINFO's CPU is "RFC8482" and its OS the empty string.
+_HINFO_RFC8482: Final = b"\x07RFC8482\x00"
+ANY_TTL: Final = 3600  # a default for any_minimal_answer; RFC 8482 4.2 leaves it to the operator
 
 _DOT: Final = 0x2E
+_BACKSLASH: Final = 0x5C  # an int: `in` on bytes is a memchr, far cheaper than a bytes needle
 
 
 class ParseError(Exception):
@@ -102,8 +118,9 @@ class Query:
         self.qclass = qclass
         self.question = question
         self.question_end = question_end
-        # A label holding a "." byte: its dotted text would alias another name, so it is never
-        # looked up in the index (RFC 4343 allows any octet in a label).
+        # A label holding a "." or "\\" byte (RFC 4343 allows any octet in a label): `qname`
+        # then has those escaped (RFC 1035 5.1), which no list entry has, so it is never looked
+        # up in the index and its cache key is its own.
         self.unmatchable = unmatchable
         self.edns = False
         self.do = False
@@ -113,9 +130,25 @@ class Query:
 def parse_query(data: bytes) -> Query:
     """Parse a query or raise ParseError saying how to answer it.
 
-    Dropped without an answer (rcode None): shorter than a header, or QR=1 (a response sent to
-    us; answering responses invites reflection loops). FORMERR: QDCOUNT != 1, a malformed name,
-    a truncated question, a bad OPT record. NOTIMP: any opcode but QUERY (RFC 1035 4.1.1)."""
+    Dropped without an answer (rcode None): shorter than a header (no ID to answer to), or QR=1
+    (a response sent to us: answering responses invites reflection loops between servers).
+
+    NOTIMP (RFC 1035 4.1.1, "does not support the requested kind of query"): any opcode but
+    QUERY (RFC 6895 2.2: NOTIFY, UPDATE, DSO and unassigned ones); a QCLASS outside
+    QUERY_CLASSES.
+
+    FORMERR (RFC 1035 4.1.1, "unable to interpret the query"): QDCOUNT != 1 (RFC 9619); a
+    question name with a compression pointer (a query's first name has nothing before it to
+    point at, RFC 1035 4.1.4), a reserved label type, a label running past the end or more than
+    255 octets (RFC 1035 2.3.4); a truncated question; records in the answer or authority
+    section; bytes after the last record; a bad OPT record (RFC 6891 6.1.1: a non-root owner, a
+    second OPT, options that do not exactly fill the RDATA; RFC 7873 5.2.2: a COOKIE option of
+    an impossible length).
+
+    BADVERS: an EDNS version above 0 (RFC 6891 6.1.3), answered with our version-0 OPT.
+
+    Strict on purpose: an accepted query is forwarded upstream byte for byte (with a fresh ID),
+    so nothing blokir did not understand may ride along to the upstream or into its cache."""
     size = len(data)
     if size < HEADER_SIZE:
         raise ParseError(None, "short header")
@@ -127,26 +160,36 @@ def parse_query(data: bytes) -> Query:
     if qdcount != 1:
         raise ParseError(FORMERR, "qdcount")
     pos = HEADER_SIZE
+    # The root octet must come before both the end and offset 12 + 255 (RFC 1035 2.3.4): one
+    # comparison per label bounds the walk, so 64 KiB of one-octet labels stops early.
+    limit = size if size < _QUESTION_NAME_LIMIT else _QUESTION_NAME_LIMIT
     labels: list[bytes] = []
     while True:
-        if pos >= size:
-            raise ParseError(FORMERR, "truncated name")
+        if pos >= limit:
+            raise ParseError(FORMERR, "truncated name" if pos >= size else "name too long")
         length = data[pos]
         if length == 0:
             pos += 1
             break
         if length > MAX_LABEL:
-            # Compression pointers (>= 0xC0) have nothing earlier to point at in a question.
+            # Compression pointers (>= 0xC0) have nothing earlier to point at in a question;
+            # 0x40-0xBF are the reserved and deprecated extended label types (RFC 6891 5).
             raise ParseError(FORMERR, "label")
         labels.append(data[pos + 1 : pos + 1 + length])
         pos += length + 1
-    if pos - HEADER_SIZE > MAX_NAME_WIRE:
-        raise ParseError(FORMERR, "name too long")
     question_end = pos + 4
     if question_end > size:
         raise ParseError(FORMERR, "truncated question")
     qtype, qclass = _QTAIL.unpack_from(data, pos)
     qname = b".".join(labels).lower()
+    unmatchable = (qname.count(b".") != len(labels) - 1 or _BACKSLASH in qname) if labels else False
+    if unmatchable:
+        # The dotted text of a label holding "." would be another name's: ["www.victim",
+        # "example"] would share the cache key of www.victim.example, and the upstream's
+        # NXDOMAIN for the odd name would be served for the real one. Escaping "." and the
+        # backslash itself with a backslash (RFC 1035 5.1) makes the text unique, and no
+        # ordinary name holds a backslash.
+        qname = b".".join(_escape_label(label) for label in labels).lower()
     query = Query(
         qid,
         flags,
@@ -155,97 +198,138 @@ def parse_query(data: bytes) -> Query:
         qclass,
         data[HEADER_SIZE:question_end],
         question_end,
-        qname.count(b".") != len(labels) - 1 if labels else False,
+        unmatchable,
     )
-    if arcount:
-        # Fast path for the common shape: one OPT record right after the question.
-        if (
-            arcount == 1
-            and not ancount
-            and not nscount
-            and size >= question_end + 11
-            and data[question_end] == 0
-        ):
-            rtype, rclass, ttl, rdlength = _OPT_FIXED.unpack_from(data, question_end + 1)
-            if rtype == TYPE_OPT and question_end + 11 + rdlength <= size:
-                query.edns = True
-                query.payload = rclass if rclass > MIN_UDP_PAYLOAD else MIN_UDP_PAYLOAD
-                query.do = bool(ttl & EDNS_DO)
-                if ttl & 0xFF0000:
-                    raise ParseError(BADVERS, "EDNS version", query)
-                return query
-        _parse_additional(data, query, question_end, ancount + nscount, arcount)
+    if ancount or nscount:
+        # A query has nothing to say there (only UPDATE and NOTIFY use these sections, and
+        # they are NOTIMP); Unbound answers FORMERR too, and forwarding them would hand the
+        # upstream records no one checked.
+        raise ParseError(FORMERR, "records in the answer or authority section", query)
+    if not arcount:
+        end = question_end
+    elif arcount == 1 and size >= question_end + 11 and data[question_end] == 0:
+        rtype, rclass, ttl, rdlength = _OPT_FIXED.unpack_from(data, question_end + 1)
+        end = question_end + 11 + rdlength
+        if rtype != TYPE_OPT:
+            end = _parse_additional(data, query, question_end, arcount)
+        elif rdlength or ttl & 0xFF0000 or end != size:
+            _use_opt(data, query, rclass, ttl, question_end + 11, end)
+        else:  # the common shape, inline: one OPT, no options, version 0, nothing after it
+            query.edns = True
+            query.payload = rclass if rclass > MIN_UDP_PAYLOAD else MIN_UDP_PAYLOAD
+            query.do = bool(ttl & EDNS_DO)
+    else:
+        end = _parse_additional(data, query, question_end, arcount)
+    if end != size:
+        raise ParseError(FORMERR, "bytes after the last record", query)
+    if qclass not in QUERY_CLASSES:
+        raise ParseError(NOTIMP, "class", query)
     return query
 
 
-def _parse_additional(data: bytes, query: Query, pos: int, skip: int, arcount: int) -> None:
-    """Find the OPT record (RFC 6891 6.1.1: at most one, owner root). Records in the answer and
-    authority sections of a query are skipped, not trusted."""
-    size = len(data)
-    try:
-        for _ in range(skip):
-            pos = _skip_record(data, pos)
-        seen_opt = False
-        for _ in range(arcount):
-            if pos < size and data[pos] == 0 and pos + 11 <= size:
-                rtype, rclass, ttl, rdlength = _OPT_FIXED.unpack_from(data, pos + 1)
-                if rtype == TYPE_OPT:
-                    if seen_opt:
-                        raise ParseError(FORMERR, "two OPT records", query)
-                    seen_opt = True
-                    if pos + 11 + rdlength > size:
-                        raise ParseError(FORMERR, "truncated OPT", query)
-                    query.edns = True
-                    query.payload = max(rclass, MIN_UDP_PAYLOAD)
-                    query.do = bool(ttl & EDNS_DO)
-                    if (ttl >> 16) & 0xFF:
-                        raise ParseError(BADVERS, "EDNS version", query)
-                    pos += 11 + rdlength
-                    continue
-            pos = _skip_record(data, pos, forbid_opt=True)
-    except (IndexError, struct.error):
-        raise ParseError(FORMERR, "truncated additional section", query) from None
-    except _BadOpt:
-        raise ParseError(FORMERR, "OPT with a non-root owner", query) from None
+def _escape_label(label: bytes) -> bytes:
+    return label.replace(b"\\", b"\\\\").replace(b".", b"\\.")
 
 
-class _BadOpt(Exception):
-    pass
+# A question name starting at offset 12 may not reach this offset before its root octet.
+_QUESTION_NAME_LIMIT: Final = HEADER_SIZE + MAX_NAME_WIRE
+MAX_POINTER_HOPS: Final = 64  # a name of 255 octets has at most 127 labels; pointers are fewer
 
 
-def _skip_record(data: bytes, pos: int, forbid_opt: bool = False) -> int:
-    hops = 0
-    while True:
-        length = data[pos]
-        if length == 0:
-            pos += 1
-            break
-        if length >= 0xC0:
-            pos += 2
-            break
-        if length > MAX_LABEL:
-            raise IndexError("label")
-        pos += length + 1
-        hops += 1
-        if hops > 128:
-            raise IndexError("name")
-    rtype = _U16.unpack_from(data, pos)[0]
-    if forbid_opt and rtype == TYPE_OPT:
-        raise _BadOpt
-    rdlength: int = _U16.unpack_from(data, pos + 8)[0]
-    end = pos + 10 + rdlength
+def _use_opt(data: bytes, query: Query, payload: int, ttl: int, start: int, end: int) -> None:
+    """Take EDNS settings from an OPT record whose RDATA is data[start:end] (RFC 6891 6.1.2,
+    6.1.3), then check the record: its options are forwarded as they came. The settings are
+    taken first because RFC 6891 7 requires an OPT in the FORMERR answer to a bad OPT record
+    (so the client can tell a format error from a server without EDNS)."""
+    query.edns = True
+    query.payload = payload if payload > MIN_UDP_PAYLOAD else MIN_UDP_PAYLOAD  # RFC 6891 6.2.5
+    query.do = bool(ttl & EDNS_DO)
     if end > len(data):
-        raise IndexError("rdata")
-    return end
+        raise ParseError(FORMERR, "truncated OPT", query)
+    if ttl & 0xFF0000:
+        # Checked before the options: another version may lay them out differently.
+        raise ParseError(BADVERS, "EDNS version", query)
+    pos = start
+    while pos < end:
+        if pos + 4 > end:
+            raise ParseError(FORMERR, "truncated EDNS option", query)
+        code, length = _QTAIL.unpack_from(data, pos)
+        pos += 4 + length
+        if code == OPTION_COOKIE and length != 8 and not 16 <= length <= 40:
+            # RFC 7873 5.2.2: a client cookie alone (8) or with a server cookie (8 + 8..32).
+            raise ParseError(FORMERR, "COOKIE option length", query)
+    if pos != end:
+        raise ParseError(FORMERR, "EDNS option runs past the OPT record", query)
+
+
+def _parse_additional(data: bytes, query: Query, pos: int, arcount: int) -> int:
+    """Walk the additional section; return where it ends. Finds the OPT record (RFC 6891
+    6.1.1: at most one, owner the root) among others such as a TSIG, whose bytes are forwarded
+    as they came and so must at least be well formed."""
+    size = len(data)
+    seen_opt = False
+    for _ in range(arcount):
+        owner = pos
+        pos = _skip_name(data, pos, query)
+        if pos + 10 > size:
+            raise ParseError(FORMERR, "truncated record", query)
+        rtype, rclass, ttl, rdlength = _OPT_FIXED.unpack_from(data, pos)
+        start = pos + 10
+        end = start + rdlength
+        if rtype == TYPE_OPT:
+            if seen_opt:
+                raise ParseError(FORMERR, "two OPT records", query)
+            seen_opt = True
+            if data[owner] != 0:
+                query.edns = True  # answered with an OPT all the same (RFC 6891 7)
+                raise ParseError(FORMERR, "OPT with a non-root owner", query)
+            _use_opt(data, query, rclass, ttl, start, end)
+        elif end > size:
+            raise ParseError(FORMERR, "truncated record data", query)
+        pos = end
+    return pos
+
+
+def _skip_name(data: bytes, pos: int, query: Query) -> int:
+    """The offset after the (possibly compressed) name at `pos`, after checking the name: each
+    compression pointer must point before the segment it was read from (RFC 1035 4.1.4 "a prior
+    occurrence"; strictly backwards, so no loop and no forward pointer), labels must be of a
+    known type, and the name at most 255 octets (RFC 1035 2.3.4). One exit for every fault keeps
+    the function small (atheris 2.3's instrumentation crashes on the longer version)."""
+    size = len(data)
+    end = 0  # where the name ends in its record: after the first pointer, if any
+    segment = pos  # start of the run of labels being read; a pointer must land before it
+    octets = 0
+    hops = 0
+    while pos < size:
+        length = data[pos]
+        if length <= MAX_LABEL:
+            octets += length + 1
+            pos += length + 1
+            if octets > MAX_NAME_WIRE:
+                break
+            if length == 0:
+                return end or pos
+        elif length < 0xC0 or pos + 1 >= size:
+            break  # a reserved label type, or a pointer cut off
+        else:
+            target = ((length & 0x3F) << 8) | data[pos + 1]
+            if target < HEADER_SIZE or target >= segment or hops >= MAX_POINTER_HOPS:
+                break
+            hops += 1
+            end = end or pos + 2
+            pos = segment = target
+    raise ParseError(FORMERR, "malformed name in the additional section", query)
 
 
 # -- building responses -----------------------------------------------------------------------
 
 
 def response_flags(query_flags: int, rcode: int) -> int:
-    """QR, RD and CD copied (RFC 1035 4.1.1, RFC 4035 3.2.2), RA set, AA never: a forwarder's
-    synthesized answers are not authoritative."""
-    return QR | RA | (query_flags & (RD | CD)) | (rcode & 0xF)
+    """QR set; OPCODE and RD copied (RFC 1035 4.1.1: "copied into the response", which matters
+    for the NOTIMP answer to another opcode), CD copied (RFC 4035 3.2.2); RA set; AA never: a
+    forwarder's synthesized answers are not authoritative."""
+    return QR | RA | (query_flags & (OPCODE_MASK | RD | CD)) | (rcode & 0xF)
 
 
 def opt_record(payload: int, do: bool, ext_rcode: int = 0, options: bytes = b"") -> bytes:
@@ -286,3 +370,28 @@ def truncated(response: bytes, query: Query, payload: int) -> bytes:
     if query.edns:
         return header + query.question + opt_record(payload, query.do)
     return header + query.question
+
+
+_RR_POINTED: Final = struct.Struct("!HHHIH")  # owner pointer, type, class, TTL, RDLENGTH
+_QNAME_POINTER: Final = 0xC000 | HEADER_SIZE  # the question name, at offset 12 (RFC 1035 4.1.4)
+MAX_TTL: Final = 0x7FFFFFFF  # RFC 2181 8
+
+
+def any_minimal_answer(data: bytes, query: Query, payload: int, ttl: int) -> bytes:
+    """RFC 8482 4.2: the answer to an ANY query (over UDP, where ANY is an amplification tool)
+    is one synthesized HINFO record, CPU "RFC8482" and OS "", owned by the question name
+    (a pointer to the echoed question, so the client's letter case is kept), NOERROR. `data`
+    is the query as received (its ID is copied); `ttl` is the operator's choice (RFC 8482 4.2;
+    ANY_TTL is a default). An OPT record answers an EDNS query (RFC 6891 7)."""
+    ttl = min(max(ttl, 0), MAX_TTL)
+    header = (
+        data[:2]
+        + _HEADER.pack(0, response_flags(query.flags, NOERROR), 1, 1, 0, 1 if query.edns else 0)[2:]
+    )
+    record = (
+        _RR_POINTED.pack(_QNAME_POINTER, TYPE_HINFO, query.qclass, ttl, len(_HINFO_RFC8482))
+        + _HINFO_RFC8482
+    )
+    if query.edns:
+        record += opt_record(payload, query.do)
+    return header + query.question + record
