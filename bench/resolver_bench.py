@@ -67,6 +67,7 @@ from bench.servers import (  # noqa: E402
     dnsmasq_cache_counters,
     find_binary,
     free_port,
+    machine_busy_pct,
     machine_busy_seconds,
     require_binary,
     start_blokir,
@@ -96,6 +97,7 @@ KIB_PER_NAME = {
     "dnsmasq": 0.3,  # dnsmasq 2.90, 1M names as address=/local= lines: 250 MiB
 }
 DNSMASQ_CACHE_SIZE = 10_000
+RESULT_FILES = (".json", ".md", ".png")  # what bench/report.py writes for a run
 
 
 # -- workload ---------------------------------------------------------------------------------
@@ -203,7 +205,7 @@ def write_queries(
 
 # -- dnsperf ----------------------------------------------------------------------------------
 
-_FIELDS = {
+DNSPERF_FIELDS = {
     "sent": r"Queries sent:\s+(\d+)",
     "completed": r"Queries completed:\s+(\d+)",
     "lost": r"Queries lost:\s+(\d+)",
@@ -232,6 +234,48 @@ def dnsperf_version(dnsperf: str) -> str:
     return found.group(1) if found else "unknown"
 
 
+def dnsperf_argv(load: Load, port: int, length: str, rate: float | None) -> list[str]:
+    """dnsperf against 127.0.0.1:port for `length` seconds (-l, as text), at `rate` queries/s
+    (-Q) when given."""
+    argv = [
+        load.dnsperf,
+        "-s",
+        LOOPBACK,
+        "-p",
+        str(port),
+        "-d",
+        str(load.query_file),
+        "-l",
+        length,
+        "-c",
+        str(load.clients),
+        "-t",
+        f"{load.timeout:g}",
+    ]
+    if rate:
+        argv += ["-Q", str(max(1, int(rate)))]
+    return argv
+
+
+def dnsperf_statistics(text: str, keys: tuple[str, ...] = tuple(DNSPERF_FIELDS)) -> dict[str, Any]:
+    """The DNSPERF_FIELDS named by `keys` from dnsperf's closing statistics, and the response
+    codes it counted; raises BenchError when a field is missing (dnsperf broke off)."""
+    stats: dict[str, Any] = {}
+    for key in keys:
+        found = re.search(DNSPERF_FIELDS[key], text)
+        if found is None:
+            raise BenchError(f"dnsperf output lacks {key!r}:\n{text[-2000:]}")
+        value = float(found.group(1))
+        stats[key] = int(value) if key in ("sent", "completed", "lost") else value
+    codes = re.search(r"Response codes:\s+(.*)", text)
+    stats["rcodes"] = (
+        {m.group(1): int(m.group(2)) for m in re.finditer(r"(\w+) (\d+) \(", codes.group(1))}
+        if codes
+        else {}
+    )
+    return stats
+
+
 def run_dnsperf(
     load: Load,
     port: int,
@@ -244,23 +288,7 @@ def run_dnsperf(
     """One dnsperf run against 127.0.0.1:port; its statistics, and with `verbose_to` the
     latency percentiles from its per-query lines (-v)."""
     rate = rate if rate is not None else load.rate
-    argv = [
-        load.dnsperf,
-        "-s",
-        LOOPBACK,
-        "-p",
-        str(port),
-        "-d",
-        str(load.query_file),
-        "-l",
-        f"{seconds:g}",
-        "-c",
-        str(load.clients),
-        "-t",
-        f"{load.timeout:g}",
-    ]
-    if rate:
-        argv += ["-Q", str(max(1, int(rate)))]
+    argv = dnsperf_argv(load, port, f"{seconds:g}", rate)
     if verbose_to is not None:
         argv.append("-v")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -277,19 +305,7 @@ def run_dnsperf(
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise BenchError(f"dnsperf failed ({done.returncode}): {done.stderr.strip()}")
-    stats: dict[str, Any] = {"argv": " ".join(argv)}
-    for key, pattern in _FIELDS.items():
-        found = re.search(pattern, stdout)
-        if found is None:
-            raise BenchError(f"dnsperf output lacks {key!r}:\n{stdout[-2000:]}")
-        value = float(found.group(1))
-        stats[key] = int(value) if key in ("sent", "completed", "lost") else value
-    codes = re.search(r"Response codes:\s+(.*)", stdout)
-    stats["rcodes"] = (
-        {m.group(1): int(m.group(2)) for m in re.finditer(r"(\w+) (\d+) \(", codes.group(1))}
-        if codes
-        else {}
-    )
+    stats: dict[str, Any] = {"argv": " ".join(argv), **dnsperf_statistics(stdout)}
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     stats["dnsperf_cpu_pct"] = 100 * cpu / max(stats["run_seconds"], 1e-9)
     if verbose_to is not None:
@@ -727,7 +743,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def fmt(value: float | None, spec: str) -> str:
+def fmt(value: float | None, spec: str = ",.0f") -> str:
     return "-" if value is None else format(value, spec)
 
 
@@ -1079,13 +1095,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=HERE / "work",
         help="where list and query files are kept between runs",
     )
-    parser.add_argument(
-        "--results",
-        type=Path,
-        help="folder for <date>.json, .md and .png (default bench/results; with --quick they "
-        "go to the temporary folder, removed at the end)",
-    )
-    parser.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
+    add_output_options(parser, "<date>.json, .md and .png")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -1120,31 +1130,84 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def results_stem(directory: Path, when: datetime) -> str:
-    """<date>, or <date>-<time> when a run of the same day is already there."""
-    stem = when.strftime("%Y-%m-%d")
-    if any((directory / f"{stem}{ext}").exists() for ext in (".json", ".md", ".png")):
-        stem = when.strftime("%Y-%m-%d-%H%M%S")
+def add_output_options(parser: argparse.ArgumentParser, files: str) -> None:
+    """--results and --keep-tmp, read by results_folder and clean_up. `files`: what a run
+    writes, for the help."""
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help=f"folder for {files} (default bench/results; with --quick the temporary folder, "
+        "removed at the end)",
+    )
+    parser.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
+
+
+def results_stem(
+    directory: Path, when: datetime, prefix: str = "", suffixes: tuple[str, ...] = RESULT_FILES
+) -> str:
+    """<prefix><date>, or <prefix><date>-<time> when a run of the same day is already there."""
+    stem = prefix + when.strftime("%Y-%m-%d")
+    if any((directory / f"{stem}{ext}").exists() for ext in suffixes):
+        stem = prefix + when.strftime("%Y-%m-%d-%H%M%S")
     return stem
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    deadline = Deadline(args.deadline)
-    began = time.perf_counter()
-    when = datetime.now(UTC)
+def results_folder(results: Path | None, quick: bool, tmp: Path) -> Path:
+    """Where a run's result files go: --results, else bench/results, but with --quick the
+    temporary folder (removed at the end: a smoke run leaves no figures behind)."""
+    folder = results or (tmp / "results" if quick else HERE / "results")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def arm_deadline(seconds: float) -> Deadline:
+    """The overall time budget: a Deadline every wait is cut to, and a hard stop (SIGALRM) a
+    little after it for a wait the deadline does not cover. SIGTERM exits through the callers'
+    `finally` blocks, so no server is left behind."""
 
     def on_alarm(signum: int, frame: object) -> None:
-        raise BenchError(f"overall deadline of {args.deadline:.0f} s reached (--deadline)")
+        raise BenchError(f"overall deadline of {seconds:.0f} s reached (--deadline)")
 
     def on_term(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    # A hard stop a little after the deadline, for a wait the deadline does not cover.
     signal.signal(signal.SIGALRM, on_alarm)
     signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(int(args.deadline) + 60)
+    signal.alarm(int(seconds) + 60)
+    return Deadline(seconds)
 
+
+def start_upstream(tmp: Path, allowed: int, deadline: Deadline) -> tuple[ManagedProcess, int]:
+    """NSD serving the workload's zone of `allowed` names from `tmp`: (process, port)."""
+    zonefile = tmp / "bench.example.zone"
+    write_zone(zonefile, allowed)
+    return start_nsd(tmp, ZONE, zonefile, host_name(1), deadline)
+
+
+def clean_up(nsd: ManagedProcess | None, tmp: Path, keep_tmp: bool) -> None:
+    """The end of every run, however it ended: no alarm, no server left, the temporary folder
+    removed (or kept with --keep-tmp)."""
+    signal.alarm(0)
+    if nsd is not None:
+        nsd.stop()
+    ManagedProcess.stop_all()
+    if keep_tmp:
+        print(f"kept configs and logs in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def exit_status(failed: bool, began: float) -> int:
+    """The process's exit status (1 when anything failed), after the run's wall time."""
+    print(f"elapsed: {time.perf_counter() - began:.0f} s")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    deadline = arm_deadline(args.deadline)
+    began = time.perf_counter()
+    when = datetime.now(UTC)
     dnsperf = require_binary("dnsperf")
     info = machine_info(dnsperf)
     print(
@@ -1157,9 +1220,7 @@ def main(argv: list[str] | None = None) -> int:
         "come from its per-query (-v) lines in a separate run at half the measured rate"
     )
 
-    busy = machine_busy_seconds()
-    time.sleep(1.0)
-    idle_check = 100 * (machine_busy_seconds() - busy)
+    idle_check = machine_busy_pct()
     print(f"machine busy before the run: {idle_check:.0f}% of a core over 1 s", end="")
     print(" (not idle: the figures will be low and noisy)" if idle_check > 20 else "")
     info["busy_before_pct"] = idle_check
@@ -1185,9 +1246,7 @@ def main(argv: list[str] | None = None) -> int:
     nsd: ManagedProcess | None = None
     failed = False
     try:
-        zonefile = tmp / "bench.example.zone"
-        write_zone(zonefile, args.allowed)
-        nsd, nsd_port = start_nsd(tmp, ZONE, zonefile, host_name(1), deadline)
+        nsd, nsd_port = start_upstream(tmp, args.allowed, deadline)
         print(f"upstream: NSD on {LOOPBACK}:{nsd_port} serving {ZONE} ({args.allowed:,} hosts)")
         for size, peers in args.plan.items():
             try:
@@ -1216,8 +1275,7 @@ def main(argv: list[str] | None = None) -> int:
         report["goals"] = reporting.goals(report)
         print()
         print(reporting.goals_text(report["goals"]))
-        results_dir = args.results or (tmp / "results" if args.quick else HERE / "results")
-        results_dir.mkdir(parents=True, exist_ok=True)
+        results_dir = results_folder(args.results, args.quick, tmp)
         stem = results_stem(results_dir, when)
         for line in reporting.write(report, results_dir, stem):
             print(line)
@@ -1227,16 +1285,8 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(report, indent=2, default=str))
             print(f"figures written to {args.json}")
     finally:
-        signal.alarm(0)
-        if nsd is not None:
-            nsd.stop()
-        ManagedProcess.stop_all()
-        if args.keep_tmp:
-            print(f"kept configs and logs in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(f"elapsed: {time.perf_counter() - began:.0f} s")
-    return 1 if failed else 0
+        clean_up(nsd, tmp, args.keep_tmp)
+    return exit_status(failed, began)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -190,17 +191,25 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def smaps_rollup_kib(pid: int) -> tuple[int, int]:
+    """RSS and PSS of one process in KiB (/proc/PID/smaps_rollup); (0, 0) once it is gone."""
+    rss = pss = 0
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    return rss, pss
+
+
 def tree_memory_mib(pid: int) -> dict[str, float]:
     """Resident memory of the process tree: RSS summed (counts shared pages, e.g. a mapped index,
     once per process) and PSS summed (shares them out: the tree's real footprint)."""
     rss = pss = 0
     for member in process_tree(pid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
+        member_rss, member_pss = smaps_rollup_kib(member)
+        rss, pss = rss + member_rss, pss + member_pss
     return {"rss_mib": rss / 1024, "pss_mib": pss / 1024, "processes": len(process_tree(pid))}
 
 
@@ -220,6 +229,14 @@ def machine_busy_seconds() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_pct(seconds: float = 1.0) -> float:
+    """Percent of one core the whole machine was busy over the next `seconds` (it sleeps that
+    long): a check, before a run, that nothing else is using the cores the figures depend on."""
+    busy = machine_busy_seconds()
+    time.sleep(seconds)
+    return 100 * (machine_busy_seconds() - busy) / seconds
 
 
 # -- DNS probe --------------------------------------------------------------------------------
@@ -482,13 +499,35 @@ match = "subtree"
     return path
 
 
-def start_blokir(config: Path, tag: str) -> ManagedProcess:
+def start_blokir(config: Path, tag: str, log: Path | None = None) -> ManagedProcess:
+    """`python -m resolver serve -c config` from this checkout; its output in `log` (default:
+    the config's name with .log)."""
     return ManagedProcess(
         tag,
         [sys.executable, "-m", "resolver", "serve", "-c", str(config)],
-        config.with_suffix(".log"),
+        log or config.with_suffix(".log"),
         cwd=REPO,
     )
+
+
+def scrape_metrics(port: int, timeout: float) -> str:
+    """The text of blokir's Prometheus endpoint on 127.0.0.1:port; raises OSError when it does
+    not answer."""
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=timeout) as reply:
+        text: str = reply.read().decode()
+    return text
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of metric `name` in a Prometheus text exposition whose labels
+    include all of `labels` (0.0 when there is none)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            series, number = line.rsplit(" ", 1)
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += float(number)
+    return total
 
 
 # -- dnsmasq ----------------------------------------------------------------------------------

@@ -18,6 +18,12 @@ How long an entry lives:
 * Anything else (other RCODEs, TC=1, not a response, opcode other than QUERY, extended RCODE in
   OPT, TSIG-signed, malformed) is not cached. A lifetime of 0 means "do not cache".
 
+Serve-stale (RFC 8767): with `max_stale` > 0 an expired entry is not dropped when `get` finds
+it; it stays (still counted against both bounds, still in LRU order, so a flood of unique names
+evicts it like any other entry) until `max_stale` seconds past its expiry. `get_stale` hands it
+back with every TTL set to the stale answer TTL (RFC 8767 section 4), for the caller to use only
+when the upstreams could not answer. A cached SERVFAIL is never served stale.
+
 The clock is injectable (tests use a fake one); it must not go backwards.
 """
 
@@ -28,6 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from resolver import wire
 from resolver.message import (
     ADDITIONAL,
     ANSWER,
@@ -41,7 +48,7 @@ from resolver.message import (
     walk,
 )
 
-__all__ = ["ENTRY_OVERHEAD", "CacheKey", "ResponseCache"]
+__all__ = ["EDE_STALE_ANSWER", "ENTRY_OVERHEAD", "CacheKey", "ResponseCache", "with_edns_option"]
 
 # (lower-case dotted qname, qtype, qclass, flags); flags packs DO and CD, built by the caller.
 CacheKey = tuple[bytes, int, int, int]
@@ -56,6 +63,7 @@ CacheKey = tuple[bytes, int, int, int]
 ENTRY_OVERHEAD = 640
 
 RCODE_SERVFAIL = 2
+EDE_STALE_ANSWER = 3  # RFC 8914 4.4, the INFO-CODE of an answer served stale (RFC 8767)
 TYPE_TSIG = 250  # RFC 8945: the signature covers this hop only; a rewritten copy would not verify
 
 _QR = 0x80  # in the third header byte
@@ -101,8 +109,10 @@ class _Entry:
 
 class ResponseCache:
     """An LRU-bounded TTL cache of wire responses. Counters are plain ints for the metrics
-    code: `hits`, `misses`, `evictions` (LRU), `expired` (found stale by `get`), `inserts`;
-    `bytes_used` is the charged size of every entry, see `ENTRY_OVERHEAD`."""
+    code: `hits`, `misses`, `evictions` (LRU), `expired` (dropped by `get` once past expiry
+    plus `max_stale`), `inserts`, `stale_hits` (answers from `get_stale`); `bytes_used` is the
+    charged size of every entry, see `ENTRY_OVERHEAD`. `max_stale` (seconds, 0 = off) is how
+    long past its expiry an entry is kept for `get_stale`."""
 
     def __init__(
         self,
@@ -113,8 +123,10 @@ class ResponseCache:
         negative_ttl_max: int,
         servfail_ttl: int,
         clock: Callable[[], float] = time.monotonic,
+        max_stale: int = 0,
     ) -> None:
-        if min(max_entries, max_bytes, min_ttl, max_ttl, negative_ttl_max, servfail_ttl) < 0:
+        limits = (max_entries, max_bytes, min_ttl, max_ttl, negative_ttl_max, servfail_ttl)
+        if min(*limits, max_stale) < 0:
             raise ValueError("cache limits and TTLs must not be negative")
         if max_ttl < min_ttl:
             raise ValueError(f"max_ttl ({max_ttl}) must be >= min_ttl ({min_ttl})")
@@ -124,6 +136,7 @@ class ResponseCache:
         self.max_ttl = max_ttl
         self.negative_ttl_max = negative_ttl_max
         self.servfail_ttl = servfail_ttl
+        self.max_stale = max_stale
         self._clock = clock
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
         self.bytes_used = 0
@@ -132,6 +145,7 @@ class ResponseCache:
         self.evictions = 0
         self.expired = 0
         self.inserts = 0
+        self.stale_hits = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -162,8 +176,10 @@ class ResponseCache:
 
     def _get_rewritten(self, key: CacheKey, entry: _Entry, now: float) -> bytes | None:
         if now >= entry.expires_at:
-            self._remove(key, entry)
-            self.expired += 1
+            if now >= entry.expires_at + self.max_stale:
+                self._remove(key, entry)
+                self.expired += 1
+            # else: kept for get_stale, without an LRU touch (a miss is not a use)
             self.misses += 1
             return None
         seconds = int(now - entry.stored_at)
@@ -175,6 +191,25 @@ class ResponseCache:
         self._entries.move_to_end(key)
         self.hits += 1
         return entry.wire
+
+    def get_stale(self, key: CacheKey, answer_ttl: int) -> bytes | None:
+        """The expired entry under `key` with every TTL set to `answer_ttl`, if it expired less
+        than `max_stale` seconds ago and is not a SERVFAIL (RFC 8767 section 4); else None.
+        For when the upstreams failed: a fresh entry is `get`'s business and gives None here."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        now = self._clock()
+        if not entry.expires_at <= now < entry.expires_at + self.max_stale:
+            return None
+        if entry.response[3] & 0x0F == RCODE_SERVFAIL:
+            return None
+        buf = bytearray(entry.response)
+        for offset in entry.offsets:
+            _pack_u32_into(buf, offset, answer_ttl)
+        self._entries.move_to_end(key)  # in use again: keep it over entries nobody asks for
+        self.stale_hits += 1
+        return bytes(buf)
 
     # -- filling -----------------------------------------------------------------------------
 
@@ -268,7 +303,42 @@ class ResponseCache:
         del self._entries[key]
         self.bytes_used -= entry.size
 
+    def discard(self, key: CacheKey) -> None:
+        """Forget one answer (an alias that a reloaded list now blocks, see Resolver)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._remove(key, entry)
+
     def clear(self) -> None:
         """Drops every entry (for example after the blocklists change); counters are kept."""
         self._entries.clear()
         self.bytes_used = 0
+
+
+def with_edns_option(response: bytes, option: bytes, payload: int, do: bool) -> bytes:
+    """`response` with one more EDNS option (for example an RFC 8914 EDE): appended to the OPT
+    record's RDATA if it has one, else in a new OPT record (RFC 6891 6.1.2) at the end of the
+    additional section. Raises MessageError if the response does not parse."""
+    _, records = walk(response)
+    for record in records:
+        if record.rtype == TYPE_OPT:
+            end = record.rdata_offset + record.rdlength
+            rdlength = record.rdlength + len(option)
+            if rdlength > 0xFFFF:
+                raise MessageError("the OPT record would outgrow its 16-bit RDLENGTH")
+            return (
+                response[: record.rdata_offset - 2]
+                + rdlength.to_bytes(2, "big")
+                + response[record.rdata_offset : end]
+                + option
+                + response[end:]
+            )
+    arcount = (response[10] << 8 | response[11]) + 1
+    if arcount > 0xFFFF:
+        raise MessageError("the additional section is full")
+    return (
+        response[:10]
+        + arcount.to_bytes(2, "big")
+        + response[12:]
+        + wire.opt_record(payload, do, 0, option)
+    )

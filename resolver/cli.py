@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from resolver import __version__
 from resolver.compile import (
@@ -36,6 +36,7 @@ from resolver.lists.normalise import Rejected, normalise
 EXIT_OK = 0
 EXIT_NOT_ALL_BLOCKED = 1
 EXIT_ERROR = 2
+CONTROL_TIMEOUT = 1900.0  # seconds `blokir reload` waits: a build of a large list is minutes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +79,28 @@ def _build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
     serve_cmd.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve_cmd.set_defaults(handler=_cmd_serve)
+
+    reload_cmd = sub.add_parser(
+        "reload",
+        help="reload the lists and config of the running server",
+        description="Ask the running `blokir serve` (found through the control socket of the "
+        "config, [updates] control_socket) to re-read its config, download its URL lists and "
+        "rebuild its index; prints the outcome. Exit 0 when applied or unchanged, 1 when "
+        "rejected or failed (the old index keeps serving), 2 when no server answered.",
+    )
+    reload_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
+    reload_cmd.add_argument(
+        "--force", action="store_true", help="apply even if a list shrank or looks like garbage"
+    )
+    reload_cmd.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    reload_cmd.set_defaults(handler=_cmd_reload)
+
+    status_cmd = sub.add_parser(
+        "status", help="show the running server's index, lists and last reload"
+    )
+    status_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
+    status_cmd.add_argument("--json", action="store_true", help="print the status as JSON")
+    status_cmd.set_defaults(handler=_cmd_status)
 
     export_cmd = sub.add_parser("export", help="export the policy for other DNS engines")
     export_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
@@ -340,7 +363,7 @@ def check_names(index: Index, names: Sequence[str], out: TextIO) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from resolver.server import ServeError, serve
+    from resolver.supervisor import ServeError, serve
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -348,10 +371,53 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     config = _config(args.config)
     try:
-        return serve(config)
+        return serve(config, load_config=lambda: _config(args.config))
     except ServeError as exc:
         print(f"blokir: {exc}", file=sys.stderr)
         return EXIT_ERROR
+
+
+# -- reload and status --------------------------------------------------------------------------
+
+
+def _control(args: argparse.Namespace, message: dict[str, object]) -> dict[str, Any] | None:
+    """Send one request to the server running with this config; None (and a message) when no
+    server answers."""
+    from resolver.control import ControlError, request
+
+    config = _config(args.config)
+    try:
+        return request(config.updates.socket_path, message, timeout=CONTROL_TIMEOUT)
+    except ControlError as exc:
+        print(f"blokir: {exc}", file=sys.stderr)
+        return None
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    from resolver.status import format_outcome
+
+    reply = _control(args, {"command": "reload", "force": args.force})
+    if reply is None:
+        return EXIT_ERROR
+    if "outcome" not in reply:
+        print(f"blokir: {reply.get('error', 'no outcome in the reply')}", file=sys.stderr)
+        return EXIT_NOT_ALL_BLOCKED
+    outcome = reply["outcome"]
+    print(json.dumps(outcome, indent=2) if args.json else format_outcome(outcome))
+    return EXIT_OK if outcome["ok"] else EXIT_NOT_ALL_BLOCKED
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from resolver.status import format_status
+
+    reply = _control(args, {"command": "status"})
+    if reply is None:
+        return EXIT_ERROR
+    if not reply.get("ok"):
+        print(f"blokir: {reply.get('error')}", file=sys.stderr)
+        return EXIT_ERROR
+    print(json.dumps(reply["status"], indent=2) if args.json else format_status(reply["status"]))
+    return EXIT_OK
 
 
 # -- export -----------------------------------------------------------------------------------

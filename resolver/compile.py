@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from resolver.index import (
 from resolver.lists import parse_list
 from resolver.lists.detect import detect_format
 from resolver.lists.model import Batch, ListSpec, ParseReport
-from resolver.policy import MATCH_BELOW, MATCH_SELF, PolicyTable
+from resolver.policy import MATCH_BELOW, MATCH_SELF, Action, Ede, MatchMode, PolicyTable
 
 Progress = Callable[[str, int, int], None]  # (list name, bytes read, total bytes)
 
@@ -55,6 +55,22 @@ def spec_json(spec: ListSpec) -> dict[str, object]:
         )
         for key, value in asdict(spec).items()
     }
+
+
+def spec_from_json(data: dict[str, Any]) -> ListSpec:
+    """The inverse of `spec_json` (the reload builder gets its lists this way)."""
+    return ListSpec(
+        name=str(data["name"]),
+        path=str(data["path"]),
+        category=str(data["category"]),
+        action=Action(data["action"]),
+        ede=Ede(data["ede"]),
+        match=MatchMode(data["match"]),
+        format=str(data["format"]),
+        landing_ipv4=tuple(data["landing_ipv4"]),
+        landing_ipv6=tuple(data["landing_ipv6"]),
+        list_index=int(data["list_index"]),
+    )
 
 
 def specs_from_paths(paths: Sequence[str]) -> list[ListSpec]:

@@ -24,8 +24,10 @@ import difflib
 import ipaddress
 import json
 import math
+import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,6 +37,8 @@ from typing import TypeVar
 from resolver.lists import FORMATS as LIST_FORMATS
 from resolver.lists.model import ListSpec
 from resolver.policy import Action, Ede, MatchMode
+from resolver.ratelimit import RateLimitAction
+from resolver.sources import source_paths
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -47,6 +51,7 @@ __all__ = [
     "ListConfig",
     "MetricsConfig",
     "ServerConfig",
+    "UpdatesConfig",
     "UpstreamConfig",
     "load_config",
     "load_default_config",
@@ -81,6 +86,8 @@ LIST_ACTIONS = (Action.LANDING, Action.NXDOMAIN, Action.NODATA, Action.REFUSED)
 MAX_TTL = 2**31 - 1  # RFC 2181 section 8
 MAX_SDE_TEXT = 256  # keeps the structured DNS error JSON (EDE EXTRA-TEXT) well inside a UDP answer
 
+MAX_SOCKET_PATH = 107
+_URL_RE = re.compile(r"\s*https?://", re.IGNORECASE)
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 _URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
@@ -370,6 +377,12 @@ class ServerConfig:
     udp_payload_size: int = 1232  # DNS flag day 2020
     ratelimit: int = 0  # queries/s per client prefix (/24 IPv4, /56 IPv6); 0 = no limit
     ratelimit_burst: int = 0  # bucket size; 0 = the same as ratelimit
+    ratelimit_action: RateLimitAction = RateLimitAction.REFUSE  # refuse | drop | slip
+    # Started as root: the account to switch to once the sockets are bound (resolver/
+    # privileges.py). Empty user: keep running as whoever started it; empty group: the user's
+    # primary group.
+    user: str = ""
+    group: str = ""
 
     def allows(self, client: str) -> bool:
         """Whether a client address falls in one of the `allow` networks."""
@@ -388,6 +401,8 @@ class UpstreamConfig:
     servers: tuple[Address, ...] = ()
     timeout: float = 2.0
     attempts: int = 2
+    max_inflight: int = 2048  # upstream queries open at once, per worker
+    max_inflight_per_zone: int = 100  # of those, under one zone (resolver.inflight.zone_of)
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +430,10 @@ class CacheConfig:
     max_ttl: int = 86_400
     negative_ttl_max: int = 3_600
     servfail_ttl: int = 5
+    serve_stale: bool = False  # RFC 8767: an operator's choice, off unless asked for
+    stale_answer_ttl: int = 30  # RFC 8767 section 5 recommends 30 s
+    max_stale: int = 86_400  # seconds past expiry it may still be served (RFC 8767: 1-3 days)
+    stale_client_timeout: float = 1.8  # RFC 8767 section 5 client response timer; 0 = off
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,9 +446,39 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdatesConfig:
+    """`[updates]`: keeping lists current while serving (README "Live list updates")."""
+
+    state_dir: Path = Path("blokir-state")  # downloads; default: next to [blocking] index_path
+    control_socket: Path | None = None  # None: state_dir / "control.sock"
+    watch: bool = True  # reload when the config file or a local list file changes
+    watch_interval: float = 2.0  # seconds between checks of files and refresh timers
+    refresh: float = 3600.0  # seconds between conditional downloads of a URL list
+    max_shrink: float = 0.5  # a list losing more than this fraction of its names is not applied
+    download_timeout: float = 30.0
+    download_retries: int = 3
+    max_download_bytes: int = 512 * 1024 * 1024
+
+    @property
+    def socket_path(self) -> Path:
+        return self.control_socket or self.state_dir / "control.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class ListSource:
+    """Where a list comes from and how it is refreshed; `url` None means a local file.
+    `refresh` and `max_shrink` None mean `[updates]`'s."""
+
+    url: str | None = None
+    refresh: float | None = None
+    max_shrink: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ListConfig:
     """One `[[lists]]` entry: a blocklist file and what its entries mean. `landing_ipv4` and
-    `landing_ipv6` override `[blocking]`'s addresses for this list; empty means the global ones."""
+    `landing_ipv6` override `[blocking]`'s addresses for this list; empty means the global ones.
+    For a URL list, `path` is its last good downloaded copy under `[updates] state_dir`."""
 
     name: str
     path: Path
@@ -440,6 +489,7 @@ class ListConfig:
     format: str = "auto"
     landing_ipv4: tuple[str, ...] = ()
     landing_ipv6: tuple[str, ...] = ()
+    source: ListSource = ListSource()
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +501,7 @@ class AllowlistConfig:
     category: str = "uncategorised"
     match: MatchMode = MatchMode.SUBTREE
     format: str = "auto"
+    source: ListSource = ListSource()
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,6 +514,7 @@ class Config:
     blocking: BlockingConfig = field(default_factory=BlockingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    updates: UpdatesConfig = field(default_factory=UpdatesConfig)
     lists: tuple[ListConfig, ...] = ()
     allowlists: tuple[AllowlistConfig, ...] = ()
 
@@ -621,8 +673,11 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "udp_payload_size",
         "ratelimit",
         "ratelimit_burst",
+        "ratelimit_action",
+        "user",
+        "group",
     ),
-    "upstream": ("servers", "timeout", "attempts"),
+    "upstream": ("servers", "timeout", "attempts", "max_inflight", "max_inflight_per_zone"),
     "blocking": (
         "landing_ipv4",
         "landing_ipv6",
@@ -634,9 +689,31 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "soa_mname",
         "soa_rname",
     ),
-    "cache": ("max_entries", "max_bytes", "min_ttl", "max_ttl", "negative_ttl_max", "servfail_ttl"),
+    "cache": (
+        "max_entries",
+        "max_bytes",
+        "min_ttl",
+        "max_ttl",
+        "negative_ttl_max",
+        "servfail_ttl",
+        "serve_stale",
+        "stale_answer_ttl",
+        "max_stale",
+        "stale_client_timeout",
+    ),
     "metrics": ("enabled", "listen", "top_k"),
-    "allowlists": ("name", "path", "category", "match", "format"),
+    "updates": (
+        "state_dir",
+        "control_socket",
+        "watch",
+        "watch_interval",
+        "refresh",
+        "max_shrink",
+        "download_timeout",
+        "download_retries",
+        "max_download_bytes",
+    ),
+    "allowlists": ("name", "path", "category", "match", "format", "refresh", "max_shrink"),
     "lists": (
         "name",
         "path",
@@ -647,6 +724,8 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "format",
         "landing_ipv4",
         "landing_ipv6",
+        "refresh",
+        "max_shrink",
     ),
 }
 # Keys of [[lists]] that have no meaning in [[allowlists]]: say why rather than "unknown key".
@@ -655,7 +734,7 @@ _ALLOWLIST_HINTS = {
     "to block them)"
     for key in ("action", "ede", "landing_ipv4", "landing_ipv6")
 }
-_TABLE_SECTIONS = ("server", "upstream", "blocking", "cache", "metrics")
+_TABLE_SECTIONS = ("server", "upstream", "blocking", "cache", "metrics", "updates")
 _ARRAY_SECTIONS = ("allowlists", "lists")
 
 
@@ -720,6 +799,7 @@ class _Context:
         self.file = file
         self.locator = locator
         self.base_dir = base_dir
+        self.updates = UpdatesConfig()  # set by build() before the lists that need state_dir
 
     def error(self, path: KeyPath, why: str) -> ConfigError:
         return ConfigError(
@@ -755,6 +835,7 @@ class _Context:
         blocking = self._blocking(tables["blocking"])
         cache = self._cache(tables["cache"])
         metrics = self._metrics(tables["metrics"])
+        self.updates = updates = self._updates(tables["updates"], blocking.index_path)
         allowlists = tuple(self._allowlist(t) for t in self._array_section(raw, "allowlists"))
         lists = tuple(self._list(t) for t in self._array_section(raw, "lists"))
         self._check_unique_names(allowlists, lists)
@@ -765,6 +846,7 @@ class _Context:
             blocking=blocking,
             cache=cache,
             metrics=metrics,
+            updates=updates,
             lists=lists,
             allowlists=allowlists,
         )
@@ -804,6 +886,10 @@ class _Context:
                 "an empty list refuses every client; to answer everyone (an open resolver) "
                 'write allow = ["0.0.0.0/0", "::/0"]',
             )
+        user = t.get_str("user", "").strip()
+        group = t.get_str("group", "").strip()
+        if group and not user:
+            raise t.error("group", "switching only the group is not supported: set user too")
         defaults = ServerConfig()
         return ServerConfig(
             listen=tuple(listen) if listen is not None else defaults.listen,
@@ -816,6 +902,11 @@ class _Context:
             ),
             ratelimit=t.get_int("ratelimit", defaults.ratelimit, low=0),
             ratelimit_burst=t.get_int("ratelimit_burst", defaults.ratelimit_burst, low=0),
+            ratelimit_action=t.get_enum(
+                "ratelimit_action", defaults.ratelimit_action, list(RateLimitAction)
+            ),
+            user=user,
+            group=group,
         )
 
     def _upstream(self, t: _Table, server: ServerConfig) -> UpstreamConfig:
@@ -836,6 +927,10 @@ class _Context:
             servers=tuple(servers),
             timeout=t.get_float("timeout", defaults.timeout),
             attempts=t.get_int("attempts", defaults.attempts, low=1),
+            max_inflight=t.get_int("max_inflight", defaults.max_inflight, low=1),
+            max_inflight_per_zone=t.get_int(
+                "max_inflight_per_zone", defaults.max_inflight_per_zone, low=1
+            ),
         )
 
     def _blocking(self, t: _Table) -> BlockingConfig:
@@ -866,7 +961,19 @@ class _Context:
             max_ttl=max_ttl,
             negative_ttl_max=t.get_int("negative_ttl_max", d.negative_ttl_max, 0, MAX_TTL),
             servfail_ttl=t.get_int("servfail_ttl", d.servfail_ttl, low=0, high=300),
+            serve_stale=t.get_bool("serve_stale", d.serve_stale),
+            stale_answer_ttl=t.get_int("stale_answer_ttl", d.stale_answer_ttl, low=1, high=3600),
+            max_stale=t.get_int("max_stale", d.max_stale, low=1, high=7 * 86_400),
+            stale_client_timeout=self._stale_client_timeout(t, d.stale_client_timeout),
         )
+
+    @staticmethod
+    def _stale_client_timeout(t: _Table, default: float) -> float:
+        """Seconds, or 0 (off): get_float accepts only > 0, and 0 is a meaningful value here."""
+        value = t.raw("stale_client_timeout")
+        if value == 0 and not isinstance(value, bool):
+            return 0.0
+        return t.get_float("stale_client_timeout", default)
 
     def _metrics(self, t: _Table) -> MetricsConfig:
         d = MetricsConfig()
@@ -877,26 +984,92 @@ class _Context:
             top_k=t.get_int("top_k", d.top_k, low=0, high=1000),
         )
 
-    def _list_common(self, t: _Table) -> tuple[str, Path, str, MatchMode, str]:
+    def _updates(self, t: _Table, index_path: Path) -> UpdatesConfig:
+        d = UpdatesConfig()
+        # By default next to the index: both are written by blokir, so a deployment makes one
+        # directory writable (systemd StateDirectory=, the container's /var/lib/blokir).
+        state_text = t.get_str("state_dir", "")
+        state_dir = (
+            self.resolve_path(state_text)
+            if state_text.strip()
+            else index_path.parent / "blokir-state"
+        )
+        socket_text = t.get_str("control_socket", "")
+        socket_path = self.resolve_path(socket_text) if socket_text.strip() else None
+        updates = UpdatesConfig(
+            state_dir=state_dir,
+            control_socket=socket_path,
+            watch=t.get_bool("watch", d.watch),
+            watch_interval=t.get_float("watch_interval", d.watch_interval),
+            refresh=t.get_float("refresh", d.refresh),
+            max_shrink=self._fraction(t, "max_shrink", d.max_shrink),
+            download_timeout=t.get_float("download_timeout", d.download_timeout),
+            download_retries=t.get_int("download_retries", d.download_retries, low=0, high=10),
+            max_download_bytes=t.get_int("max_download_bytes", d.max_download_bytes, low=1),
+        )
+        # Linux limits a Unix socket path to 107 bytes (sun_path is 108 with the NUL).
+        if len(os.fsencode(updates.socket_path)) > MAX_SOCKET_PATH:
+            key = "control_socket" if socket_path is not None else "state_dir"
+            raise t.error(
+                key,
+                f"the control socket path {str(updates.socket_path)!r} is longer than "
+                f"{MAX_SOCKET_PATH} bytes (the Unix socket limit); set a shorter "
+                "[updates] control_socket",
+            )
+        return updates
+
+    @staticmethod
+    def _fraction(t: _Table, key: str, default: float) -> float:
+        value = t.raw(key)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise t.error(key, f"expected a fraction between 0 and 1, got {_describe(value)}")
+        if not 0.0 <= float(value) <= 1.0:
+            raise t.error(key, f"must be between 0 and 1 (0.5 = half the names), got {value}")
+        return float(value)
+
+    def _list_common(self, t: _Table) -> tuple[str, Path, str, MatchMode, str, ListSource]:
         name = t.get_str("name", None)
-        if not _NAME_RE.fullmatch(name):
+        if not _NAME_RE.fullmatch(name) or name in (".", ".."):
             raise t.error("name", f"{name!r} may only contain letters, digits, '_', '.' and '-'")
-        path = t.get_str("path", None)
-        if not path.strip():
+        path_text = t.get_str("path", None)
+        if not path_text.strip():
             raise t.error("path", "must not be empty")
         category = t.get_str("category", "uncategorised")
         if not category.strip():
             raise t.error("category", "must not be empty")
         match = t.get_enum("match", MatchMode.SUBTREE, tuple(MatchMode))
         fmt = t.get_choice("format", "auto", LIST_FORMATS)
-        return name, self.resolve_path(path), category, match, fmt
+        url: str | None = None
+        if _URL_RE.match(path_text):
+            parts = urllib.parse.urlsplit(path_text.strip())
+            if not parts.hostname:
+                raise t.error("path", f"{path_text!r} has no host name")
+            url = path_text.strip()
+            # The last good download; `blokir serve` fetches it (README "Live list updates").
+            path = source_paths(self.updates.state_dir, name)[0]
+        else:
+            if "://" in path_text:
+                raise t.error("path", "only http:// and https:// URLs are supported")
+            path = self.resolve_path(path_text)
+        refresh: float | None = None
+        if t.raw("refresh") is not _MISSING:
+            refresh = t.get_float("refresh", self.updates.refresh)
+        if refresh is not None and url is None:
+            raise t.error("refresh", "only used with a URL path (local files are watched)")
+        max_shrink = self._fraction(t, "max_shrink", -1.0)
+        source = ListSource(url, refresh, max_shrink if max_shrink >= 0 else None)
+        return name, path, category, match, fmt, source
 
     def _allowlist(self, t: _Table) -> AllowlistConfig:
-        name, path, category, match, fmt = self._list_common(t)
-        return AllowlistConfig(name=name, path=path, category=category, match=match, format=fmt)
+        name, path, category, match, fmt, source = self._list_common(t)
+        return AllowlistConfig(
+            name=name, path=path, category=category, match=match, format=fmt, source=source
+        )
 
     def _list(self, t: _Table) -> ListConfig:
-        name, path, category, match, fmt = self._list_common(t)
+        name, path, category, match, fmt, source = self._list_common(t)
         action = t.get_enum("action", Action.LANDING, LIST_ACTIONS)
         ede = t.get_enum("ede", Ede.BLOCKED, tuple(Ede))
         landing: dict[int, tuple[str, ...]] = {}
@@ -918,6 +1091,7 @@ class _Context:
             format=fmt,
             landing_ipv4=landing[4],
             landing_ipv6=landing[6],
+            source=source,
         )
 
     def _check_unique_names(

@@ -23,7 +23,7 @@ import platform
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -62,6 +62,8 @@ OUTCOMES = (
     "formerr",
     "notimp",
     "dropped",
+    "stale",  # RFC 8767: an expired cache entry, because the upstreams could not answer
+    "minimal_any",  # RFC 8482: ANY over UDP answered with one synthesized HINFO
 )
 (
     BLOCKED,
@@ -74,6 +76,8 @@ OUTCOMES = (
     FORMERR,
     NOTIMP,
     DROPPED,
+    STALE,
+    MINIMAL_ANY,
 ) = range(len(OUTCOMES))
 # A bounded qtype label set (no cardinality explosion from random types).
 QTYPES = ("A", "AAAA", "HTTPS", "SVCB", "CNAME", "MX", "TXT", "NS", "SOA", "PTR", "SRV", "ANY")
@@ -148,6 +152,14 @@ class WorkerStats:
     duration_sum: list[float] = field(default_factory=lambda: [0.0] * N_OUTCOMES)
     truncated: int = 0
     send_errors: int = 0
+    # Upstream queries in flight (resolver.inflight): open now and the most at once (gauges,
+    # written by Resolver.forward), queries that waited on an identical open one (coalesced),
+    # and queries not sent because a cap was full, by cap.
+    upstream_inflight: int = 0
+    upstream_inflight_peak: int = 0
+    upstream_coalesced: int = 0
+    inflight_rejected_total: int = 0
+    inflight_rejected_zone: int = 0
     top: TopCounter = field(default_factory=lambda: TopCounter(80))
 
     def observe(self, outcome: int, seconds: float) -> None:
@@ -214,6 +226,7 @@ def snapshot_bytes(
             "duration_sum": stats.duration_sum,
             "truncated": stats.truncated,
             "send_errors": stats.send_errors,
+            **{key: getattr(stats, key) for key in _INFLIGHT_FIELDS},
             "top": [[name, lst, n] for (name, lst), n in top],
             "top_untracked": stats.top.untracked,
             "cache": cache,
@@ -227,7 +240,31 @@ def snapshot_bytes(
 # -- the supervisor side: merging and exposition ------------------------------------------------
 
 # Counter-like fields summed across workers and kept from dead workers.
+_INFLIGHT_GAUGES = ("upstream_inflight", "upstream_inflight_peak")
+_INFLIGHT_COUNTERS = ("upstream_coalesced", "inflight_rejected_total", "inflight_rejected_zone")
+_INFLIGHT_FIELDS = _INFLIGHT_GAUGES + _INFLIGHT_COUNTERS
 _CACHE_COUNTERS = ("hits", "misses", "evictions", "expired", "inserts")
+# Worker counters published as one labelled family each: (metric, label, help, {value: key}).
+_LABELLED_COUNTERS = (
+    (
+        "blokir_ratelimited",
+        "action",
+        "Queries over the rate limit, by what they got ([server] ratelimit_action)",
+        {"refuse": "ratelimit_refused", "drop": "ratelimit_dropped", "slip": "ratelimit_slipped"},
+    ),
+    (
+        "blokir_tcp_closed",
+        "reason",
+        "DNS-over-TCP connections closed by blokir's defences (RFC 7766 section 10)",
+        {
+            "connection_cap": "tcp_rejected",
+            "timeout": "tcp_timeouts",
+            "unread_answers": "tcp_overflows",
+            "short_message": "tcp_short",
+        },
+    ),
+)
+_WORKER_COUNTERS = tuple(key for *_, keys in _LABELLED_COUNTERS for key in keys.values())
 _UPSTREAM_COUNTERS = (
     "requests",
     "responses",
@@ -253,6 +290,8 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "workers": 0,
         "tcp_connections": 0,
         "memo_entries": 0,
+        **{key: 0 for key in _INFLIGHT_FIELDS},
+        **{key: 0 for key in _WORKER_COUNTERS},
     }
     for snap in snapshots:
         total["workers"] += 1 if snap.get("live") else 0
@@ -262,6 +301,10 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
             labels = (lst, category, action)
             total["blocked"][labels] = total["blocked"].get(labels, 0) + n
         for key in ("truncated", "send_errors", "tcp_connections", "memo_entries"):
+            total[key] += snap.get(key, 0)
+        for key in _WORKER_COUNTERS:
+            total[key] += snap.get(key, 0)
+        for key in _INFLIGHT_FIELDS:  # gauges: a sum over workers (peaks: an upper bound)
             total[key] += snap.get(key, 0)
         for name, lst, n in snap["top"]:
             total["top"][(name, lst)] = total["top"].get((name, lst), 0) + n
@@ -300,30 +343,38 @@ def retire(snapshot: dict[str, Any]) -> dict[str, Any]:
     kept["cache"] = {k: v for k, v in snapshot["cache"].items() if k in _CACHE_COUNTERS}
     kept["tcp_connections"] = 0
     kept["memo_entries"] = 0
+    for key in _INFLIGHT_GAUGES:
+        kept[key] = 0
     return kept
 
 
 class MetricsHub:
     """The supervisor's view: worker slots, retired totals, index and reload facts."""
 
-    def __init__(self, workers: int, top_k: int) -> None:
+    def __init__(self, workers: int, top_k: int, reload_results: Sequence[str] = ()) -> None:
         self.slots = SharedSlots(workers)
         self.top_k = top_k
         self.retired: list[dict[str, Any]] = []
         self.index_header: dict[str, Any] = {}
         self.index_loaded_at = 0.0
-        self.reloads: dict[str, int] = {"success": 0, "failure": 0}
+        # Every result starts at 0, so `increase(...{result="rejected_shrink"})` has a series.
+        self.reloads: dict[str, int] = dict.fromkeys(reload_results, 0)
+        self.lists: list[dict[str, Any]] = []  # reload.ListStatus.to_json() per list
         self.started_at = time.time()
         self._lock = threading.Lock()
 
-    def set_index(self, header: dict[str, Any]) -> None:
+    def set_index(self, header: dict[str, Any], loaded_at: float | None = None) -> None:
         with self._lock:
             self.index_header = header
-            self.index_loaded_at = time.time()
+            self.index_loaded_at = time.time() if loaded_at is None else loaded_at
 
-    def count_reload(self, ok: bool) -> None:
+    def set_lists(self, lists: list[dict[str, Any]]) -> None:
         with self._lock:
-            self.reloads["success" if ok else "failure"] += 1
+            self.lists = lists
+
+    def count_reload(self, result: str) -> None:
+        with self._lock:
+            self.reloads[result] = self.reloads.get(result, 0) + 1
 
     def retire_slot(self, slot: int) -> None:
         snapshot = self.slots.read(slot)
@@ -372,6 +423,8 @@ def _as_snapshot(total: dict[str, Any]) -> dict[str, Any]:
         "duration_sum": total["duration_sum"],
         "truncated": total["truncated"],
         "send_errors": total["send_errors"],
+        **{key: total[key] for key in _INFLIGHT_COUNTERS},
+        **{key: total[key] for key in _WORKER_COUNTERS},
         "top": [[d, lst, n] for (d, lst), n in total["top"].items()],
         "cache": total["cache"],
         "upstreams": [
@@ -462,6 +515,11 @@ def _query_metrics(totals: dict[str, Any]) -> Iterator[Metric]:
     tcp = GaugeMetricFamily("blokir_tcp_connections", "Open DNS-over-TCP connections")
     tcp.add_metric([], totals["tcp_connections"])
     yield tcp
+    for name, label, text, keys in _LABELLED_COUNTERS:
+        family = CounterMetricFamily(name, text, labels=[label])
+        for value, key in keys.items():
+            family.add_metric([value], totals[key])
+        yield family
 
 
 def _cache_metrics(totals: dict[str, Any]) -> Iterator[Metric]:
@@ -519,6 +577,31 @@ def _upstream_metrics(totals: dict[str, Any]) -> Iterator[Metric]:
     yield requests
     yield up
     yield duration
+    inflight = GaugeMetricFamily(
+        "blokir_upstream_inflight", "Upstream queries open now (one per distinct question)"
+    )
+    inflight.add_metric([], totals["upstream_inflight"])
+    yield inflight
+    peak = GaugeMetricFamily(
+        "blokir_upstream_inflight_peak",
+        "Most upstream queries open at once since each worker started (summed over workers)",
+    )
+    peak.add_metric([], totals["upstream_inflight_peak"])
+    yield peak
+    coalesced = CounterMetricFamily(
+        "blokir_upstream_coalesced",
+        "Cache misses that waited on an identical upstream query already open",
+    )
+    coalesced.add_metric([], totals["upstream_coalesced"])
+    yield coalesced
+    rejected = CounterMetricFamily(
+        "blokir_upstream_inflight_rejected",
+        "Queries not sent upstream because an in-flight cap was full (answered stale or SERVFAIL)",
+        labels=["scope"],
+    )
+    rejected.add_metric(["total"], totals["inflight_rejected_total"])
+    rejected.add_metric(["zone"], totals["inflight_rejected_zone"])
+    yield rejected
 
 
 def _list_metrics(hub: MetricsHub) -> Iterator[Metric]:
@@ -551,10 +634,43 @@ def _list_metrics(hub: MetricsHub) -> Iterator[Metric]:
     )
     built.add_metric([], header.get("created", 0))
     yield built
-    reloads = CounterMetricFamily("blokir_reloads", "Index reloads by result", labels=["result"])
+    reloads = CounterMetricFamily(
+        "blokir_reloads",
+        "List reloads (start, timer, file change, SIGHUP, blokir reload) by result",
+        labels=["result"],
+    )
     for result, count in sorted(hub.reloads.items()):
         reloads.add_metric([result], count)
     yield reloads
+    updated = GaugeMetricFamily(
+        "blokir_list_updated_timestamp_seconds",
+        "When the serving copy of a list last changed: file mtime or download time (Unix time)",
+        labels=["list", "kind"],
+    )
+    checked = GaugeMetricFamily(
+        "blokir_list_checked_timestamp_seconds",
+        "When a URL list was last downloaded or checked, successfully or not (Unix time)",
+        labels=["list"],
+    )
+    source_ok = GaugeMetricFamily(
+        "blokir_list_source_ok",
+        "1 when the last download of a URL list worked (or it is a local file), else 0",
+        labels=["list", "kind"],
+    )
+    for status in hub.lists:
+        labels = [status["name"], status["kind"]]
+        updated.add_metric(labels, status["updated_at"])
+        failed = status["kind"] == "url" and status["last_result"] not in (
+            "",
+            "updated",
+            "not_modified",
+        )
+        source_ok.add_metric(labels, 0 if failed else 1)
+        if status["kind"] == "url":
+            checked.add_metric([status["name"]], status["checked_at"])
+    yield updated
+    yield checked
+    yield source_ok
 
 
 # -- HTTP: /metrics, /healthz, /readyz, /api/top -------------------------------------------------

@@ -13,34 +13,27 @@ rather than asyncio's DatagramProtocol: one wake-up serves many packets, and blo
 cache hits are sent before the callback returns, with no task or future per query. Only cache
 misses become tasks.
 
-Processes: a supervisor compiles the index when the lists changed (in a child process, so its
-peak memory is returned to the system), then forks `workers` processes that each bind the
-listen addresses with SO_REUSEPORT and map the same index file (shared pages). The supervisor
-restarts a worker that dies, drains on SIGTERM/SIGINT, and reloads on SIGHUP.
+Processes (resolver/supervisor.py): workers run `Worker` on sockets the supervisor bound, map
+the same index file (shared pages) and swap to a new one when the supervisor says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import gc
-import ipaddress
 import logging
-import os
 import signal
 import socket
-import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 
 from resolver import metrics as m
 from resolver import wire
 from resolver.answers import BlockResponder, BlockSettings
-from resolver.cache import ResponseCache
-from resolver.compile import compile_lists, current_index, write_index
+from resolver.cache import EDE_STALE_ANSWER, CacheKey, ResponseCache, with_edns_option
 from resolver.config import Config
 from resolver.index import Index, IndexError_, open_index
+from resolver.inflight import EDE_OTHER, InflightTable, zone_of
 from resolver.message import MessageError, cname_targets
 from resolver.metrics import TopCounter, WorkerStats
 from resolver.ratelimit import RateLimiter
@@ -52,13 +45,11 @@ UDP_BATCH = 64  # packets per wake-up before yielding to TCP, timers and upstrea
 MAX_UDP_MESSAGE = 65535
 ACL_CACHE_MAX = 65536  # distinct client addresses remembered by the ACL fast path
 DRAIN_SECONDS = 3.0  # SIGTERM: how long in-flight upstream queries may finish
-RESTART_BACKOFF = 0.2  # seconds between restarts of a crashing worker (bounded spin)
 # Remembered UDP answers per generation (two generations; about 300 bytes each, so at most
 # about 30 MB): see Resolver.handle and Resolver._remember.
 MEMO_GENERATION = 50_000
 _FOREVER = float("inf")
 CNAME_CHECK_MAX = 16
-GC_GEN0_THRESHOLD = 100_000  # allocations between young-generation collections (default 700)
 # A remembered answer: (answer after its ID, block pid or 0, valid until, qtype cell, qname)
 Memo = tuple[
     bytes, int, float, int, bytes
@@ -76,16 +67,9 @@ class Resolver:
         self.last_outcome = m.DROPPED  # of the last handle() call, for the latency histogram
         self.track_top = config.metrics.enabled and config.metrics.top_k > 0
         self._block_tick = 0
-        self._payload = config.server.udp_payload_size
-        self._allow = config.server.allows
-        self._acl: dict[str, bool] = {}
         self._clock = time.monotonic
-        server_config = config.server
-        self.ratelimiter = (
-            RateLimiter(server_config.ratelimit, server_config.ratelimit_burst)
-            if server_config.ratelimit
-            else None
-        )
+        self.ratelimiter: RateLimiter | None = None
+        self._apply_settings(config)
         cache = config.cache
         self.cache = ResponseCache(
             cache.max_entries,
@@ -94,10 +78,47 @@ class Resolver:
             cache.max_ttl,
             cache.negative_ttl_max,
             cache.servfail_ttl,
+            max_stale=cache.max_stale if cache.serve_stale else 0,
         )
         self.upstream = UpstreamPool(
             config.upstream_servers(), config.upstream.timeout, config.upstream.attempts
         )
+        # Open upstream queries by cache key (see forward and resolver.inflight).
+        self.inflight: InflightTable[CacheKey, bytes | None] = InflightTable(
+            config.upstream.max_inflight, config.upstream.max_inflight_per_zone
+        )
+        self._serve_stale = cache.serve_stale
+        self._stale_ttl = cache.stale_answer_ttl
+        self._stale_timer = cache.stale_client_timeout if cache.serve_stale else 0.0
+        # Cached key -> (CNAME/DNAME targets, the lists generation they were checked against).
+        self._aliases: dict[CacheKey, tuple[tuple[bytes, ...], int]] = {}
+        self._lists_generation = 0  # +1 per reload
+        self.retired_memos: list[dict[bytes, Memo]] = []  # old memo generations to free
+        self.use_index(index)
+
+    def _apply_settings(self, config: Config) -> None:
+        """The settings a reload may change while serving (resolver/reload.py RESTART_ONLY
+        lists the rest): the ACL, rate limits, and how blocked names are answered."""
+        old: Config | None = getattr(self, "_settings_from", None)
+        self._settings_from = config
+        self.config = config
+        self._payload = config.server.udp_payload_size
+        self._allow = config.server.allows
+        self._acl: dict[str, bool] = {}  # client address -> allowed
+        server_config = config.server
+        limits = (server_config.ratelimit, server_config.ratelimit_burst)
+        action = server_config.ratelimit_action
+        if (
+            old is None
+            or (old.server.ratelimit, old.server.ratelimit_burst) != limits
+            or (old.server.ratelimit_action != action)
+        ):  # a changed limit starts new buckets; an unchanged one keeps the clients' buckets
+            previous = self.ratelimiter
+            self.ratelimiter = RateLimiter(*limits, action=action) if limits[0] else None
+            if previous is not None and self.ratelimiter is not None:  # counters stay monotonic
+                self.ratelimiter.refused = previous.refused
+                self.ratelimiter.dropped = previous.dropped
+                self.ratelimiter.slipped = previous.slipped
         blocking = config.blocking
         self._settings = BlockSettings(
             ttl=blocking.ttl,
@@ -110,6 +131,11 @@ class Resolver:
             organisation=blocking.organisation,
             udp_payload_size=self._payload,
         )
+
+    def reconfigure(self, config: Config, index: Index) -> None:
+        """A reload: new settings (when they changed) and a new index, from the next query on."""
+        if config != self.config:
+            self._apply_settings(config)
         self.use_index(index)
 
     def use_index(self, index: Index) -> None:
@@ -117,6 +143,14 @@ class Resolver:
         Counts kept by policy id are settled first: ids mean other lists in the new index."""
         if getattr(self, "index", None) is not None:
             self.settle_counts()
+            # Cached answers that alias other names were checked against the old lists only:
+            # each is checked again on its next use (lazily, so a reload never stalls the loop
+            # for a scan of the cache).
+            self._lists_generation += 1
+            # The memo's answers belong to the old lists. Dropping 100k entries at once stalls
+            # the loop ~20 ms (measured by bench/reload_bench.py), so they are freed a few
+            # hundred at a time between packets (free_retired).
+            self.retired_memos += [self._memo, self._memo_old]
         self.index = index
         self.match_pid = index.match_pid
         # is_block[pid]: a list index is cheaper than a Policy attribute chain per query.
@@ -159,7 +193,9 @@ class Resolver:
         if allowed is None:
             allowed = self.acl_allows(client)
         stats = self.stats
-        limited = allowed and self.ratelimiter is not None and not self.ratelimiter.allow(client)
+        limited = (
+            allowed and self.ratelimiter is not None and not self.ratelimiter.allow(client, udp)
+        )
         if udp and allowed and not limited:
             key = data[2:]
             hit = self._memo.get(key)
@@ -193,7 +229,9 @@ class Resolver:
         if limited:
             stats.cells[qcell + m.RATELIMITED] += 1
             self.last_outcome = m.RATELIMITED
-            return wire.error_response(data, wire.REFUSED, query, self._payload)
+            assert self.ratelimiter is not None  # `limited` is only ever set by it
+            # REFUSED, silence or TC=1 per [server] ratelimit_action (resolver/ratelimit.py).
+            return self.ratelimiter.over_limit_answer(data, query, self._payload, udp)
         if query.qclass == wire.CLASS_IN and not query.unmatchable:
             pid = self.match_pid(query.qname)
             if pid and self.is_block[pid]:
@@ -205,7 +243,16 @@ class Resolver:
                     answer = self.fit_udp(answer, query)
                     self._remember(data, answer, pid, _FOREVER, qcell, query.qname)
                 return answer
-        cached = self.cache.get_fresh(self._cache_key(query))
+        if udp and query.qtype == wire.TYPE_ANY:
+            # RFC 8482 4.2: ANY over UDP is an amplification tool, so one small HINFO record
+            # instead; over TCP the client's address is proven and ANY is forwarded as before.
+            stats.cells[qcell + m.MINIMAL_ANY] += 1
+            self.last_outcome = m.MINIMAL_ANY
+            return wire.any_minimal_answer(data, query, self._payload, wire.ANY_TTL)
+        cache_key = self._cache_key(query)
+        cached = self.cache.get_fresh(cache_key)
+        if cached is not None and self._lists_generation and self._alias_now_blocked(cache_key):
+            cached = None
         if cached is not None:
             stats.cells[qcell + m.CACHED] += 1
             self.last_outcome = m.CACHED
@@ -243,6 +290,18 @@ class Resolver:
         else:
             stats.top.untracked += m.SAMPLE
 
+    def free_retired(self, budget: int = 256) -> None:
+        """Free up to `budget` entries of retired memo generations (called between packets)."""
+        retired = self.retired_memos
+        while budget > 0 and retired:
+            memo = retired[-1]
+            count = min(budget, len(memo))
+            for _ in range(count):
+                memo.popitem()
+            budget -= count
+            if not memo:
+                retired.pop()
+
     def memo_size(self) -> int:
         return len(self._memo) + len(self._memo_old)
 
@@ -254,6 +313,7 @@ class Resolver:
         forward on their next hit, so hot answers survive and the bound holds without any
         per-hit bookkeeping."""
         if len(self._memo) >= MEMO_GENERATION:
+            self.retired_memos.append(self._memo_old)
             self._memo_old = self._memo
             self._memo = {}
         self._memo[data[2:]] = (answer[2:], pid, valid_until, qcell, qname)
@@ -266,12 +326,14 @@ class Resolver:
 
     @staticmethod
     def _cache_key(query: wire.Query) -> tuple[bytes, int, int, int]:
-        # DO and CD change what an upstream returns (RFC 4035 3.2), so they are part of the key.
+        # DO and CD change what an upstream returns (RFC 4035 3.2), so they are part of the key;
+        # so is EDNS itself: an answer to an EDNS query carries an OPT record, which a client
+        # that sent none must not get (RFC 6891 section 7).
         return (
             query.qname,
             query.qtype,
             query.qclass,
-            (query.do << 1) | bool(query.flags & wire.CD),
+            (query.edns << 2) | (query.do << 1) | bool(query.flags & wire.CD),
         )
 
     def _error(self, data: bytes, error: wire.ParseError, transport: int) -> bytes | None:
@@ -290,29 +352,160 @@ class Resolver:
         return wire.error_response(data, error.rcode, query, self._payload)
 
     async def forward(self, query: wire.Query, data: bytes, transport: int) -> bytes | None:
-        """Ask upstream; count the outcome (allowed, blocked_cname or servfail)."""
-        try:
-            response = await self.upstream.query(data)
-        except MessageError:  # parse_query accepted it, so this is a bug: answer, do not die
-            log.exception("upstream refused a query blokir parsed")
-            response = None
-        cells = self.stats.cells
+        """Answer a cache miss from upstream; count the outcome (allowed, blocked_cname, stale
+        or servfail).
+
+        Identical misses share one upstream query (coalescing); a new one must fit the
+        in-flight caps, else the answer is stale data or SERVFAIL (resolver.inflight). The
+        upstream query runs in a task of its own, so a client that stops waiting (the RFC 8767
+        client response timer, or a closed TCP connection) does not cancel it: its answer
+        still reaches the cache and every other waiting client."""
+        key = self._cache_key(query)
+        inflight = self.inflight
+        stats = self.stats
+        task = inflight.find(key)
+        if task is not None:
+            stats.upstream_coalesced = inflight.coalesced
+        else:
+            zone = zone_of(query.qname)
+            scope = inflight.over_cap(zone)
+            if scope is not None:
+                stats.inflight_rejected_total = inflight.rejected_total
+                stats.inflight_rejected_zone = inflight.rejected_zone
+                where = zone.decode("ascii", "replace") if scope == "zone" else "this server"
+                reason = f"too many queries in flight for {where}"
+                return self._stale_or_servfail(query, data, transport, key, EDE_OTHER, reason)
+            task = asyncio.get_running_loop().create_task(self._fetch(key, zone, data))
+            inflight.add(key, zone, task)
+            stats.upstream_inflight = len(inflight)
+            stats.upstream_inflight_peak = inflight.peak
+        if self._stale_timer:
+            try:
+                async with asyncio.timeout(self._stale_timer):
+                    response = await asyncio.shield(task)
+            except TimeoutError:
+                stale = self._stale(query, data, key, "upstream is slow")
+                if stale is not None:
+                    self._count(transport, query, m.STALE)
+                    return stale
+                response = await asyncio.shield(task)  # nothing stale: wait for upstream
+        else:
+            response = await asyncio.shield(task)
         if response is None:
-            cells[m.cell(transport, query.qtype, m.SERVFAIL)] += 1
-            self.last_outcome = m.SERVFAIL
-            options = b""
-            if query.edns:
-                options = wire.ede_option(EDE_NO_REACHABLE_AUTHORITY, "upstream did not answer")
-            return wire.error_response(data, wire.SERVFAIL, query, self._payload, options)
+            return self._stale_or_servfail(
+                query, data, transport, key, EDE_NO_REACHABLE_AUTHORITY, "upstream did not answer"
+            )
         blocked = self._cname_block(query, response)
         if blocked is not None:
-            cells[m.cell(transport, query.qtype, m.BLOCKED_CNAME)] += 1
-            self.last_outcome = m.BLOCKED_CNAME
+            self._count(transport, query, m.BLOCKED_CNAME)
             return blocked
-        cells[m.cell(transport, query.qtype, m.ALLOWED)] += 1
-        self.last_outcome = m.ALLOWED
-        self.cache.put(self._cache_key(query), response)
-        return response
+        self._count(transport, query, m.ALLOWED)
+        # The answer carries the first asker's ID and letter case: patch both, as for a hit.
+        return (
+            data[:2]
+            + response[2 : wire.HEADER_SIZE]
+            + query.question
+            + response[query.question_end :]
+        )
+
+    async def _fetch(self, key: CacheKey, zone: bytes, data: bytes) -> bytes | None:
+        """The one upstream query for everyone waiting on `key`. A cacheable answer is stored
+        before the query leaves the in-flight table, so no later miss falls between the two."""
+        try:
+            try:
+                response = await self.upstream.query(data)
+            except MessageError:  # parse_query accepted it, so this is a bug: answer, do not die
+                log.exception("upstream refused a query blokir parsed")
+                return None
+            if response is not None:
+                targets = self._alias_targets(response)
+                if not self._any_blocked(targets):
+                    self.cache.put(key, response)
+                    if targets:
+                        self._remember_aliases(key, targets)
+            return response
+        finally:
+            self.inflight.remove(key, zone)
+            self.stats.upstream_inflight = len(self.inflight)
+
+    @staticmethod
+    def _alias_targets(response: bytes) -> tuple[bytes, ...]:
+        try:
+            return tuple(cname_targets(response)[:CNAME_CHECK_MAX])
+        except MessageError:
+            return ()
+
+    def _any_blocked(self, targets: tuple[bytes, ...]) -> bool:
+        """Whether a CNAME/DNAME target is blocked: such an answer must not be cached, or a
+        cache hit would skip the check in `_cname_block`."""
+        for target in targets:
+            pid = self.match_pid(target)
+            if pid and self.is_block[pid]:
+                return True
+        return False
+
+    def _remember_aliases(self, key: CacheKey, targets: tuple[bytes, ...]) -> None:
+        """Keep the targets of a cached aliasing answer for the check after a reload; bounded
+        like the cache (the oldest go first; a forgotten entry keeps its old verdict)."""
+        aliases = self._aliases
+        aliases.pop(key, None)
+        if len(aliases) >= max(self.config.cache.max_entries, 1):
+            del aliases[next(iter(aliases))]
+        aliases[key] = (targets, self._lists_generation)
+
+    def _alias_now_blocked(self, key: CacheKey) -> bool:
+        """After a reload: drop a cached answer whose CNAME/DNAME targets the new lists block,
+        so the query goes upstream again and `_cname_block` answers it."""
+        entry = self._aliases.get(key)
+        if entry is None or entry[1] == self._lists_generation:
+            return False
+        targets = entry[0]
+        if self._any_blocked(targets):
+            self.cache.discard(key)
+            del self._aliases[key]
+            return True
+        self._aliases[key] = (targets, self._lists_generation)
+        return False
+
+    def _count(self, transport: int, query: wire.Query, outcome: int) -> None:
+        self.stats.cells[m.cell(transport, query.qtype, outcome)] += 1
+        self.last_outcome = outcome
+
+    def _stale(self, query: wire.Query, data: bytes, key: CacheKey, why: str) -> bytes | None:
+        """An expired cached answer (RFC 8767) for this client, with EDE 3 "Stale Answer" when
+        it sent EDNS, or None (serve_stale off, or nothing recent enough in the cache)."""
+        if not self._serve_stale:
+            return None
+        if self._lists_generation and self._alias_now_blocked(key):
+            return None
+        stale = self.cache.get_stale(key, self._stale_ttl)
+        if stale is None:
+            return None
+        answer = (
+            data[:2] + stale[2 : wire.HEADER_SIZE] + query.question + stale[query.question_end :]
+        )
+        if query.edns:
+            option = wire.ede_option(EDE_STALE_ANSWER, why)
+            with contextlib.suppress(MessageError):  # the cache only holds responses that parse
+                answer = with_edns_option(answer, option, self._payload, query.do)
+        return answer
+
+    def _stale_or_servfail(
+        self,
+        query: wire.Query,
+        data: bytes,
+        transport: int,
+        key: CacheKey,
+        info_code: int,
+        why: str,
+    ) -> bytes:
+        stale = self._stale(query, data, key, why)
+        if stale is not None:
+            self._count(transport, query, m.STALE)
+            return stale
+        self._count(transport, query, m.SERVFAIL)
+        options = wire.ede_option(info_code, why) if query.edns else b""
+        return wire.error_response(data, wire.SERVFAIL, query, self._payload, options)
 
     def _cname_block(self, query: wire.Query, response: bytes) -> bytes | None:
         """An allowed name whose answer aliases (CNAME/DNAME) a blocked name gets that list's
@@ -343,9 +536,11 @@ class Worker:
         tcp_socks: list[socket.socket],
         slots: m.SharedSlots | None = None,
         slot: int = 0,
+        channel: socket.socket | None = None,
     ) -> None:
         self.config = config
         self.index_path = index_path
+        self.channel = channel  # from the supervisor: index and settings swaps (supervisor.py)
         self.slots = slots  # where this worker publishes its counters (None: metrics off)
         self.slot = slot
         self.timing = slots is not None  # the latency histogram costs two clock reads a query
@@ -367,6 +562,8 @@ class Worker:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if self.channel is not None:
+            loop.add_reader(self.channel.fileno(), self._on_control)
         if self.slots is not None:
             self.publish()
             loop.call_later(m.FLUSH_SECONDS, self._flush_tick)
@@ -413,7 +610,16 @@ class Worker:
         extra = {
             "tcp_connections": self.tcp_active,
             "memo_entries": resolver.memo_size(),
+            "tcp_rejected": self.tcp_rejected,
+            "tcp_timeouts": self.tcp_timeouts,
+            "tcp_overflows": self.tcp_overflows,
+            "tcp_short": self.tcp_short,
         }
+        limiter = resolver.ratelimiter
+        if limiter is not None:
+            extra["ratelimit_refused"] = limiter.refused
+            extra["ratelimit_dropped"] = limiter.dropped
+            extra["ratelimit_slipped"] = limiter.slipped
         self.slots.write(self.slot, m.snapshot_bytes(resolver.stats, cache_stats, upstreams, extra))
 
     async def drain(self) -> None:
@@ -429,15 +635,60 @@ class Worker:
             sock.close()
 
     def reload(self) -> None:
+        """SIGHUP sent to a worker directly: map the index file again (the supervisor's swap
+        message is the normal way, see `_on_control`)."""
         try:
-            index = open_index(self.index_path)
+            self.swap(self.config, self.index_path, verify=True)
         except IndexError_ as exc:
             log.error("reload refused, keeping the loaded index: %s", exc)
-            return
+
+    def swap(self, config: Config, index_path: str, verify: bool) -> Index:
+        """Map `index_path` and answer from it (and `config`) from the next query on. The old
+        mapping is closed once unused; pages of both are shared with the other workers."""
+        index = open_index(index_path, verify=verify)
         old = self.resolver.index
-        self.resolver.use_index(index)
+        self.config = config
+        self.index_path = index_path
+        self.resolver.reconfigure(config, index)
         old.close()
-        log.info("reloaded index: %d names", index.count)
+        return index
+
+    def _on_control(self) -> None:
+        """A message from the supervisor. The supervisor verified the new index file before
+        renaming it into place, so mapping it skips the checksum pass: the swap costs a
+        header read, and queries wait in the socket buffers meanwhile (none are lost)."""
+        from resolver.supervisor import recv_message, send_message
+
+        assert self.channel is not None
+        try:
+            self.channel.setblocking(True)
+            self.channel.settimeout(5.0)
+            message = recv_message(self.channel)
+        except (OSError, ValueError) as exc:
+            log.error("supervisor channel failed: %s; stopping", exc)
+            message = None
+        if message is None:  # the supervisor is gone: do not linger as an orphan on the port
+            asyncio.get_running_loop().remove_reader(self.channel.fileno())
+            self.stopping.set()
+            return
+        reply: dict[str, object] = {"ok": False, "error": f"unknown message {message.get('op')!r}"}
+        if message.get("op") == "swap":
+            started = time.perf_counter()
+            try:
+                index = self.swap(message["config"], message["index_path"], verify=False)
+            except IndexError_ as exc:
+                reply = {"ok": False, "error": str(exc)}
+            else:
+                seconds = time.perf_counter() - started
+                reply = {"ok": True, "names": index.count, "seconds": seconds}
+                log.info(
+                    "swapped to %s: %d names in %.1f ms",
+                    message["index_path"],
+                    index.count,
+                    seconds * 1e3,
+                )
+        with contextlib.suppress(OSError):
+            send_message(self.channel, reply)
 
     # -- UDP -------------------------------------------------------------------------------
 
@@ -488,6 +739,8 @@ class Worker:
             forward_started = started if sampled else clock()
             self._spawn(self._udp_forward(sock, result, data, address, forward_started))
         self._tick = tick
+        if resolver.retired_memos:
+            resolver.free_retired()
 
     async def _udp_forward(
         self,
@@ -519,29 +772,91 @@ class Worker:
             log.error("query task failed", exc_info=task.exception())
 
     # -- TCP (RFC 7766) --------------------------------------------------------------------
+    #
+    # Every way a TCP client can hold server resources has a bound (README "Security and
+    # reliability"): the connection count (tcp_max_connections), the time between messages
+    # (tcp_idle_timeout, RFC 7766 6.2.3), the time a started message may take to arrive (the
+    # same timeout, counted from its first octet, so dripping one octet at a time does not
+    # keep a connection forever: RFC 7766 10 asks servers to resist exactly this), queries in
+    # flight (TCP_MAX_PIPELINED) and answers the client does not read (TCP_WRITE_HIGH_WATER,
+    # TCP_WRITE_LIMIT). The counters below are per worker.
+
+    # Unsent answer octets at which reading stops until the client catches up; a client that
+    # stays behind for tcp_idle_timeout is cut off.
+    TCP_WRITE_HIGH_WATER = 64 * 1024
+    # Answers from upstream still land while reading is paused; past this many unsent octets
+    # the connection is aborted at once (RST), whatever the timeout.
+    TCP_WRITE_LIMIT = 256 * 1024
+    # Forwarded queries in flight per connection; the next message is read when one finishes.
+    TCP_MAX_PIPELINED = 32
+    tcp_rejected = 0  # connections closed at accept: tcp_max_connections were open
+    tcp_timeouts = 0  # closed idle, or a message did not arrive within the timeout
+    tcp_overflows = 0  # aborted: the client did not read its answers
+    tcp_short = 0  # closed: a message shorter than a DNS header (zero-length included)
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         server = self.config.server
         if self.tcp_active >= server.tcp_max_connections:
-            writer.close()
+            # Refused at once rather than left in the backlog: the client learns now and the
+            # descriptor is released on this loop iteration.
+            self.tcp_rejected += 1
+            writer.transport.abort()
             return
         self.tcp_active += 1
         peer = writer.get_extra_info("peername")
         client = peer[0] if peer else ""
+        idle = server.tcp_idle_timeout
+        transport = writer.transport
+        transport.set_write_buffer_limits(high=self.TCP_WRITE_HIGH_WATER)
         pending: set[asyncio.Task[None]] = set()
+        aborted = False
         try:
             while not self.stopping.is_set():
+                if transport.get_write_buffer_size() > self.TCP_WRITE_HIGH_WATER:
+                    try:
+                        async with asyncio.timeout(idle):
+                            await writer.drain()  # until the client reads below the mark
+                    except TimeoutError:
+                        self.tcp_overflows += 1
+                        aborted = True
+                        transport.abort()
+                        break
+                    except ConnectionError:
+                        break
+                if len(pending) >= self.TCP_MAX_PIPELINED:
+                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 try:
-                    prefix = await asyncio.wait_for(reader.readexactly(2), server.tcp_idle_timeout)
-                    size = int.from_bytes(prefix, "big")
-                    data = await asyncio.wait_for(reader.readexactly(size), server.tcp_idle_timeout)
-                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                    async with asyncio.timeout(idle):  # idle: waiting for the next message
+                        prefix = await reader.readexactly(1)
+                    # The rest of the message, length octet included, within the timeout of
+                    # its first octet: a per-message deadline, not a per-read one.
+                    async with asyncio.timeout(idle):
+                        prefix += await reader.readexactly(1)
+                        data = await reader.readexactly(int.from_bytes(prefix, "big"))
+                except TimeoutError:
+                    self.tcp_timeouts += 1
                     break
-                result = self.resolver.handle(data, client, udp=False)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                if len(data) < wire.HEADER_SIZE:
+                    # A message shorter than the 12-octet header (RFC 1035 4.1.1), zero-length
+                    # included, carries no ID to put in a FORMERR: nothing can be answered.
+                    # Close instead of reading on: a client that frames messages like this is
+                    # broken or hostile (RFC 7766 6.2.4 lets servers close at any time).
+                    self.tcp_short += 1
+                    self.resolver.handle(data, client, udp=False)  # counted as dropped
+                    break
+                try:
+                    result = self.resolver.handle(data, client, udp=False)
+                except Exception:  # a bug must cost one query, never the worker
+                    log.exception("query handling failed")
+                    continue
                 if result is None:
                     continue
                 if isinstance(result, bytes):
-                    writer.write(len(result).to_bytes(2, "big") + result)
+                    if not self._tcp_send(writer, result):
+                        aborted = True
+                        break
                     continue
                 # Pipelining: answer out of order as upstream replies arrive (RFC 7766 6.2.1.1).
                 task = asyncio.get_running_loop().create_task(
@@ -549,7 +864,7 @@ class Worker:
                 )
                 pending.add(task)
                 task.add_done_callback(pending.discard)
-            if pending:
+            if pending and not aborted:
                 await asyncio.wait(pending, timeout=self.config.upstream.timeout * 2)
         finally:
             self.tcp_active -= 1
@@ -557,229 +872,29 @@ class Worker:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    def _tcp_send(self, writer: asyncio.StreamWriter, answer: bytes) -> bool:
+        """Queue one length-prefixed answer; False (and the connection aborted) when the client
+        has left more than TCP_WRITE_LIMIT octets unread."""
+        if writer.is_closing():
+            return False
+        writer.write(len(answer).to_bytes(2, "big") + answer)
+        if writer.transport.get_write_buffer_size() > self.TCP_WRITE_LIMIT:
+            self.tcp_overflows += 1
+            writer.transport.abort()
+            return False
+        return True
+
     async def _tcp_forward(
         self, writer: asyncio.StreamWriter, query: wire.Query, data: bytes
     ) -> None:
         response = await self.resolver.forward(query, data, m.TCP)
-        if response is not None and not writer.is_closing():
-            writer.write(len(response).to_bytes(2, "big") + response)
+        if response is not None:
+            self._tcp_send(writer, response)
 
 
-# -- sockets and processes ----------------------------------------------------------------------
-
-
-def bind_sockets(config: Config) -> tuple[list[socket.socket], list[socket.socket]]:
-    """One UDP and one TCP socket per listen address, with SO_REUSEPORT so every worker binds
-    its own and the kernel spreads queries across them."""
-    udp: list[socket.socket] = []
-    tcp: list[socket.socket] = []
-    for host, port in config.server.listen:
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-        for kind, bucket in ((socket.SOCK_DGRAM, udp), (socket.SOCK_STREAM, tcp)):
-            sock = socket.socket(family, kind)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if kind == socket.SOCK_STREAM:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((host, port))
-                if kind == socket.SOCK_STREAM:
-                    sock.listen(1024)
-                else:
-                    # Room for bursts while the loop is busy with other work.
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-                sock.setblocking(False)
-            except OSError as exc:
-                sock.close()
-                for s in udp + tcp:
-                    s.close()
-                what = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
-                hint = (
-                    " (is another server running there?)" if exc.errno == errno.EADDRINUSE else ""
-                )
-                raise ServeError(
-                    f"cannot listen on {what} {host}:{port}: {exc.strerror}{hint}"
-                ) from exc
-            bucket.append(sock)
-    return udp, tcp
-
-
-class ServeError(Exception):
-    """A start-up problem a person can fix (port in use, unreadable lists)."""
-
-
-def ensure_index(config: Config) -> str:
-    """The index the workers map: compiled from the lists unless the file on disk is current.
-    Compiling runs in a child process so the supervisor does not keep the build's peak memory."""
-    path = config.blocking.index_path
-    specs = config.list_specs()
-    index = current_index(path, specs)
-    if index is not None:
-        index.close()
-        return str(path)
-    started = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:  # child: compile, write, exit without running the parent's cleanup
-        code = 1
-        try:
-            write_index(compile_lists(specs), path)
-            code = 0
-        except Exception as exc:
-            print(f"blokir: compiling the index failed: {exc}", file=sys.stderr)
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise ServeError("the index could not be compiled (see the error above)")
-    log.info("compiled %s in %.2f s", path, time.perf_counter() - started)
-    return str(path)
-
-
-def run_worker(config: Config, index_path: str, slots: m.SharedSlots | None, slot: int) -> None:
-    """Worker process body: bind, serve until SIGTERM, exit."""
-    udp, tcp = bind_sockets(config)
-    asyncio.run(_worker_main(config, index_path, udp, tcp, slots, slot))
-
-
-async def _worker_main(
-    config: Config,
-    index_path: str,
-    udp: list[socket.socket],
-    tcp: list[socket.socket],
-    slots: m.SharedSlots | None,
-    slot: int,
-) -> None:
-    worker = Worker(config, index_path, udp, tcp, slots, slot)
-    # Every query allocates a few container objects, so the cyclic GC's default gen0 threshold
-    # (700) runs collections thousands of times a second, and the older generations rescan
-    # the large, long-lived memo and cache. Freezing start-up objects and collecting far less
-    # often measured 20-35% more queries/s on the benchmark workload; reference counting still
-    # frees almost everything at once, the GC only finds cycles (rare on this path).
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
-    await worker.run()
+# -- helpers -------------------------------------------------------------------------------------
 
 
 def format_address(address: tuple[str, int]) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def read_index_header(path: str) -> dict[str, object]:
-    with open_index(path, verify=False) as index:
-        return dict(index.header)
-
-
-def serve(config: Config, ready: Callable[[], None] | None = None) -> int:
-    """Supervisor: compile if needed, check the ports, fork workers, restart the dead ones."""
-    index_path = ensure_index(config)
-    # Bind once in the supervisor to report a busy port before forking, then release.
-    probe_udp, probe_tcp = bind_sockets(config)
-    for sock in probe_udp + probe_tcp:
-        sock.close()
-    hub: m.MetricsHub | None = None
-    if config.metrics.enabled:
-        hub = m.MetricsHub(config.server.workers, config.metrics.top_k)
-        hub.set_index(read_index_header(index_path))
-        host, port = config.metrics.listen
-        try:
-            http = m.start_http(hub, host, port)
-        except OSError as exc:
-            raise ServeError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
-        log.info("metrics on http://%s:%d/metrics", *http.server_address[:2])
-    slots = hub.slots if hub is not None else None
-    children: dict[int, int] = {}  # pid -> worker number
-    stopping = False
-    reload_requested = False
-
-    def on_term(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    def on_hup(signum: int, frame: object) -> None:
-        nonlocal reload_requested
-        reload_requested = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    signal.signal(signal.SIGHUP, on_hup)
-
-    def start(number: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            code = 0
-            try:
-                run_worker(config, index_path, slots, number)
-            except BaseException:
-                log.exception("worker %d failed", number)
-                code = 1
-            finally:
-                os._exit(code)
-        children[pid] = number
-
-    for number in range(config.server.workers):
-        start(number)
-    listen = ", ".join(f"{h}:{p}" for h, p in config.server.listen)
-    log.info(
-        "blokir serving on %s with %d worker(s), index %s",
-        listen,
-        config.server.workers,
-        index_path,
-    )
-    if ready is not None:
-        ready()
-    while children:
-        if stopping:
-            for pid in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + DRAIN_SECONDS + 2
-            while children and time.monotonic() < deadline:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-                if pid:
-                    children.pop(pid, None)
-                else:
-                    time.sleep(0.05)
-            for pid in children:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            return 0
-        if reload_requested:
-            reload_requested = False
-            try:
-                index_path = ensure_index(config)
-            except ServeError as exc:
-                log.error("reload failed, workers keep the loaded index: %s", exc)
-                if hub is not None:
-                    hub.count_reload(ok=False)
-            else:
-                if hub is not None:
-                    hub.count_reload(ok=True)
-                    hub.set_index(read_index_header(index_path))
-                for pid in children:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGHUP)
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            time.sleep(0.05)
-            continue
-        number = children.pop(pid, -1)
-        if number >= 0 and hub is not None:
-            hub.retire_slot(number)  # its counters must not vanish from the sums
-        if number >= 0 and not stopping:
-            log.warning(
-                "worker %d (pid %d) exited with %s; restarting",
-                number,
-                pid,
-                os.waitstatus_to_exitcode(status),
-            )
-            time.sleep(RESTART_BACKOFF)
-            start(number)
-    return 0

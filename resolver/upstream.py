@@ -14,10 +14,14 @@ server goes down after `DOWN_AFTER` consecutive failed tries and is up again aft
 answer. A down server is probed with a real query once its back-off has run out (doubling from
 `BACKOFF_INITIAL` to `BACKOFF_MAX` while it keeps failing); the probe goes first when the query
 has a second try to fall back on, so recovery needs no traffic of its own and costs at most one
-timeout per back-off interval.
+timeout per back-off interval. With `attempts = 1` and a server up, the query's only try must
+not go to a server believed dead, so the probe is a copy of the query sent on the side (a task
+the pool owns, bounded by one timeout; its answer only updates health): without it a down
+server would never be asked again while another one answers, and would never come back.
 
-No threads and no background tasks: a query owns its sockets and closes them in `finally`, so
-cancelling a query (the client went away) leaves nothing behind.
+No threads; a query owns its sockets and closes them in `finally`, so cancelling a query (the
+client went away) leaves nothing behind. Side probes are the only tasks of the pool's own, at
+most one per server per back-off interval; `close` cancels them.
 """
 
 from __future__ import annotations
@@ -156,27 +160,45 @@ class UpstreamPool:
                 sockaddr = (str(raw[0]), port)
             self._servers.append(_Server(family, sockaddr, UpstreamStats(address=(host, port))))
         self.stats: tuple[UpstreamStats, ...] = tuple(s.stats for s in self._servers)
+        self._probes: set[asyncio.Task[bytes | None]] = set()
 
     def close(self) -> None:
-        """Nothing to release: sockets belong to queries and are closed when each one ends."""
+        """Cancels side probes; other sockets belong to queries and close when each one ends."""
+        for task in self._probes:
+            task.cancel()
 
     # -- selection and health ----------------------------------------------------------------
 
-    def _order(self) -> list[_Server]:
+    def _order(self) -> tuple[list[_Server], _Server | None]:
+        """The servers in the order to try them, and a down server to probe on the side (see
+        the module docstring) or None."""
         now = self._clock()
         up = sorted((s for s in self._servers if s.stats.up), key=lambda s: s.stats.rtt_ewma)
         down = sorted((s for s in self._servers if not s.stats.up), key=lambda s: s.retry_at)
-        if down and down[0].retry_at <= now and (self.attempts > 1 or not up):
+        if down and down[0].retry_at <= now:
             probe = down.pop(0)
             # Claim the probe so concurrent queries do not all pile onto a dead server.
             probe.retry_at = now + probe.backoff
-            return [probe, *up, *down]
-        return up + down
+            if self.attempts > 1 or not up:
+                return [probe, *up, *down], None
+            return [*up, probe, *down], probe
+        return up + down, None
+
+    def _probe_on_the_side(self, server: _Server, request: bytes, question: _Question) -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._try(server, request, question, loop.time() + self.timeout))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
 
     def _success(self, server: _Server, rtt: float) -> None:
         stats = server.stats
         stats.responses += 1
         stats.consecutive_failures = 0
+        if not stats.up:
+            # Back from down: its smoothed RTT is mostly the timeouts that took it down, and
+            # servers are ordered by it, so it would stay behind the others and never be asked
+            # again to correct it. Start afresh from this answer.
+            stats.rtt_ewma = 0.0
         stats.up = True
         server.backoff = BACKOFF_INITIAL
         self._rtt_sample(stats, rtt)
@@ -210,7 +232,9 @@ class UpstreamPool:
         question = _Question(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout * self.attempts
-        order = self._order()
+        order, side_probe = self._order()
+        if side_probe is not None:
+            self._probe_on_the_side(side_probe, request, question)
         for attempt in range(self.attempts):
             now = loop.time()
             if now >= deadline:

@@ -30,13 +30,9 @@ class ProgrammableUpstream:
         self.queries: list[tuple[str, str, str]] = []  # (transport, name, type)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((LOOPBACK, 0))
+        self.udp, self.tcp = _bind_pair()
         self.port = int(self.udp.getsockname()[1])
         self.udp.settimeout(0.1)
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((LOOPBACK, self.port))
         self.tcp.listen(16)
         self.tcp.settimeout(0.1)
         self._threads = [
@@ -143,6 +139,24 @@ class ProgrammableUpstream:
                         conn.sendall(struct.pack("!H", len(reply)) + reply)
             except OSError:
                 return
+
+
+def _bind_pair(tries: int = 50) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket on the same free loopback port: the kernel picks the UDP port,
+    and another test may hold that number over TCP, so try again (bounded)."""
+    for _ in range(tries):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind((LOOPBACK, 0))
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind((LOOPBACK, udp.getsockname()[1]))
+        except OSError:
+            udp.close()
+            tcp.close()
+            continue
+        return udp, tcp
+    raise OSError(f"no loopback port free for both UDP and TCP after {tries} tries")
 
 
 def _known(records: dict[tuple[str, str], list[str]], owner: dns.name.Name) -> bool:

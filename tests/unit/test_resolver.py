@@ -12,10 +12,10 @@ import pytest
 
 from resolver import metrics, server
 from resolver.compile import compile_lists, write_index
-from resolver.config import parse_config
 from resolver.index import open_index
 from resolver.server import Resolver
 from resolver.wire import Query
+from tests.unit.resolvers import make_resolver
 
 
 class FakeClock:
@@ -28,24 +28,7 @@ class FakeClock:
 
 @pytest.fixture
 def resolver(tmp_path: Path) -> Resolver:
-    (tmp_path / "block.txt").write_text("judi-contoh.example\n")
-    config = parse_config(
-        """
-[server]
-allow = ["127.0.0.0/8"]
-[upstream]
-servers = ["127.0.0.1:9"]
-[blocking]
-landing_ipv4 = "192.0.2.10"
-[[lists]]
-name = "t"
-path = "block.txt"
-""",
-        tmp_path / "blokir.toml",
-    )
-    result = compile_lists(config.list_specs())
-    write_index(result, tmp_path / "i.blkx")
-    resolver = Resolver(config, open_index(tmp_path / "i.blkx"))
+    resolver = make_resolver(tmp_path)
     clock = FakeClock()
     resolver._clock = clock
     resolver.cache._clock = clock
@@ -174,14 +157,7 @@ def test_large_udp_answers_are_truncated_for_the_client(resolver: Resolver) -> N
 
 
 def test_rate_limit_refuses_over_the_limit_per_prefix(tmp_path: Path) -> None:
-    (tmp_path / "block.txt").write_text("judi-contoh.example\n")
-    config = parse_config(
-        '[server]\nratelimit = 5\n[upstream]\nservers = ["127.0.0.1:9"]\n'
-        '[[lists]]\nname = "t"\npath = "block.txt"\n',
-        tmp_path / "blokir.toml",
-    )
-    write_index(compile_lists(config.list_specs()), tmp_path / "i.blkx")
-    resolver = Resolver(config, open_index(tmp_path / "i.blkx"))
+    resolver = make_resolver(tmp_path, server="ratelimit = 5")
     clock = FakeClock()
     assert resolver.ratelimiter is not None
     resolver.ratelimiter._clock = clock
@@ -196,3 +172,53 @@ def test_rate_limit_refuses_over_the_limit_per_prefix(tmp_path: Path) -> None:
     clock.now += 1.0  # five tokens a second
     assert resolver.handle(query("judi-contoh.example"), "10.1.2.3")[3] & 0x0F == 0  # type: ignore[index]
     assert resolver.stats.outcome_total(metrics.RATELIMITED) == 4
+
+
+def test_a_reload_rechecks_cached_aliases_against_the_new_lists(
+    resolver: Resolver, tmp_path: Path
+) -> None:
+    """An answer cached while its CNAME target was allowed must not outlive a reload that
+    blocks the target: the next use drops it and the query goes upstream (and is blocked by
+    the CNAME check there)."""
+    asked = resolver.handle(query("alias.allowed.example", 7), "127.0.0.1")
+    assert isinstance(asked, Query)
+    reply = dns.message.make_response(dns.message.from_wire(query("alias.allowed.example", 7)))
+    reply.answer.append(
+        dns.rrset.from_text("alias.allowed.example.", 300, "IN", "CNAME", "later.example.")
+    )
+    reply.answer.append(dns.rrset.from_text("later.example.", 300, "IN", "A", "198.51.100.9"))
+    key = resolver._cache_key(asked)
+    resolver.cache.put(key, reply.to_wire())
+    resolver._remember_aliases(key, resolver._alias_targets(reply.to_wire()))
+    assert isinstance(resolver.handle(query("alias.allowed.example", 8), "127.0.0.1"), bytes)
+
+    unrelated = tmp_path / "other.blkx"
+    (tmp_path / "block.txt").write_text("judi-contoh.example\nunrelated.example\n")
+    write_index(compile_lists(resolver.config.list_specs()), unrelated)
+    resolver.use_index(open_index(unrelated))
+    assert isinstance(resolver.handle(query("alias.allowed.example", 9), "127.0.0.1"), bytes)
+
+    blocking = tmp_path / "blocking.blkx"
+    (tmp_path / "block.txt").write_text("judi-contoh.example\nlater.example\n")
+    write_index(compile_lists(resolver.config.list_specs()), blocking)
+    resolver.use_index(open_index(blocking))
+    again = resolver.handle(query("alias.allowed.example", 10), "127.0.0.1")
+    assert isinstance(again, Query)  # not served from the cache: forwarded, then CNAME-blocked
+    assert resolver._cname_block(again, reply.to_wire()) is not None
+
+
+def test_a_reload_retires_the_memo_and_frees_it_in_small_steps(
+    resolver: Resolver, tmp_path: Path
+) -> None:
+    for qid in range(600):
+        resolver.handle(query(f"x{qid}.judi-contoh.example", qid), "127.0.0.1")
+    assert resolver.memo_size() == 600
+    write_index(compile_lists(resolver.config.list_specs()), tmp_path / "again.blkx")
+    resolver.use_index(open_index(tmp_path / "again.blkx"))
+    assert resolver.memo_size() == 0  # nothing remembered from the old lists is answered
+    assert sum(len(m) for m in resolver.retired_memos) == 600
+    resolver.free_retired(budget=256)
+    assert sum(len(m) for m in resolver.retired_memos) == 344
+    for _ in range(3):
+        resolver.free_retired(budget=256)
+    assert resolver.retired_memos == []

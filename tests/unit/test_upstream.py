@@ -401,6 +401,56 @@ async def test_a_lone_down_server_is_still_asked() -> None:
         assert response is not None and pool.stats[0].up
 
 
+@run_async
+async def test_with_one_attempt_a_down_server_is_probed_on_the_side_and_comes_back() -> None:
+    clock = [100.0]
+    async with FakeUpstream("servfail") as flaky, FakeUpstream() as steady:
+        pool = UpstreamPool(
+            [flaky.address, steady.address], timeout=0.5, attempts=1, clock=lambda: clock[0]
+        )
+        pool.stats[1].rtt_ewma = 1.0  # the steady server looks slow: the flaky one goes first
+        for _ in range(DOWN_AFTER):
+            assert await pool.query(_query()) is None  # one try, and it went to the flaky one
+        assert not pool.stats[0].up
+        assert await pool.query(_query()) is not None  # down: the steady server is asked
+        flaky.mode = "normal"
+        clock[0] += BACKOFF_INITIAL + 0.1
+        # The back-off ran out. The query's only try goes to the steady server; the flaky one
+        # gets a copy on the side, and its answer brings it back.
+        response = await pool.query(_query())
+        assert response is not None and len(steady.udp_requests) == 2
+        for _ in range(50):
+            if pool.stats[0].up:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.stats[0].up and len(flaky.udp_requests) == DOWN_AFTER + 1
+        # Back up with a fresh RTT, so it is first again rather than stuck behind.
+        assert await pool.query(_query()) is not None
+        assert len(flaky.udp_requests) == DOWN_AFTER + 2 and len(steady.udp_requests) == 2
+        pool.close()
+
+
+@run_async
+async def test_a_server_back_from_down_is_ordered_by_its_new_rtt() -> None:
+    clock = [100.0]
+    async with FakeUpstream("silent") as primary, FakeUpstream() as secondary:
+        pool = UpstreamPool(
+            [primary.address, secondary.address], timeout=0.1, attempts=2, clock=lambda: clock[0]
+        )
+        for _ in range(DOWN_AFTER):
+            pool.stats[0].rtt_ewma, pool.stats[1].rtt_ewma = 0.0001, 1.0  # primary first
+            assert await pool.query(_query()) is not None
+        assert not pool.stats[0].up and pool.stats[0].rtt_ewma >= 0.03
+        primary.mode = "normal"
+        clock[0] += BACKOFF_INITIAL + 0.1
+        assert await pool.query(_query()) is not None  # the probe goes first and answers
+        assert pool.stats[0].up and pool.stats[0].rtt_ewma < 0.05
+        pool.stats[1].rtt_ewma = 0.05  # the secondary is a little slower than the primary now
+        asked = len(primary.udp_requests)
+        assert await pool.query(_query()) is not None
+        assert len(primary.udp_requests) == asked + 1
+
+
 # -- other --------------------------------------------------------------------------------
 
 
