@@ -34,6 +34,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
+from resolver.control import MAX_PATH_BYTES
 from resolver.lists import FORMATS as LIST_FORMATS
 from resolver.lists.model import ListSpec
 from resolver.policy import Action, Ede, MatchMode
@@ -86,7 +87,6 @@ LIST_ACTIONS = (Action.LANDING, Action.NXDOMAIN, Action.NODATA, Action.REFUSED)
 MAX_TTL = 2**31 - 1  # RFC 2181 section 8
 MAX_SDE_TEXT = 256  # keeps the structured DNS error JSON (EDE EXTRA-TEXT) well inside a UDP answer
 
-MAX_SOCKET_PATH = 107
 _URL_RE = re.compile(r"\s*https?://", re.IGNORECASE)
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -1008,12 +1008,12 @@ class _Context:
             max_download_bytes=t.get_int("max_download_bytes", d.max_download_bytes, low=1),
         )
         # Linux limits a Unix socket path to 107 bytes (sun_path is 108 with the NUL).
-        if len(os.fsencode(updates.socket_path)) > MAX_SOCKET_PATH:
+        if len(os.fsencode(updates.socket_path)) > MAX_PATH_BYTES:
             key = "control_socket" if socket_path is not None else "state_dir"
             raise t.error(
                 key,
                 f"the control socket path {str(updates.socket_path)!r} is longer than "
-                f"{MAX_SOCKET_PATH} bytes (the Unix socket limit); set a shorter "
+                f"{MAX_PATH_BYTES} bytes (the Unix socket limit); set a shorter "
                 "[updates] control_socket",
             )
         return updates

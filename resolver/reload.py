@@ -187,6 +187,8 @@ class Reloader:
             )
         header = self._current_header(self.config.list_specs())
         if header is not None:
+            header = _read_header(self.index_path)  # current: now check its data checksum too
+        if header is not None:
             self._adopt(header)
             outcome.result = UNCHANGED
             outcome.names_after = int(header.get("count", 0))

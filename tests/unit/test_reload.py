@@ -321,3 +321,15 @@ def test_url_list_is_refreshed_by_its_timer(tmp_path: Path) -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_current_but_corrupt_index_is_rebuilt_at_start(tmp_path: Path) -> None:
+    write_list(tmp_path / "main.txt", NAMES)
+    config_path = make_config(tmp_path)
+    r.Reloader(load_config(config_path), lambda: load_config(config_path)).load()
+    index = tmp_path / "index.blkx"
+    data = bytearray(index.read_bytes())
+    data[-8] ^= 0xFF  # inside the data the header's xxh3 covers
+    index.write_bytes(bytes(data))
+    outcome = r.Reloader(load_config(config_path), lambda: load_config(config_path)).load()
+    assert outcome.result == r.APPLIED and outcome.names_after == 40
