@@ -169,6 +169,10 @@ def run_worker(
 
 
 class Supervisor:
+    """The parent process: `start()` loads the index and binds everything while it may still
+    be root, then forks the workers; `run()` restarts dead workers and handles signals until
+    SIGTERM. Reloads happen on the reloader's thread and reach the workers via swap_workers."""
+
     def __init__(self, config: Config, load_config: Callable[[], Config]) -> None:
         self.config = config
         self.hub: m.MetricsHub | None = None
@@ -291,8 +295,10 @@ class Supervisor:
             if reply is None or not reply.get("ok"):
                 error = reply.get("error") if reply else "closed its channel"
                 problems.append(f"worker {child.number} did not swap ({error}); restarting it")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGKILL)
+                with self._children_lock:  # not reaped yet: its pid cannot have been reused
+                    if child.pid in self.children:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(child.pid, signal.SIGKILL)
         return problems
 
     def _count_outcome(self, outcome: ReloadOutcome | None) -> None:
