@@ -374,7 +374,13 @@ def index_is_current(index: Index, specs: list[ListSpec]) -> bool:
     """Whether an index was built from exactly these list settings, in this order, from files
     unchanged since (same size and mtime). Any change to a list's action, category, scope or
     landing addresses in the config means a rebuild, not a stale policy."""
-    sources = index.header.get("sources", [])
+    return header_is_current(index.header, specs)
+
+
+def header_is_current(header: dict[str, Any], specs: list[ListSpec]) -> bool:
+    """`index_is_current` for an index header already read (the reloader keeps the serving
+    index's header and checks it every watch interval)."""
+    sources = header.get("sources", [])
     if len(sources) != len(specs):
         return False
     for spec, source in zip(specs, sources, strict=True):

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from resolver import sources
-from resolver.compile import spec_json
+from resolver.compile import header_is_current, spec_json
 from resolver.config import Config, ConfigError, ListSource
 from resolver.index import IndexError_, open_index
 from resolver.lists.model import ListSpec
@@ -552,19 +552,7 @@ class Reloader:
         """The serving (or on-disk) index header when it was built from exactly these lists and
         files; None when a rebuild is needed."""
         header = self.header or _read_header(self.index_path, verify=False) or {}
-        recorded = header.get("sources", [])
-        if len(recorded) != len(specs):
-            return None
-        for spec, source in zip(specs, recorded, strict=True):
-            stat = _stat_key(spec.path)
-            if (
-                stat is None
-                or source.get("spec") != spec_json(spec)
-                or source.get("size") != stat[1]
-                or source.get("mtime") != stat[2]
-            ):
-                return None
-        return header
+        return header if header_is_current(header, specs) else None
 
     def _source(self, name: str, config: Config | None = None) -> ListSource:
         for list_name, _, source in _sources(config or self.config):

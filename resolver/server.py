@@ -438,11 +438,15 @@ class Resolver:
     def _any_blocked(self, targets: tuple[bytes, ...]) -> bool:
         """Whether a CNAME/DNAME target is blocked: such an answer must not be cached, or a
         cache hit would skip the check in `_cname_block`."""
+        return self._blocked_target(targets) is not None
+
+    def _blocked_target(self, targets: tuple[bytes, ...]) -> tuple[int, bytes] | None:
+        """The first target a blocking list covers, with its policy id."""
         for target in targets:
             pid = self.match_pid(target)
             if pid and self.is_block[pid]:
-                return True
-        return False
+                return pid, target
+        return None
 
     def _remember_aliases(self, key: CacheKey, targets: tuple[bytes, ...]) -> None:
         """Keep the targets of a cached aliasing answer for the check after a reload; bounded
@@ -510,16 +514,12 @@ class Resolver:
     def _cname_block(self, query: wire.Query, response: bytes) -> bytes | None:
         """An allowed name whose answer aliases (CNAME/DNAME) a blocked name gets that list's
         block answer: otherwise any CNAME alias would reach a blocked site."""
-        try:
-            targets = cname_targets(response)
-        except MessageError:
+        blocked = self._blocked_target(self._alias_targets(response))
+        if blocked is None:
             return None
-        for target in targets[:CNAME_CHECK_MAX]:
-            pid = self.match_pid(target)
-            if pid and self.is_block[pid]:
-                self._count_block(pid, target)
-                return self.responder.answer(query, pid)
-        return None
+        pid, target = blocked
+        self._count_block(pid, target)
+        return self.responder.answer(query, pid)
 
     def udp_limit(self, query: wire.Query) -> int:
         return min(query.payload, self._payload) if query.edns else wire.MIN_UDP_PAYLOAD
