@@ -174,6 +174,21 @@ class ResponseCache:
             return None
         return wire, self._entries[key].fresh_until
 
+    def renew(self, key: CacheKey) -> tuple[bytes, float] | None:
+        """`get_fresh` for a caller that remembered an earlier answer from this entry and, on
+        None, takes the path that calls `get_fresh`: so a miss is not counted here."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        now = self._clock()
+        if now < entry.fresh_until:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry.wire, entry.fresh_until
+        if now >= entry.expires_at:
+            return None
+        return self._rewrite(key, entry, now), entry.fresh_until
+
     def _get_rewritten(self, key: CacheKey, entry: _Entry, now: float) -> bytes | None:
         if now >= entry.expires_at:
             if now >= entry.expires_at + self.max_stale:
@@ -182,6 +197,10 @@ class ResponseCache:
             # else: kept for get_stale, without an LRU touch (a miss is not a use)
             self.misses += 1
             return None
+        return self._rewrite(key, entry, now)
+
+    def _rewrite(self, key: CacheKey, entry: _Entry, now: float) -> bytes:
+        """A hit on a live entry whose TTL fields are due their next whole-second step."""
         seconds = int(now - entry.stored_at)
         buf = bytearray(entry.response)
         for offset, ttl in zip(entry.offsets, entry.ttls, strict=True):

@@ -48,12 +48,18 @@ DRAIN_SECONDS = 3.0  # SIGTERM: how long in-flight upstream queries may finish
 # Remembered UDP answers per generation (two generations; about 300 bytes each, so at most
 # about 30 MB): see Resolver.handle and Resolver._remember.
 MEMO_GENERATION = 50_000
+# Blocked answers enter the memo on their second sighting (Resolver._remember_block): a bit per
+# query hash, cleared once SEEN_CLEAR_AFTER bits were set (false admissions stay under ~6%).
+SEEN_BITS = 1 << 21  # 256 KiB
+SEEN_CLEAR_AFTER = SEEN_BITS // 16
 _FOREVER = float("inf")
-CNAME_CHECK_MAX = 16
-# A remembered answer: (answer after its ID, block pid or 0, valid until, qtype cell, qname)
-Memo = tuple[
-    bytes, int, float, int, bytes
-]  # CNAME/DNAME targets checked per answer (RFC 1034 chains are short)
+CNAME_CHECK_MAX = 16  # CNAME/DNAME targets checked per answer (RFC 1034 chains are short)
+# How a remembered cache answer is renewed when its TTLs tick: (cache key, end of the question
+# in the query, the client's UDP size limit).
+Renewal = tuple[CacheKey, int, int]
+# A remembered answer: (answer after its ID, block pid or 0, valid until, qtype cell, qname,
+# renewal for a cache answer or None).
+Memo = tuple[bytes, int, float, int, bytes, Renewal | None]
 EDE_NO_REACHABLE_AUTHORITY = 22  # RFC 8914 4.22: upstreams did not answer
 
 
@@ -161,6 +167,8 @@ class Resolver:
         # counter cell of its query type, the query name).
         self._memo: dict[bytes, Memo] = {}
         self._memo_old: dict[bytes, Memo] = {}
+        self._seen = bytearray(SEEN_BITS // 8)  # blocked queries seen once (_remember_block)
+        self._seen_count = 0
 
     def settle_counts(self) -> None:
         """Turn counts kept by policy id into counts by list labels (at flush and reload)."""
@@ -204,7 +212,7 @@ class Resolver:
                 if hit is not None and len(self._memo) < MEMO_GENERATION:
                     self._memo[key] = hit  # still in use: keep it through the next rotation
             if hit is not None:
-                tail, pid, valid_until, qcell, qname = hit
+                tail, pid, valid_until, qcell, qname, renewal = hit
                 if pid:
                     stats.cells[qcell + m.BLOCKED] += 1
                     self._count_block(pid, qname)
@@ -214,6 +222,12 @@ class Resolver:
                     stats.cells[qcell + m.CACHED] += 1
                     self.last_outcome = m.CACHED
                     return data[:2] + tail
+                # A cache answer whose TTLs ticked: the same question, so no parse, no index.
+                renewed = self._renewed(key, qcell, qname, renewal) if renewal else None
+                if renewed is not None:
+                    stats.cells[qcell + m.CACHED] += 1
+                    self.last_outcome = m.CACHED
+                    return data[:2] + renewed
         transport = m.UDP if udp else m.TCP
         try:
             query = wire.parse_query(data)
@@ -241,7 +255,7 @@ class Resolver:
                 answer = self.responder.answer(query, pid)
                 if answer is not None and udp:
                     answer = self.fit_udp(answer, query)
-                    self._remember(data, answer, pid, _FOREVER, qcell, query.qname)
+                    self._remember_block(data[2:], answer[2:], pid, qcell, query.qname)
                 return answer
         if udp and query.qtype == wire.TYPE_ANY:
             # RFC 8482 4.2: ANY over UDP is an amplification tool, so one small HINFO record
@@ -265,8 +279,11 @@ class Resolver:
                 + stored[query.question_end :]
             )
             if udp:
+                limit = self.udp_limit(query)
+                renewal = (cache_key, query.question_end, limit) if len(answer) <= limit else None
                 answer = self.fit_udp(answer, query)
-                self._remember(data, answer, 0, fresh_until, qcell, query.qname)
+                memo = (answer[2:], 0, fresh_until, qcell, query.qname, renewal)
+                self._remember(data[2:], memo)
             return answer
         return query
 
@@ -305,18 +322,57 @@ class Resolver:
     def memo_size(self) -> int:
         return len(self._memo) + len(self._memo_old)
 
-    def _remember(
-        self, data: bytes, answer: bytes, pid: int, valid_until: float, qcell: int, qname: bytes
-    ) -> None:
+    def _remember(self, key: bytes, memo: Memo) -> None:
         """Two generations instead of an LRU: when the young one fills, it becomes the old one
         and the previous old one is dropped. Entries used since the last rotation are copied
         forward on their next hit, so hot answers survive and the bound holds without any
         per-hit bookkeeping."""
-        if len(self._memo) >= MEMO_GENERATION:
+        if len(self._memo) >= MEMO_GENERATION and key not in self._memo:
             self.retired_memos.append(self._memo_old)
             self._memo_old = self._memo
             self._memo = {}
-        self._memo[data[2:]] = (answer[2:], pid, valid_until, qcell, qname)
+        self._memo[key] = memo
+
+    def _remember_block(self, key: bytes, tail: bytes, pid: int, qcell: int, qname: bytes) -> None:
+        """Remember a blocked answer from its second sighting on. A scan through a list, or
+        random labels under a blocked zone, asks each name once: remembering those would only
+        push the answers clients do repeat out of the memo (a doorkeeper, as in TinyLFU). A bit
+        per hash of the query bytes; bytes cache their hash, so `hash(key)` costs nothing after
+        the memo lookups."""
+        bit = hash(key) & (SEEN_BITS - 1)
+        seen = self._seen
+        mask = 1 << (bit & 7)
+        byte = bit >> 3
+        if seen[byte] & mask:
+            self._remember(key, (tail, pid, _FOREVER, qcell, qname, None))
+            return
+        seen[byte] |= mask
+        self._seen_count += 1
+        if self._seen_count >= SEEN_CLEAR_AFTER:
+            self._seen = bytearray(SEEN_BITS // 8)
+            self._seen_count = 0
+
+    def _renewed(self, key: bytes, qcell: int, qname: bytes, renewal: Renewal) -> bytes | None:
+        """A remembered cache answer with the TTLs the cache now has, remembered again; None
+        sends the query down the full path (expired or evicted, an alias a reload now blocks,
+        or too long for the client now)."""
+        cache_key, question_end, limit = renewal
+        if self._lists_generation and self._alias_now_blocked(cache_key):
+            return None
+        cached = self.cache.renew(cache_key)
+        if cached is None:
+            return None
+        stored, fresh_until = cached
+        if len(stored) > limit:
+            return None
+        # key is the query after its ID: its question (letter case as asked) goes in the answer.
+        tail = (
+            stored[2 : wire.HEADER_SIZE]
+            + key[wire.HEADER_SIZE - 2 : question_end - 2]
+            + stored[question_end:]
+        )
+        self._remember(key, (tail, 0, fresh_until, qcell, qname, renewal))
+        return tail
 
     def fit_udp(self, answer: bytes, query: wire.Query) -> bytes:
         if len(answer) <= wire.MIN_UDP_PAYLOAD or len(answer) <= self.udp_limit(query):

@@ -54,10 +54,34 @@ def test_blocked_answers_are_remembered_per_exact_question(resolver: Resolver) -
     assert resolver.stats.top.interval == {(b"judi-contoh.example", 1): metrics.SAMPLE}
     assert resolver.stats.outcome_total(metrics.BLOCKED) == 8
     assert len(resolver._memo) == 1
-    upper = resolver.handle(query("JUDI-contoh.example", 30), "127.0.0.1")
-    assert isinstance(upper, bytes)
-    assert str(dns.message.from_wire(upper).question[0].name) == "JUDI-contoh.example."
+    for qid in (30, 31):  # remembered from its second sighting on (test_blocked_doorkeeper)
+        upper = resolver.handle(query("JUDI-contoh.example", qid), "127.0.0.1")
+        assert isinstance(upper, bytes)
+        assert str(dns.message.from_wire(upper).question[0].name) == "JUDI-contoh.example."
     assert len(resolver._memo) == 2  # case is part of the remembered question
+
+
+def test_blocked_doorkeeper_remembers_names_asked_twice_only(
+    resolver: Resolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(50):  # a scan, or random labels under a blocked zone: each name once
+        answer = resolver.handle(query(f"r{i}.judi-contoh.example"), "127.0.0.1")
+        assert isinstance(answer, bytes)
+    assert resolver._memo == {}
+    assert resolver.stats.outcome_total(metrics.BLOCKED) == 50
+    again = query("r7.judi-contoh.example", 99)
+    assert isinstance(resolver.handle(again, "127.0.0.1"), bytes)
+    assert list(resolver._memo) == [again[2:]]
+    # The seen-once bits are cleared after SEEN_CLEAR_AFTER names: a third sighting is needed.
+    monkeypatch.setattr(server, "SEEN_CLEAR_AFTER", 3)
+    resolver._seen_count = 0
+    for name in ("a.judi-contoh.example", "b.judi-contoh.example", "c.judi-contoh.example"):
+        resolver.handle(query(name), "127.0.0.1")
+    assert resolver._seen_count == 0 and not any(resolver._seen)
+    resolver.handle(query("a.judi-contoh.example"), "127.0.0.1")
+    assert query("a.judi-contoh.example")[2:] not in resolver._memo
+    resolver.handle(query("a.judi-contoh.example"), "127.0.0.1")
+    assert query("a.judi-contoh.example")[2:] in resolver._memo
 
 
 def test_cache_hits_patch_id_and_case_and_age_their_ttls(resolver: Resolver) -> None:
@@ -79,10 +103,60 @@ def test_cache_hits_patch_id_and_case_and_age_their_ttls(resolver: Resolver) -> 
     resolver._clock.now += 2.5  # type: ignore[attr-defined]
     aged = resolver.handle(query("WWW.allowed.example", 10), "127.0.0.1")
     assert isinstance(aged, bytes)
-    assert dns.message.from_wire(aged).answer[0].ttl == 298  # the memo entry went stale
+    message = dns.message.from_wire(aged)
+    assert message.answer[0].ttl == 298  # the memo entry went stale
+    assert message.id == 10 and str(message.question[0].name) == "WWW.allowed.example."
+    assert resolver.stats.outcome_total(metrics.CACHED) == 3
+    assert (resolver.cache.hits, resolver.cache.misses) == (2, 1)  # the memo hit skips it
 
     resolver._clock.now += 400  # type: ignore[attr-defined]
     assert isinstance(resolver.handle(query("WWW.allowed.example", 11), "127.0.0.1"), Query)
+    assert resolver.cache.misses == 2  # the renewal's miss is counted once, by the full path
+
+
+def test_a_remembered_cache_answer_is_renewed_without_a_parse(
+    resolver: Resolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = resolver.handle(query("www.allowed.example", 7), "127.0.0.1")
+    assert isinstance(asked, Query)
+    reply = dns.message.make_response(dns.message.from_wire(query("www.allowed.example", 7)))
+    reply.answer.append(dns.rrset.from_text("www.allowed.example.", 300, "IN", "A", "198.51.100.1"))
+    resolver.cache.put(resolver._cache_key(asked), reply.to_wire())
+    assert isinstance(resolver.handle(query("www.allowed.example", 8), "127.0.0.1"), bytes)
+
+    def no_parse(data: bytes) -> Query:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(server.wire, "parse_query", no_parse)
+    for second in range(1, 4):
+        resolver._clock.now += 1.0  # type: ignore[attr-defined]
+        aged = resolver.handle(query("www.allowed.example", 20 + second), "127.0.0.1")
+        assert isinstance(aged, bytes)
+        assert dns.message.from_wire(aged).answer[0].ttl == 300 - second
+    # Gone from the cache (evicted): the renewal gives up and the full path forwards it.
+    monkeypatch.undo()
+    resolver.cache.discard(resolver._cache_key(asked))
+    resolver._clock.now += 1.0  # type: ignore[attr-defined]
+    assert isinstance(resolver.handle(query("www.allowed.example", 30), "127.0.0.1"), Query)
+
+
+def test_a_renewed_answer_that_no_longer_fits_takes_the_full_path(resolver: Resolver) -> None:
+    name = "big.allowed.example"
+    asked = resolver.handle(query(name, 1, "TXT"), "127.0.0.1")
+    assert isinstance(asked, Query)
+    small = dns.message.make_response(dns.message.from_wire(query(name, 1, "TXT")))
+    small.answer.append(dns.rrset.from_text(name + ".", 300, "IN", "TXT", '"short"'))
+    resolver.cache.put(resolver._cache_key(asked), small.to_wire())
+    assert isinstance(resolver.handle(query(name, 2, "TXT"), "127.0.0.1"), bytes)
+    big = dns.message.make_response(dns.message.from_wire(query(name, 1, "TXT")))
+    big.answer.append(dns.rrset.from_text(name + ".", 300, "IN", "TXT", '"' + "x" * 250 + '"'))
+    big.answer.append(dns.rrset.from_text(name + ".", 300, "IN", "TXT", '"' + "y" * 250 + '"'))
+    resolver.cache.put(resolver._cache_key(asked), big.to_wire())  # replaced (a refetch)
+    resolver._clock.now += 1.0  # type: ignore[attr-defined]
+    answer = resolver.handle(query(name, 3, "TXT"), "127.0.0.1")
+    assert isinstance(answer, bytes)
+    assert dns.message.from_wire(answer).flags & dns.flags.TC  # over 512 octets: truncated
+    assert resolver.stats.truncated == 1
 
 
 def test_acl_refuses_outsiders_and_never_remembers_for_them(resolver: Resolver) -> None:
@@ -100,6 +174,7 @@ def test_tcp_answers_are_neither_remembered_nor_truncated(resolver: Resolver) ->
 
 def test_reload_forgets_remembered_answers(resolver: Resolver, tmp_path: Path) -> None:
     resolver.handle(query("judi-contoh.example"), "127.0.0.1")
+    resolver.handle(query("judi-contoh.example"), "127.0.0.1")
     assert resolver._memo
     (tmp_path / "block.txt").write_text("other.example\n")
     write_index(compile_lists(resolver.config.list_specs()), tmp_path / "j.blkx")
@@ -113,7 +188,9 @@ def test_memo_generations_keep_hot_entries(
     monkeypatch.setattr(server, "MEMO_GENERATION", 3)
     hot = query("judi-contoh.example")
     resolver.handle(hot, "127.0.0.1")
-    for i in range(5):  # cold blocked names fill and rotate the generations
+    resolver.handle(hot, "127.0.0.1")
+    for i in range(5):  # cold blocked names (asked twice: remembered) rotate the generations
+        resolver.handle(query(f"n{i}.judi-contoh.example"), "127.0.0.1")
         resolver.handle(query(f"n{i}.judi-contoh.example"), "127.0.0.1")
         resolver.handle(hot, "127.0.0.1")  # used each time: copied forward
     assert hot[2:] in resolver._memo or hot[2:] in resolver._memo_old
@@ -211,7 +288,8 @@ def test_a_reload_retires_the_memo_and_frees_it_in_small_steps(
     resolver: Resolver, tmp_path: Path
 ) -> None:
     for qid in range(600):
-        resolver.handle(query(f"x{qid}.judi-contoh.example", qid), "127.0.0.1")
+        for _ in range(2):  # the second sighting is remembered
+            resolver.handle(query(f"x{qid}.judi-contoh.example", qid), "127.0.0.1")
     assert resolver.memo_size() == 600
     write_index(compile_lists(resolver.config.list_specs()), tmp_path / "again.blkx")
     resolver.use_index(open_index(tmp_path / "again.blkx"))

@@ -1,0 +1,233 @@
+"""The UDP hot path without the kernel: the resolver benchmark's query file replayed through one
+worker's UDP callback (`Worker._on_udp_readable`) with an in-memory socket, printing the
+microseconds of Python work per query, overall and per path.
+
+Why: dnsperf on this 2-core machine varies 10-20% between runs, more than most single changes
+to the query path are worth. This replay has no syscalls, no event loop and no load generator
+sharing the cores, so two versions of the code can be compared to a few percent. It does not
+replace `scripts/bench`: queries/s end to end also pay for recvfrom/sendto and the loop.
+
+What is real: the index (the benchmark's compiled list), the config shape `scripts/bench`
+gives blokir (metrics on, so the latency sampling runs), the answer memo, the cache, the block
+templates. What is simulated: the socket (a list of datagrams; answers are counted, not sent),
+the upstream (a forwarded query is answered at once from a zone like the benchmark's NSD zone
+and stored in the cache, as `Resolver._fetch` does), and the clock: it advances 1/rate seconds
+per query, so TTLs tick and answers leave the memo as often as they would at that rate.
+
+    python bench/hotpath_bench.py                       # 1M list, 800k queries, 3 passes
+    python bench/hotpath_bench.py --quick               # 100k list, 100k queries (CI smoke)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from pathlib import Path
+
+import dns.message
+import dns.rdatatype
+import dns.rrset
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import resolver_bench, servers  # noqa: E402
+from resolver import metrics as m  # noqa: E402
+from resolver import server, supervisor, wire  # noqa: E402
+from resolver.compile import compile_lists, write_index  # noqa: E402
+from resolver.config import parse_config  # noqa: E402
+
+ZONE_TTL = 3600  # bench/resolver_bench.py write_zone: $TTL 3600, SOA MINIMUM 300
+NEGATIVE_TTL = 300
+
+
+class ReplaySocket:
+    """recvfrom hands out the next datagram (and moves the fake clock), sendto counts."""
+
+    def __init__(self, datagrams: list[bytes], clock: list[float], step: float) -> None:
+        self.datagrams = datagrams
+        self.position = 0
+        self.clock = clock
+        self.step = step
+        self.sent = 0
+        self.address = ("127.0.0.1", 40000)
+
+    def recvfrom(self, _size: int) -> tuple[bytes, tuple[str, int]]:
+        position = self.position
+        if position >= len(self.datagrams):
+            raise BlockingIOError
+        self.position = position + 1
+        self.clock[0] += self.step
+        return self.datagrams[position], self.address
+
+    def sendto(self, _data: bytes, _address: tuple[str, int]) -> int:
+        self.sent += 1
+        return 0
+
+
+def upstream_answer(data: bytes) -> bytes:
+    """What the benchmark's NSD zone says: A for every host, AAAA for every third, HTTPS for
+    every twentieth, NODATA with the SOA otherwise."""
+    query = dns.message.from_wire(data)
+    question = query.question[0]
+    response = dns.message.make_response(query)
+    number = int(question.name.labels[0][4:] or 0)
+    rdtype = question.rdtype
+    if rdtype == dns.rdatatype.A:
+        rdata = f"{resolver_bench.ALLOWED_NET}{number % 254 + 1}"
+    elif rdtype == dns.rdatatype.AAAA and number % 3 == 0:
+        rdata = f"2001:db8:100::{number:x}"
+    elif rdtype == dns.rdatatype.HTTPS and number % 20 == 0:
+        rdata = '1 . alpn="h2,h3"'
+    else:
+        rdata = ""
+    if rdata:
+        response.answer.append(dns.rrset.from_text(question.name, ZONE_TTL, "IN", rdtype, rdata))
+    else:
+        zone = resolver_bench.ZONE
+        soa = f"ns.{zone} hostmaster.{zone} 1 3600 900 604800 300"
+        origin = question.name.parent()
+        response.authority.append(dns.rrset.from_text(origin, NEGATIVE_TTL, "IN", "SOA", soa))
+    return response.to_wire()
+
+
+def datagrams_for(lines: list[str], seed: int) -> list[bytes]:
+    """dnsperf's queries: a random ID, RD set, no EDNS (the benchmark runs dnsperf without -e)."""
+    rng = random.Random(seed)
+    out = []
+    for line in lines:
+        name, rdtype = line.split()
+        query = dns.message.make_query(name, rdtype, use_edns=False)
+        query.id = rng.randrange(65536)
+        out.append(query.to_wire())
+    return out
+
+
+def build_worker(workdir: Path, list_path: Path) -> server.Worker:
+    """A worker on the config `scripts/bench` gives blokir (its sockets are never used)."""
+    config_path = servers.blokir_config(
+        workdir / "blokir.toml",
+        port=5353,
+        workers=1,
+        upstream_port=9,
+        list_path=list_path,
+        index_path=workdir / "index.blkx",
+        landing_ipv4=resolver_bench.LANDING_IPV4,
+        landing_ipv6=resolver_bench.LANDING_IPV6,
+    )
+    config = parse_config(config_path.read_text(), config_path)
+    write_index(compile_lists(config.list_specs()), workdir / "index.blkx")
+    worker = server.Worker(config, str(workdir / "index.blkx"), [], [])
+    worker.timing = True  # as with metrics on (scripts/bench scrapes them)
+    return worker
+
+
+def replay(worker: server.Worker, sock: ReplaySocket, upstream: dict[bytes, bytes]) -> Counter[int]:
+    """Feed every datagram through the UDP callback; forwarded queries are answered into the
+    cache at once. Returns the count of each outcome."""
+    resolver = worker.resolver
+    outcomes: Counter[int] = Counter()
+    pending: list[tuple[wire.Query, bytes]] = []
+
+    def spawn(coroutine: Coroutine[object, object, None]) -> None:
+        # Worker._udp_forward(sock, query, data, address, started), not started yet.
+        frame = coroutine.cr_frame  # type: ignore[attr-defined]
+        pending.append((frame.f_locals["query"], frame.f_locals["data"]))
+        coroutine.close()
+
+    worker._spawn = spawn  # type: ignore[method-assign]
+    callback = worker._on_udp_readable
+    while sock.position < len(sock.datagrams):
+        before = sock.position
+        callback(sock)  # type: ignore[arg-type]
+        for query, data in pending:
+            key = resolver._cache_key(query)
+            answer = upstream.get(data[2:])
+            if answer is None:
+                answer = upstream[data[2:]] = upstream_answer(data)
+            resolver.cache.put(key, answer)
+        outcomes[-1] += len(pending)
+        pending.clear()
+        outcomes[0] += sock.position - before
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=1_000_000, help="names in the list")
+    parser.add_argument("--queries", type=int, default=800_000, help="queries per pass")
+    parser.add_argument("--passes", type=int, default=3, help="measured passes (median)")
+    parser.add_argument("--rate", type=float, default=80_000, help="simulated queries/s")
+    parser.add_argument("--quick", action="store_true", help="100k list, 100k queries, 1 pass")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size, args.queries, args.passes = 100_000, 100_000, 1
+    workdir = REPO / "bench" / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    list_path = resolver_bench.list_file(workdir, args.size, resolver_bench.DEFAULT_SEED)
+    query_file = resolver_bench.write_queries(
+        workdir,
+        list_path,
+        size=args.size,
+        seed=resolver_bench.DEFAULT_SEED,
+        count=200_000 if args.quick else 1_000_000,  # the files scripts/bench writes
+        hosts=20_000,
+        blocked_share=0.30,
+        subdomain_share=0.25,
+        zipf=1.0,
+    )[0]
+    with query_file.open() as f:
+        lines = [line for _, line in zip(range(args.queries), f, strict=False)]
+    datagrams = datagrams_for(lines, seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        worker = build_worker(Path(tmp), list_path)
+        clock = [1000.0]
+        resolver = worker.resolver
+        resolver._clock = lambda: clock[0]  # type: ignore[method-assign]
+        resolver.cache._clock = lambda: clock[0]
+        upstream: dict[bytes, bytes] = {}
+        gc.freeze()  # what supervisor.run_worker does before serving
+        gc.set_threshold(supervisor.GC_GEN0_THRESHOLD, 50, 100)
+        step = 1.0 / args.rate
+        warm = replay(worker, ReplaySocket(datagrams, clock, step), upstream)
+        figures = []
+        for _ in range(args.passes):
+            sock = ReplaySocket(datagrams, clock, step)
+            blocked_before = sum(resolver.stats.blocked_by_pid.values())
+            cells_before = list(resolver.stats.cells)
+            started = time.perf_counter()
+            counts = replay(worker, sock, upstream)
+            elapsed = time.perf_counter() - started
+            figures.append(elapsed / counts[0] * 1e6)
+            blocked = sum(resolver.stats.blocked_by_pid.values()) - blocked_before
+            cached = sum(
+                after - before
+                for i, (before, after) in enumerate(
+                    zip(cells_before, resolver.stats.cells, strict=True)
+                )
+                if i % m.N_OUTCOMES == m.CACHED
+            )
+        print(
+            f"hot path replay: {args.size:,}-name list, {len(datagrams):,} queries per pass at a "
+            f"simulated {args.rate:,.0f} q/s; warm-up forwarded {warm[-1]:,}"
+        )
+        print(
+            f"last pass: {blocked:,} blocked, {cached:,} cache answers, "
+            f"{counts[-1]:,} forwarded, {sock.sent:,} answers sent; "
+            f"memo {resolver.memo_size():,} entries, cache {len(resolver.cache):,}"
+        )
+        runs = ", ".join(f"{f:.3f}" for f in figures)
+        print(f"us per query: median {statistics.median(figures):.3f} (passes: {runs})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
