@@ -18,24 +18,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from resolver.index import (
-    U16,
-    U64,
-    Index,
-    IndexData,
-    IndexError_,
-    hash_name,
-    open_index,
-    save_index,
-)
+from resolver.index import Index, IndexData, IndexError_, hash_name, open_index, save_index
 from resolver.lists import parse_list
 from resolver.lists.detect import detect_format
 from resolver.lists.model import Batch, ListSpec, ParseReport
 from resolver.policy import MATCH_BELOW, MATCH_SELF, Action, Ede, MatchMode, PolicyTable
+
+if TYPE_CHECKING:
+    from resolver.index import U16, U64
 
 Progress = Callable[[str, int, int], None]  # (list name, bytes read, total bytes)
 

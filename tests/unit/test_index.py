@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from resolver.compile import collect_names, compile_lists, write_index
-from resolver.index import IndexError_, open_index
+from resolver.index import IndexData, IndexError_, open_index, pids_within, save_index
 from resolver.lists.model import ListSpec
-from resolver.policy import Action, MatchMode
+from resolver.policy import Action, MatchMode, Policy
 
 
 def _list(tmp_path: Path, name: str, lines: list[str], **kw: object) -> ListSpec:
@@ -218,3 +218,51 @@ def test_save_is_atomic_replace(index_file: Path, tmp_path: Path) -> None:
     finally:
         old.close()
     assert not [p for p in index_file.parent.iterdir() if p.name.startswith(".ok.blkx")]
+
+
+def _index_with_pids(
+    path: Path, self_pids: list[int], below_pids: list[int], n_policies: int
+) -> Path:
+    """An index whose policy-id columns are written as given (save_index does not check them),
+    with `n_policies` policies: the shape of a corrupt or hand-made file."""
+    keys = np.arange(1, len(self_pids) + 1, dtype=np.uint64) << np.uint64(40)
+    policies = [Policy(f"l{i}", "ads", Action.NXDOMAIN, list_index=i) for i in range(n_policies)]
+    data = IndexData(
+        keys,
+        np.array(self_pids, dtype=np.uint16),
+        np.array(below_pids, dtype=np.uint16),
+        policies,
+    )
+    save_index(data, path)
+    return path
+
+
+@pytest.mark.parametrize("n_policies", [0, 1, 3, 255, 256, 300])
+def test_policy_id_out_of_range_refused(tmp_path: Path, n_policies: int) -> None:
+    """Every id must name a policy (1..n): checked without numpy below 256 policies, with numpy
+    from 256 on; a bad id in either column, anywhere (also past the first 64Ki ids), refuses."""
+    size = 70_000
+    good = [(i % (n_policies + 1)) for i in range(size)]
+    with open_index(_index_with_pids(tmp_path / "ok.blkx", good, good, n_policies)) as index:
+        assert index.count == size
+    # one past the last, a high byte set with a valid low byte, a lone surrogate, the maximum
+    for bad in (n_policies + 1, 0x100 * (n_policies // 0x100 + 1) + 1, 0xD800, 0xFFFF):
+        for position in (0, size - 1, 65_537):
+            pids = list(good)
+            pids[position] = bad
+            for self_pids, below_pids in ((pids, good), (good, pids)):
+                path = _index_with_pids(tmp_path / "bad.blkx", self_pids, below_pids, n_policies)
+                with pytest.raises(IndexError_, match="policy id out of range"):
+                    open_index(path)
+
+
+def test_pids_within_matches_a_plain_max() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        size = int(rng.choice([1, 2, 5, 70_000]))
+        limit = int(rng.choice([0, 1, 7, 254, 255, 256, 1000]))
+        ids = rng.integers(0, limit + 1, size, dtype=np.uint16)
+        if rng.random() < 0.6:
+            ids[rng.integers(size)] = rng.choice([limit + 1, 255, 256, 0xDBFF, 0xDC00, 0xFEFF])
+        view = memoryview(ids.astype("<u2").tobytes()).cast("H")
+        assert pids_within(view, limit) == (int(ids.max()) <= limit), (limit, int(ids.max()))
