@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import sys
 
-from resolver.compile import CompileError, compile_lists, spec_from_json, write_index
+from resolver.compile import compile_lists, write_index
 from resolver.index import IndexError_
+from resolver.provenance import CompileError, spec_from_json
 
 
 def main() -> int:

@@ -12,26 +12,19 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from resolver import __version__
-from resolver.compile import (
-    CompileError,
-    CompileResult,
-    collect_names,
-    compile_lists,
-    compile_temporary,
-    current_index,
-    specs_from_paths,
-    stderr_progress,
-    write_index,
-)
 from resolver.config import Config, ConfigError, load_config, load_default_config
 from resolver.envconfig import apply_env
 from resolver.export import FORMATS as EXPORT_FORMATS
-from resolver.export import export
 from resolver.index import Index, IndexError_, open_index
-from resolver.lists.normalise import Rejected, normalise
+from resolver.provenance import CompileError
+
+# resolver.compile (numpy, every list parser) is imported by the commands that compile, not here:
+# `blokir serve` runs through this module and maps a compiled index without them.
+if TYPE_CHECKING:
+    from resolver.compile import CompileResult
 
 EXIT_OK = 0
 EXIT_NOT_ALL_BLOCKED = 1
@@ -242,6 +235,8 @@ def _config(path: str | None) -> Config:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
+    from resolver.compile import compile_lists, specs_from_paths, stderr_progress, write_index
+
     if args.lists and args.config:
         print("blokir: give either -c CONFIG or LIST files, not both", file=sys.stderr)
         return EXIT_ERROR
@@ -313,6 +308,8 @@ def _index_for_check(args: argparse.Namespace) -> tuple[Index, Path | None]:
     """The index to answer from: --index, else the config's compiled index when it is current
     (same list settings, same file sizes and mtimes), else a fresh compile into a temporary
     file (returned too, for the caller to remove)."""
+    from resolver.compile import compile_temporary, current_index
+
     if args.index:
         return open_index(args.index), None
     config = _config(args.config)
@@ -326,6 +323,8 @@ def _index_for_check(args: argparse.Namespace) -> tuple[Index, Path | None]:
 def check_names(index: Index, names: Sequence[str], out: TextIO) -> int:
     """Print one line per name; 0 when every name is blocked, 1 when any is not, 2 when a name
     is not a valid domain."""
+    from resolver.lists.normalise import Rejected, normalise
+
     write = out.write
     status = EXIT_OK
     for raw in names:
@@ -424,6 +423,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from resolver.compile import collect_names
+    from resolver.export import export
+
     config = _config(args.config)
     named = collect_names(config.list_specs())
     kwargs = {

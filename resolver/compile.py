@@ -8,7 +8,6 @@ Both rules reduce to "lowest rank wins", with ranks assigned to policy ids by `P
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import logging
 import os
@@ -16,9 +15,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -26,7 +25,13 @@ from resolver.index import Index, IndexData, IndexError_, hash_name, open_index,
 from resolver.lists import parse_list
 from resolver.lists.detect import detect_format
 from resolver.lists.model import Batch, ListSpec, ParseReport
-from resolver.policy import MATCH_BELOW, MATCH_SELF, Action, Ede, MatchMode, PolicyTable
+from resolver.policy import MATCH_BELOW, MATCH_SELF, PolicyTable
+
+# Re-exported: defined apart so that the serving processes can use them without numpy.
+from resolver.provenance import CompileError as CompileError
+from resolver.provenance import header_is_current as header_is_current
+from resolver.provenance import spec_from_json as spec_from_json
+from resolver.provenance import spec_json as spec_json
 
 if TYPE_CHECKING:
     from resolver.index import U16, U64
@@ -35,36 +40,6 @@ Progress = Callable[[str, int, int], None]  # (list name, bytes read, total byte
 
 
 log = logging.getLogger("blokir")
-
-
-def spec_json(spec: ListSpec) -> dict[str, object]:
-    """A list's settings as stored in the index header, for provenance and staleness checks."""
-    return {
-        key: (
-            value.value
-            if isinstance(value, enum.Enum)
-            else list(value)
-            if isinstance(value, tuple)
-            else value
-        )
-        for key, value in asdict(spec).items()
-    }
-
-
-def spec_from_json(data: dict[str, Any]) -> ListSpec:
-    """The inverse of `spec_json` (the reload builder gets its lists this way)."""
-    return ListSpec(
-        name=str(data["name"]),
-        path=str(data["path"]),
-        category=str(data["category"]),
-        action=Action(data["action"]),
-        ede=Ede(data["ede"]),
-        match=MatchMode(data["match"]),
-        format=str(data["format"]),
-        landing_ipv4=tuple(data["landing_ipv4"]),
-        landing_ipv6=tuple(data["landing_ipv6"]),
-        list_index=int(data["list_index"]),
-    )
 
 
 def specs_from_paths(paths: Sequence[str]) -> list[ListSpec]:
@@ -80,10 +55,6 @@ def specs_from_paths(paths: Sequence[str]) -> list[ListSpec]:
         seen.add(name)
         specs.append(ListSpec(name=name, path=str(path.resolve()), list_index=i))
     return specs
-
-
-class CompileError(Exception):
-    """A list that cannot be read at all (missing file, permission): the message names it."""
 
 
 @dataclass(slots=True)
@@ -367,28 +338,8 @@ def collect_names(specs: Iterable[ListSpec]) -> NamedEntries:
 def index_is_current(index: Index, specs: list[ListSpec]) -> bool:
     """Whether an index was built from exactly these list settings, in this order, from files
     unchanged since (same size and mtime). Any change to a list's action, category, scope or
-    landing addresses in the config means a rebuild, not a stale policy."""
+    landing addresses in the config means a rebuild, not a stale policy (`header_is_current`)."""
     return header_is_current(index.header, specs)
-
-
-def header_is_current(header: dict[str, Any], specs: list[ListSpec]) -> bool:
-    """`index_is_current` for an index header already read (the reloader keeps the serving
-    index's header and checks it every watch interval)."""
-    sources = header.get("sources", [])
-    if len(sources) != len(specs):
-        return False
-    for spec, source in zip(specs, sources, strict=True):
-        try:
-            stat = Path(spec.path).stat()
-        except OSError:
-            return False
-        if (
-            source.get("spec") != spec_json(spec)
-            or source.get("size") != stat.st_size
-            or source.get("mtime") != stat.st_mtime
-        ):
-            return False
-    return True
 
 
 def current_index(path: Path, specs: list[ListSpec]) -> Index | None:

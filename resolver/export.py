@@ -40,11 +40,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from resolver import __version__
-from resolver.compile import NamedEntries
 from resolver.policy import Action, Policy
+
+if TYPE_CHECKING:  # resolver.compile imports numpy, which `blokir serve` (importing the CLI) avoids
+    from resolver.compile import NamedEntries
 
 FORMATS = ("rpz", "unbound", "hosts", "dnsmasq")
 MAX_TTL = 2**31 - 1  # RFC 2181 section 8

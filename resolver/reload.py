@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from resolver import sources
-from resolver.compile import header_is_current, spec_json
 from resolver.config import Config, ConfigError, ListSource
 from resolver.index import IndexError_, open_index
 from resolver.lists.model import ListSpec
+from resolver.provenance import header_is_current, spec_json
 
 log = logging.getLogger("blokir")
 
