@@ -15,6 +15,11 @@ does nothing.
 
 from __future__ import annotations
 
+# Loaded now, while the interpreter's files are surely readable: Python imports the idna codec
+# on the first socket.getaddrinfo() of a str host (the upstream addresses, asyncio), which the
+# workers do after the switch, and the new user may not be able to read the standard library
+# (an interpreter under /root, say). The serving path does not otherwise import it any more.
+import encodings.idna  # noqa: F401
 import grp
 import logging
 import os

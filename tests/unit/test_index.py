@@ -239,8 +239,8 @@ def _index_with_pids(
 
 @pytest.mark.parametrize("n_policies", [0, 1, 3, 255, 256, 300])
 def test_policy_id_out_of_range_refused(tmp_path: Path, n_policies: int) -> None:
-    """Every id must name a policy (1..n): checked without numpy below 256 policies, with numpy
-    from 256 on; a bad id in either column, anywhere (also past the first 64Ki ids), refuses."""
+    """Every id must name a policy (1..n): checked one way below 256 policies, another from 256
+    on; a bad id in either column, anywhere (also past the first 64Ki ids), refuses the file."""
     size = 70_000
     good = [(i % (n_policies + 1)) for i in range(size)]
     with open_index(_index_with_pids(tmp_path / "ok.blkx", good, good, n_policies)) as index:
@@ -260,9 +260,15 @@ def test_pids_within_matches_a_plain_max() -> None:
     rng = np.random.default_rng(3)
     for _ in range(300):
         size = int(rng.choice([1, 2, 5, 70_000]))
-        limit = int(rng.choice([0, 1, 7, 254, 255, 256, 1000]))
+        limit = int(rng.choice([0, 1, 7, 254, 255, 256, 1000, 0xD7FF, 0xD800, 0xFFFE, 0xFFFF]))
         ids = rng.integers(0, limit + 1, size, dtype=np.uint16)
         if rng.random() < 0.6:
-            ids[rng.integers(size)] = rng.choice([limit + 1, 255, 256, 0xDBFF, 0xDC00, 0xFEFF])
+            # surrogates: lone, or a high one followed by a low one (a valid UTF-16 pair)
+            at = int(rng.integers(size))
+            ids[at] = rng.choice(
+                [min(limit + 1, 0xFFFF), 255, 256, 0xD800, 0xDBFF, 0xDC00, 0xFEFF, 0xFFFF]
+            )
+            if at + 1 < size and rng.random() < 0.3:
+                ids[at : at + 2] = (0xD800, 0xDC00)
         view = memoryview(ids.astype("<u2").tobytes()).cast("H")
         assert pids_within(view, limit) == (int(ids.max()) <= limit), (limit, int(ids.max()))
