@@ -459,3 +459,21 @@ def test_sample_allowlist_sits_under_blocked_parents() -> None:
     for name, _, _ in allowed:
         parents = {name.split(".", i)[-1] for i in range(1, name.count(".") + 1)}
         assert parents & blocked, name
+
+
+def test_every_configurable_format_has_a_parser() -> None:
+    """FORMATS is written out (the parsers are imported on first use): each name but "auto"
+    must load the parser of that format, and parse_list must dispatch to it."""
+    from resolver.lists import FORMATS, parse_list, parser_for
+    from resolver.lists.rpz import parse_rpz
+
+    assert FORMATS[0] == "auto"
+    expected = {**PARSERS, "rpz": parse_rpz}
+    assert set(FORMATS[1:]) == set(expected)
+    for fmt in FORMATS[1:]:
+        assert parser_for(fmt) is expected[fmt]
+    report = ParseReport(path="l.txt")
+    spec = ListSpec(name="l", path="l.txt", format="auto")
+    batches = list(parse_list(io.BytesIO(b"0.0.0.0 ads.example\n"), spec, PolicyTable(), report))
+    assert report.format == "hosts"
+    assert [n for b in batches for n in b.names] == [b"ads.example"]
