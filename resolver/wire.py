@@ -163,33 +163,38 @@ def parse_query(data: bytes) -> Query:
     # The root octet must come before both the end and offset 12 + 255 (RFC 1035 2.3.4): one
     # comparison per label bounds the walk, so 64 KiB of one-octet labels stops early.
     limit = size if size < _QUESTION_NAME_LIMIT else _QUESTION_NAME_LIMIT
-    labels: list[bytes] = []
+    labels = 0
+    short = True  # every label shorter than 45 octets: see _NAME_TEXT
     while True:
         if pos >= limit:
             raise ParseError(FORMERR, "truncated name" if pos >= size else "name too long")
         length = data[pos]
         if length == 0:
-            pos += 1
             break
         if length > MAX_LABEL:
             # Compression pointers (>= 0xC0) have nothing earlier to point at in a question;
             # 0x40-0xBF are the reserved and deprecated extended label types (RFC 6891 5).
             raise ParseError(FORMERR, "label")
-        labels.append(data[pos + 1 : pos + 1 + length])
+        if length > _SHORT_LABEL:
+            short = False
         pos += length + 1
-    question_end = pos + 4
+        labels += 1
+    question_end = pos + 5
     if question_end > size:
         raise ParseError(FORMERR, "truncated question")
-    qtype, qclass = _QTAIL.unpack_from(data, pos)
-    qname = b".".join(labels).lower()
-    unmatchable = (qname.count(b".") != len(labels) - 1 or _BACKSLASH in qname) if labels else False
-    if unmatchable:
-        # The dotted text of a label holding "." would be another name's: ["www.victim",
-        # "example"] would share the cache key of www.victim.example, and the upstream's
-        # NXDOMAIN for the odd name would be served for the real one. Escaping "." and the
-        # backslash itself with a backslash (RFC 1035 5.1) makes the text unique, and no
-        # ordinary name holds a backslash.
-        qname = b".".join(_escape_label(label) for label in labels).lower()
+    qtype, qclass = _QTAIL.unpack_from(data, pos + 1)
+    if labels:
+        # The common case in one C call: every length octet between labels becomes "." and
+        # A-Z lower case. It is the dotted name exactly when the dots counted match the labels
+        # (no label byte below 0x2D, which would also become a dot, and no "." in a label) and
+        # no backslash needs escaping; anything else takes _dotted_name.
+        qname = data[HEADER_SIZE + 1 : pos].translate(_NAME_TEXT)
+        unmatchable = False
+        if not short or qname.count(b".") != labels - 1 or _BACKSLASH in qname:
+            qname, unmatchable = _dotted_name(data, pos)
+    else:
+        qname = b""
+        unmatchable = False
     query = Query(
         qid,
         flags,
@@ -225,6 +230,36 @@ def parse_query(data: bytes) -> Query:
     if qclass not in QUERY_CLASSES:
         raise ParseError(NOTIMP, "class", query)
     return query
+
+
+# Label lengths up to 44 (0x01-0x2C) map to "." and A-Z to a-z; longer lengths would be read
+# as "-" (0x2D) or digits, so a name with such a label takes _dotted_name.
+_SHORT_LABEL: Final = 0x2C
+_NAME_TEXT: Final = bytes(
+    _DOT if 0 < byte <= _SHORT_LABEL else byte + 32 if 0x41 <= byte <= 0x5A else byte
+    for byte in range(256)
+)
+
+
+def _dotted_name(data: bytes, end: int) -> tuple[bytes, bool]:
+    """The lower-case dotted name of the question name ending (root octet) at `end`, which
+    parse_query has checked, and whether it is unmatchable (see Query)."""
+    labels = []
+    pos = HEADER_SIZE
+    while pos < end:
+        length = data[pos]
+        labels.append(data[pos + 1 : pos + 1 + length])
+        pos += length + 1
+    qname = b".".join(labels).lower()
+    unmatchable = qname.count(b".") != len(labels) - 1 or _BACKSLASH in qname
+    if unmatchable:
+        # The dotted text of a label holding "." would be another name's: ["www.victim",
+        # "example"] would share the cache key of www.victim.example, and the upstream's
+        # NXDOMAIN for the odd name would be served for the real one. Escaping "." and the
+        # backslash itself with a backslash (RFC 1035 5.1) makes the text unique, and no
+        # ordinary name holds a backslash.
+        qname = b".".join(_escape_label(label) for label in labels).lower()
+    return qname, unmatchable
 
 
 def _escape_label(label: bytes) -> bytes:

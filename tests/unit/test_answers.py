@@ -131,3 +131,25 @@ def test_templates_are_reused() -> None:
     ask(responder, 1, "A", edns=True)
     ask(responder, 5, "A", edns=True)  # drop is remembered too
     assert len(responder._templates) == 2
+
+
+def test_answers_per_flags_do_not_leak_between_queries() -> None:
+    """Answers are kept per copied query flags: a query without RD/CD after one with them (and
+    the other way round) gets its own flags back, and its own ID."""
+    responder = BlockResponder(POLICIES, SETTINGS)
+    seen = []
+    for rd, cd, qid in ((True, True, 1), (False, False, 2), (True, False, 3), (True, True, 4)):
+        request = dns.message.make_query("judi.example.", "A", use_edns=None)
+        request.flags = (dns.flags.RD if rd else 0) | (dns.flags.CD if cd else 0)
+        request.id = qid
+        raw = responder.answer(wire.parse_query(request.to_wire()), 1)
+        assert raw is not None
+        response = dns.message.from_wire(raw)
+        assert response.id == qid
+        assert (
+            bool(response.flags & dns.flags.RD) is rd and bool(response.flags & dns.flags.CD) is cd
+        )
+        assert response.flags & dns.flags.QR and response.flags & dns.flags.RA
+        seen.append(raw[2:])
+    assert seen[0] == seen[3] and len(set(seen)) == 3
+    assert len(responder._templates) == 1 and len(responder._answers) == 3
