@@ -132,7 +132,7 @@ def build_worker(workdir: Path, list_path: Path) -> server.Worker:
 
 def replay(worker: server.Worker, sock: ReplaySocket, upstream: dict[bytes, bytes]) -> Counter[int]:
     """Feed every datagram through the UDP callback; forwarded queries are answered into the
-    cache at once. Returns the count of each outcome."""
+    cache at once. Returns {0: datagrams handled, -1: of them forwarded}."""
     resolver = worker.resolver
     outcomes: Counter[int] = Counter()
     pending: list[tuple[wire.Query, bytes]] = []
