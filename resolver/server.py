@@ -270,17 +270,13 @@ class Resolver:
             stats.cells[qcell + m.CACHED] += 1
             self.last_outcome = m.CACHED
             stored, fresh_until = cached
-            # The stored answer carries the first asker's ID and letter case: patch both.
-            answer = (
-                data[:2]
-                + stored[2 : wire.HEADER_SIZE]
-                + query.question
-                + stored[query.question_end :]
-            )
+            answer = data[:2] + _reply_tail(stored, query.question, query.question_end)
             if udp:
-                limit = self.udp_limit(query)
-                renewal = (cache_key, query.question_end, limit) if len(answer) <= limit else None
-                answer = self.fit_udp(answer, query)
+                limit = self.udp_limit(query)  # 512 at least, so fit_udp agrees
+                renewal = (cache_key, query.question_end, limit)
+                if len(answer) > limit:
+                    renewal = None  # truncated: a renewal would not fit either
+                    answer = self.fit_udp(answer, query)
                 memo = (answer[2:], 0, fresh_until, qcell, query.qname, renewal)
                 self._remember(data[2:], memo)
             return answer
@@ -365,11 +361,7 @@ class Resolver:
         if len(stored) > limit:
             return None
         # key is the query after its ID: its question (letter case as asked) goes in the answer.
-        tail = (
-            stored[2 : wire.HEADER_SIZE]
-            + key[wire.HEADER_SIZE - 2 : question_end - 2]
-            + stored[question_end:]
-        )
+        tail = _reply_tail(stored, key[wire.HEADER_SIZE - 2 : question_end - 2], question_end)
         self._remember(key, (tail, 0, fresh_until, qcell, qname, renewal))
         return tail
 
@@ -455,13 +447,7 @@ class Resolver:
             self._count(transport, query, m.BLOCKED_CNAME)
             return blocked
         self._count(transport, query, m.ALLOWED)
-        # The answer carries the first asker's ID and letter case: patch both, as for a hit.
-        return (
-            data[:2]
-            + response[2 : wire.HEADER_SIZE]
-            + query.question
-            + response[query.question_end :]
-        )
+        return data[:2] + _reply_tail(response, query.question, query.question_end)
 
     async def _fetch(self, key: CacheKey, zone: bytes, data: bytes) -> bytes | None:
         """The one upstream query for everyone waiting on `key`. A cacheable answer is stored
@@ -540,9 +526,7 @@ class Resolver:
         stale = self.cache.get_stale(key, self._stale_ttl)
         if stale is None:
             return None
-        answer = (
-            data[:2] + stale[2 : wire.HEADER_SIZE] + query.question + stale[query.question_end :]
-        )
+        answer = data[:2] + _reply_tail(stale, query.question, query.question_end)
         if query.edns:
             option = wire.ede_option(EDE_STALE_ANSWER, why)
             with contextlib.suppress(MessageError):  # the cache only holds responses that parse
@@ -948,6 +932,13 @@ class Worker:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _reply_tail(stored: bytes, question: bytes, question_end: int) -> bytes:
+    """A stored response after its ID, with `question` (this asker's, letter case as asked) in
+    place of the first asker's; the caller puts this asker's ID in front. Cached, shared and
+    stale answers all carry another query's ID and case (0x20 randomisation)."""
+    return stored[2 : wire.HEADER_SIZE] + question + stored[question_end:]
 
 
 def format_address(address: tuple[str, int]) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import resolver
 from resolver.compile import compile_lists, write_index
 from resolver.config import load_config
+from tests.unit.test_reload import make_config
 
 HEAVY = ("numpy", "dns")
 
@@ -47,21 +48,8 @@ print(json.dumps({
 
 
 def test_serving_imports_neither_numpy_nor_dnspython(tmp_path: Path) -> None:
-    (tmp_path / "ads.txt").write_text("listed.example\nother.example\n")
-    config_path = tmp_path / "blokir.toml"
-    config_path.write_text(
-        f"""
-[server]
-listen = ["127.0.0.1:5353"]
-[upstream]
-servers = ["127.0.0.1:5300"]
-[blocking]
-index_path = "{tmp_path / "index.blkx"}"
-[[lists]]
-name = "ads"
-path = "{tmp_path / "ads.txt"}"
-"""
-    )
+    (tmp_path / "main.txt").write_text("listed.example\nother.example\n")
+    config_path = make_config(tmp_path)  # index.blkx and main.txt beside it
     # Compiled here, as the build process would: the serving process must find it current.
     write_index(compile_lists(load_config(config_path).list_specs()), tmp_path / "index.blkx")
     package_root = str(Path(resolver.__file__).resolve().parent.parent)
