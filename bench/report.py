@@ -291,6 +291,10 @@ def _index_table(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _cpus(cpus: list[int]) -> str:
+    return ",".join(str(cpu) for cpu in cpus)
+
+
 def markdown(report: dict[str, Any], chart_name: str | None = None) -> str:
     machine = report.get("machine", {})
     settings = report.get("settings", {})
@@ -311,6 +315,13 @@ def markdown(report: dict[str, Any], chart_name: str | None = None) -> str:
         'Everything on 127.0.0.1: read bench/README.md, "Limits".',
         "",
     ]
+    pinned = machine.get("pinned")
+    if pinned:
+        lines += [
+            f"Pinned (`--pin`): every server on CPU {_cpus(pinned['servers'])}; dnsperf, NSD and "
+            f"the script on CPU {_cpus(pinned['load'])}.",
+            "",
+        ]
     if settings.get("quick"):
         lines += ["**--quick run: it checks that the script works, not the numbers.**", ""]
     sizes = _sizes(report)

@@ -1062,6 +1062,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds of the latency run at half the measured rate (5; 0: skip)",
     )
     parser.add_argument("--clients", type=int, default=16, help="dnsperf -c")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the load generator, NSD and this script on the first usable CPU and every "
+        "server under test on the others, so a server has its cores to itself and runs vary "
+        "less (needs 2 CPUs at least; on 2 CPUs a server of N workers shares one core)",
+    )
     parser.add_argument("--rate", type=float, help="dnsperf -Q for the measured runs (no limit)")
     parser.add_argument("--timeout", type=float, default=2.0, help="dnsperf -t")
     parser.add_argument(
@@ -1203,6 +1210,19 @@ def exit_status(failed: bool, began: float) -> int:
     return 1 if failed else 0
 
 
+def pin_split(cpus: set[int]) -> tuple[frozenset[int], frozenset[int]]:
+    """--pin: (the load generator's CPUs, the servers' CPUs): the lowest usable CPU for the
+    first, the rest for the second."""
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs 2 usable CPUs at least")
+    first = min(cpus)
+    return frozenset({first}), frozenset(cpus - {first})
+
+
+def _cpu_list(cpus: frozenset[int]) -> str:
+    return ",".join(str(cpu) for cpu in sorted(cpus))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     deadline = arm_deadline(args.deadline)
@@ -1219,6 +1239,16 @@ def main(argv: list[str] | None = None) -> int:
         "  dnsperf prints mean/stddev/min/max latency only (no histogram option); p50/p95/p99 "
         "come from its per-query (-v) lines in a separate run at half the measured rate"
     )
+
+    if args.pin:
+        load_cpus, server_cpus = pin_split(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, load_cpus)  # dnsperf and NSD inherit it from this process
+        ManagedProcess.server_cpus = server_cpus
+        info["pinned"] = {"load": sorted(load_cpus), "servers": sorted(server_cpus)}
+        print(
+            f"pinned: servers on CPU {_cpu_list(server_cpus)}, dnsperf and NSD on CPU "
+            f"{_cpu_list(load_cpus)}"
+        )
 
     idle_check = machine_busy_pct()
     print(f"machine busy before the run: {idle_check:.0f}% of a core over 1 s", end="")

@@ -11,6 +11,7 @@ in a `finally` (or by leaving the `with` block).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
 import re
@@ -111,12 +112,26 @@ class ManagedProcess:
     still running (the benchmark's last `finally`)."""
 
     running: ClassVar[set[ManagedProcess]] = set()
+    # `scripts/bench --pin`: the CPUs every server under test is confined to (its workers and
+    # threads inherit them). None: wherever the kernel schedules it.
+    server_cpus: ClassVar[frozenset[int] | None] = None
 
-    def __init__(self, name: str, argv: Sequence[str], log: Path, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        cwd: Path | None = None,
+        *,
+        under_test: bool = True,
+    ) -> None:
+        """`under_test`: a server being measured (pinned with `server_cpus`); False for the
+        benchmark's own helpers (the NSD upstream), which stay with the load generator."""
         self.name = name
         self.argv = list(argv)
         self.log = log
         self.started = time.perf_counter()
+        cpus = ManagedProcess.server_cpus if under_test else None
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -125,6 +140,10 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
                 start_new_session=True,
+                # Set in the child before exec, so no worker it forks escapes the pinning.
+                preexec_fn=None
+                if cpus is None
+                else functools.partial(os.sched_setaffinity, 0, cpus),
             )
         self.pid = self.proc.pid
         ManagedProcess.running.add(self)
@@ -357,7 +376,9 @@ zone:
             checked = subprocess.run([checkconf, str(conf)], capture_output=True, text=True)
             if checked.returncode != 0:
                 raise BenchError(f"nsd-checkconf rejected {conf}: {checked.stderr.strip()}")
-    server = ManagedProcess("nsd", [nsd, "-d", "-c", str(conf)], workdir / "nsd.stdout")
+    server = ManagedProcess(
+        "nsd", [nsd, "-d", "-c", str(conf)], workdir / "nsd.stdout", under_test=False
+    )
     try:
         wait_for_answer(server, port, probe, time.monotonic() + deadline.cap(60))
     except BaseException:

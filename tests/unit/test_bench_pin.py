@@ -1,0 +1,73 @@
+"""`scripts/bench --pin`: the split of CPUs between the load generator and the servers, and
+that a managed server (and what it forks) really runs on the servers' CPUs while the NSD
+upstream stays with the load generator."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.resolver_bench import pin_split
+from bench.servers import ManagedProcess
+
+# The child prints its own CPUs and those of a grandchild it forks, then exits.
+REPORT_CPUS = (
+    "import os, sys\n"
+    "print('self', sorted(os.sched_getaffinity(0)), flush=True)\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    print('child', sorted(os.sched_getaffinity(0)), flush=True)\n"
+    "    os._exit(0)\n"
+    "os.waitpid(pid, 0)\n"
+)
+
+
+def test_split_gives_the_lowest_cpu_to_the_load() -> None:
+    assert pin_split({0, 1}) == (frozenset({0}), frozenset({1}))
+    assert pin_split({2, 5, 3}) == (frozenset({2}), frozenset({3, 5}))
+    with pytest.raises(SystemExit, match="2 usable CPUs"):
+        pin_split({4})
+
+
+@pytest.fixture
+def server_cpus() -> Iterator[frozenset[int]]:
+    usable = os.sched_getaffinity(0)
+    if len(usable) < 2:
+        pytest.skip("pinning needs 2 CPUs")
+    _, servers = pin_split(usable)
+    ManagedProcess.server_cpus = servers
+    try:
+        yield servers
+    finally:
+        ManagedProcess.server_cpus = None
+
+
+def run_and_read(tmp_path: Path, name: str, *, under_test: bool) -> list[str]:
+    log = tmp_path / f"{name}.log"
+    process = ManagedProcess(name, [sys.executable, "-c", REPORT_CPUS], log, under_test=under_test)
+    try:
+        process.proc.wait(timeout=20)
+    finally:
+        process.stop()
+    assert process.proc.returncode == 0, log.read_text()
+    return log.read_text().splitlines()
+
+
+def test_a_server_and_its_children_run_on_the_server_cpus(
+    tmp_path: Path, server_cpus: frozenset[int]
+) -> None:
+    lines = run_and_read(tmp_path, "server", under_test=True)
+    assert lines == [f"self {sorted(server_cpus)}", f"child {sorted(server_cpus)}"]
+
+
+def test_the_upstream_keeps_the_cpus_it_was_started_with(
+    tmp_path: Path, server_cpus: frozenset[int]
+) -> None:
+    inherited = sorted(os.sched_getaffinity(0))
+    assert inherited != sorted(server_cpus)  # else this test could not tell the two apart
+    lines = run_and_read(tmp_path, "nsd", under_test=False)
+    assert lines == [f"self {inherited}", f"child {inherited}"]
