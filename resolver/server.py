@@ -203,8 +203,8 @@ class Resolver:
         limited = (
             allowed and self.ratelimiter is not None and not self.ratelimiter.allow(client, udp)
         )
+        key = data[2:]  # the memo's key; made once, so its hash is computed once
         if udp and allowed and not limited:
-            key = data[2:]
             hit = self._memo.get(key)
             if hit is None:
                 hit = self._memo_old.get(key)
@@ -254,7 +254,7 @@ class Resolver:
                 answer = self.responder.answer(query, pid)
                 if answer is not None and udp:
                     answer = self.fit_udp(answer, query)
-                    self._remember_block(data[2:], answer[2:], pid, qcell, query.qname)
+                    self._remember_block(key, answer[2:], pid, qcell, query.qname)
                 return answer
         if udp and query.qtype == wire.TYPE_ANY:
             # RFC 8482 4.2: ANY over UDP is an amplification tool, so one small HINFO record
@@ -278,7 +278,7 @@ class Resolver:
                     renewal = None  # truncated: a renewal would not fit either
                     answer = self.fit_udp(answer, query)
                 memo = (answer[2:], 0, fresh_until, qcell, query.qname, renewal)
-                self._remember(data[2:], memo)
+                self._remember(key, memo)
             return answer
         return query
 
@@ -332,8 +332,8 @@ class Resolver:
         """Remember a blocked answer from its second sighting on. A scan through a list, or
         random labels under a blocked zone, asks each name once: remembering those would only
         push the answers clients do repeat out of the memo (a doorkeeper, as in TinyLFU). A bit
-        per hash of the query bytes; bytes cache their hash, so `hash(key)` costs nothing after
-        the memo lookups."""
+        per hash of the query bytes; `key` is the object the memo lookups hashed, and bytes cache
+        their hash, so `hash(key)` costs nothing here."""
         bit = hash(key) & (SEEN_BITS - 1)
         seen = self._seen
         mask = 1 << (bit & 7)
