@@ -203,10 +203,15 @@ class ResponseCache:
         """A hit on a live entry whose TTL fields are due their next whole-second step."""
         seconds = int(now - entry.stored_at)
         buf = bytearray(entry.response)
-        for offset, ttl in zip(entry.offsets, entry.ttls, strict=True):
+        # Once per entry per second on the hot path: zip without strict= (any keyword costs
+        # ~0.12 us in CPython 3.11; offsets and ttls are built in one loop by _lifetime) and no
+        # min() call, each a measurable share of it.
+        for offset, ttl in zip(entry.offsets, entry.ttls):  # noqa: B905
             _pack_u32_into(buf, offset, ttl - seconds if ttl > seconds else 0)
         entry.wire = bytes(buf)
-        entry.fresh_until = min(entry.stored_at + seconds + 1, entry.expires_at)
+        fresh_until = entry.stored_at + seconds + 1
+        expires_at = entry.expires_at
+        entry.fresh_until = fresh_until if fresh_until < expires_at else expires_at
         self._entries.move_to_end(key)
         self.hits += 1
         return entry.wire

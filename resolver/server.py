@@ -254,7 +254,7 @@ class Resolver:
                 answer = self.responder.answer(query, pid)
                 if answer is not None and udp:
                     answer = self.fit_udp(answer, query)
-                    self._remember_block(key, answer[2:], pid, qcell, query.qname)
+                    self._remember_block(key, answer, pid, qcell, query.qname)
                 return answer
         if udp and query.qtype == wire.TYPE_ANY:
             # RFC 8482 4.2: ANY over UDP is an amplification tool, so one small HINFO record
@@ -328,18 +328,21 @@ class Resolver:
             self._memo = {}
         self._memo[key] = memo
 
-    def _remember_block(self, key: bytes, tail: bytes, pid: int, qcell: int, qname: bytes) -> None:
+    def _remember_block(
+        self, key: bytes, answer: bytes, pid: int, qcell: int, qname: bytes
+    ) -> None:
         """Remember a blocked answer from its second sighting on. A scan through a list, or
         random labels under a blocked zone, asks each name once: remembering those would only
         push the answers clients do repeat out of the memo (a doorkeeper, as in TinyLFU). A bit
         per hash of the query bytes; `key` is the object the memo lookups hashed, and bytes cache
-        their hash, so `hash(key)` costs nothing here."""
+        their hash, so `hash(key)` costs nothing here. `answer` is sliced past its ID only when
+        it is remembered: most first sightings are not."""
         bit = hash(key) & (SEEN_BITS - 1)
         seen = self._seen
         mask = 1 << (bit & 7)
         byte = bit >> 3
         if seen[byte] & mask:
-            self._remember(key, (tail, pid, _FOREVER, qcell, qname, None))
+            self._remember(key, (answer[2:], pid, _FOREVER, qcell, qname, None))
             return
         seen[byte] |= mask
         self._seen_count += 1
