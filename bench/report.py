@@ -215,10 +215,10 @@ def _size_table(report: dict[str, Any], size: int) -> list[str]:
     unbound1 = (_summary(report, size, "unbound1") or {}).get("qps_median")
     ceiling1 = (_summary(report, size, "ceiling1") or {}).get("qps_median")
     lines = [
-        "| server | q/s | spread | vs unbound1 | vs ceiling1 | q/CPU-s "
+        "| server | q/s | spread | vs unbound1 | vs ceiling1 | q/CPU-s | user / system us "
         "| p50 / p95 / p99 ms @ half rate | lost | RSS MiB | PSS MiB | first block s "
         "| cache hits |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     notes = []
     for name in [n for n in _server_names(report) if n in peers]:
@@ -226,7 +226,7 @@ def _size_table(report: dict[str, Any], size: int) -> list[str]:
         s = peer.get("summary")
         if s is None:
             why = peer.get("skipped") or "failed: " + str(peer.get("error", "no figures"))
-            lines.append(f"| {name} | {why.splitlines()[0]} |" + " |" * 10)
+            lines.append(f"| {name} | {why.splitlines()[0]} |" + " |" * 11)
             continue
         if "error" in peer:
             notes.append(f"{name}: a run failed, figures from {s['runs']} run(s): {peer['error']}")
@@ -247,7 +247,9 @@ def _size_table(report: dict[str, Any], size: int) -> list[str]:
             f"| {name} | {qps:,.0f} | {_num(s.get('spread_pct'), '.0f')}% "
             f"| {_num(qps / unbound1 if unbound1 else None, '.2f')} "
             f"| {_num(qps / ceiling1 if ceiling1 else None, '.2f')} "
-            f"| {_num(s.get('queries_per_cpu_s'), ',.0f')} | {pct} | {lost} "
+            f"| {_num(s.get('queries_per_cpu_s'), ',.0f')} "
+            f"| {_num(s.get('user_us_per_answer'), '.2f')} / "
+            f"{_num(s.get('system_us_per_answer'), '.2f')} | {pct} | {lost} "
             f"| {_num(s['rss_mib'], ',.0f')} | {_num(s['pss_mib'], ',.0f')} | {first_text} "
             f"| {_num(s.get('cachehit_pct'), '.0f', '-')}{'%' if s.get('cachehit_pct') else ''} |"
         )
@@ -380,7 +382,9 @@ def markdown(report: dict[str, Any], chart_name: str | None = None) -> str:
         "Columns: q/s is dnsperf's queries per second (answers received), median of the runs; "
         "spread is (max - min) / median; q/CPU-s is answers per CPU-second of the server's "
         "process tree (less sensitive than q/s to dnsperf and other processes sharing the "
-        "cores); lost counts queries unanswered within 2 s, all runs; "
+        "cores); user / system us: the server's CPU time per answer in its own code and in "
+        "the kernel (socket calls, and on loopback the delivery of the packets it sends); "
+        "lost counts queries unanswered within 2 s, all runs; "
         "RSS sums the server's process tree after the load (blokir's mapped index counts once "
         "per process), PSS shares shared pages out; first block is seconds from starting the "
         "server to its first blocked answer (the ceiling: to its first answer); cache hits: "

@@ -75,7 +75,7 @@ from bench.servers import (  # noqa: E402
     start_dnsmasq,
     start_nsd,
     start_unbound,
-    tree_cpu_seconds,
+    tree_cpu_times,
     tree_memory_mib,
     unbound_conf,
     unbound_stats,
@@ -482,11 +482,13 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
         if peer.kind == "unbound" and conf is not None:
             unbound_stats(conf, reset=True)
         hits_before = dnsmasq_cache_counters(port) if peer.kind == "dnsmasq" else {}
-        cpu_before = tree_cpu_seconds(server.pid)
+        user_before, system_before = tree_cpu_times(server.pid)
         busy_before = machine_busy_seconds()
         stats = run_dnsperf(ctx.load, port, args.seconds, ctx.deadline)
         busy = machine_busy_seconds() - busy_before
-        cpu = tree_cpu_seconds(server.pid) - cpu_before
+        user_after, system_after = tree_cpu_times(server.pid)
+        user, system = user_after - user_before, system_after - system_before
+        cpu = user + system
         result.update(stats)
         wall = stats["run_seconds"]
         result["server_cpu_pct"] = 100 * cpu / wall
@@ -496,6 +498,10 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
             100 * busy / wall - result["server_cpu_pct"] - stats["dnsperf_cpu_pct"]
         )
         result["queries_per_cpu_s"] = stats["completed"] / cpu if cpu > 0 else None
+        if stats["completed"]:
+            # Microseconds per answer in the server's own code and in the kernel for it.
+            result["user_us_per_answer"] = 1e6 * user / stats["completed"]
+            result["system_us_per_answer"] = 1e6 * system / stats["completed"]
         result["memory"] = tree_memory_mib(server.pid)
         if peer.kind == "unbound" and conf is not None:
             counters = unbound_stats(conf, reset=False)
@@ -731,6 +737,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "dnsperf_cpu_pct": col("dnsperf_cpu_pct"),
         "other_cpu_pct": col("other_cpu_pct"),
         "queries_per_cpu_s": col("queries_per_cpu_s"),
+        "user_us_per_answer": col("user_us_per_answer"),
+        "system_us_per_answer": col("system_us_per_answer"),
         "rss_mib": col("memory", "rss_mib"),
         "pss_mib": col("memory", "pss_mib"),
         "rss_loaded_mib": col("memory_loaded", "rss_mib"),
@@ -998,7 +1006,14 @@ def print_run(peer: Peer, run: int, measured: dict[str, Any]) -> None:
     print(
         f"  run {run + 1} {peer.name}: {measured['qps']:,.0f} q/s, "
         f"avg {measured['avg_latency_s'] * 1e3:.3f} ms, lost {measured['lost']}, "
-        f"server CPU {measured['server_cpu_pct']:.0f}%, dnsperf CPU "
+        f"server CPU {measured['server_cpu_pct']:.0f}%"
+        + (
+            f" (user {measured['user_us_per_answer']:.2f} + system "
+            f"{measured['system_us_per_answer']:.2f} us per answer)"
+            if "user_us_per_answer" in measured
+            else ""
+        )
+        + ", dnsperf CPU "
         f"{measured['dnsperf_cpu_pct']:.0f}%, other CPU "
         f"{measured['other_cpu_pct']:.0f}%, RSS {measured['memory']['rss_mib']:.0f}"
         f" MiB, {first} {measured['first_answer_s']:.2f} s"

@@ -232,15 +232,22 @@ def tree_memory_mib(pid: int) -> dict[str, float]:
     return {"rss_mib": rss / 1024, "pss_mib": pss / 1024, "processes": len(process_tree(pid))}
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of the live process tree."""
+def tree_cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the live process tree. The split tells a server's own work
+    (user) from the kernel's (system: socket calls and, on loopback, delivering the packets)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    user = system = 0
     for member in process_tree(pid):
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / ticks
+            user += int(fields[11])  # utime (field 14)
+            system += int(fields[12])  # stime (field 15)
+    return user / ticks, system / ticks
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the live process tree."""
+    return sum(tree_cpu_times(pid))
 
 
 def machine_busy_seconds() -> float:
