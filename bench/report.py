@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -293,8 +294,9 @@ def _index_table(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _cpus(cpus: list[int]) -> str:
-    return ",".join(str(cpu) for cpu in cpus)
+def cpu_list(cpus: Iterable[int]) -> str:
+    """CPU numbers as `taskset -c` writes them: "1" or "1,2,3"."""
+    return ",".join(str(cpu) for cpu in sorted(cpus))
 
 
 def markdown(report: dict[str, Any], chart_name: str | None = None) -> str:
@@ -320,8 +322,8 @@ def markdown(report: dict[str, Any], chart_name: str | None = None) -> str:
     pinned = machine.get("pinned")
     if pinned:
         lines += [
-            f"Pinned (`--pin`): every server on CPU {_cpus(pinned['servers'])}; dnsperf, NSD and "
-            f"the script on CPU {_cpus(pinned['load'])}.",
+            f"Pinned (`--pin`): every server on CPU {cpu_list(pinned['servers'])}; dnsperf, NSD "
+            f"and the script on CPU {cpu_list(pinned['load'])}.",
             "",
         ]
     if settings.get("quick"):

@@ -1234,10 +1234,6 @@ def pin_split(cpus: set[int]) -> tuple[frozenset[int], frozenset[int]]:
     return frozenset({first}), frozenset(cpus - {first})
 
 
-def _cpu_list(cpus: frozenset[int]) -> str:
-    return ",".join(str(cpu) for cpu in sorted(cpus))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     deadline = arm_deadline(args.deadline)
@@ -1261,8 +1257,8 @@ def main(argv: list[str] | None = None) -> int:
         ManagedProcess.server_cpus = server_cpus
         info["pinned"] = {"load": sorted(load_cpus), "servers": sorted(server_cpus)}
         print(
-            f"pinned: servers on CPU {_cpu_list(server_cpus)}, dnsperf and NSD on CPU "
-            f"{_cpu_list(load_cpus)}"
+            f"pinned: servers on CPU {reporting.cpu_list(server_cpus)}, dnsperf and NSD on CPU "
+            f"{reporting.cpu_list(load_cpus)}"
         )
 
     idle_check = machine_busy_pct()
