@@ -30,6 +30,7 @@ __all__ = [
     "read_name",
     "skip_name",
     "walk",
+    "without_options",
 ]
 
 HEADER_LEN = 12  # RFC 1035 4.1.1: ID, flags and four 16-bit counts
@@ -57,6 +58,11 @@ TYPE_DNAME = 39  # RFC 6672
 TYPE_OPT = 41  # RFC 6891: its TTL field is the extended RCODE and flags, not a TTL
 
 _HEADER = struct.Struct("!HHHHHH")
+_OPTION_HEAD = struct.Struct("!HH")  # OPTION-CODE, OPTION-LENGTH (RFC 6891 6.1.2)
+# The last 11 octets of a message whose last record is an OPT without options: the root owner,
+# TYPE 41, CLASS and TTL (any), RDLENGTH 0.
+_EMPTY_OPT_HEAD = b"\x00\x00\x29"
+_EMPTY_RDLENGTH = b"\x00\x00"
 _RR_FIXED = struct.Struct("!HHIH")  # TYPE, CLASS, TTL, RDLENGTH after the owner name
 _U32 = struct.Struct("!I")
 
@@ -246,3 +252,40 @@ def negative_ttl(msg: bytes, records: list[Record] | None = None) -> int | None:
         if best is None or value < best:
             best = value
     return best
+
+
+def without_options(msg: bytes, codes: frozenset[int]) -> bytes:
+    """`msg` without the EDNS options in `codes` (its OPT record shrunk to fit), or `msg` itself
+    when it has none of them, or does not parse (whoever reads it next rejects it).
+
+    Cheap for the common answers: nothing to do without an additional section, nor when the
+    message ends in an OPT record without options, which is how servers lay it out (a byte
+    pattern: a message whose last record merely ends the same way keeps its options). Anything
+    else is walked to find the OPT record, in the additional section only (RFC 6891 6.1.1)."""
+    if len(msg) < HEADER_LEN or not (msg[10] or msg[11]):
+        return msg
+    if msg[-11:-8] == _EMPTY_OPT_HEAD and msg[-2:] == _EMPTY_RDLENGTH:
+        return msg
+    try:
+        records = walk(msg)[1]
+    except MessageError:
+        return msg
+    for record in records:
+        if record.section != ADDITIONAL or record.rtype != TYPE_OPT:
+            continue
+        start = record.rdata_offset
+        end = start + record.rdlength
+        kept: list[bytes] = []
+        pos = start
+        while pos + 4 <= end:
+            code, length = _OPTION_HEAD.unpack_from(msg, pos)
+            if pos + 4 + length > end:
+                return msg  # an option overrunning its record: not ours to repair
+            if code not in codes:
+                kept.append(msg[pos : pos + 4 + length])
+            pos += 4 + length
+        options = b"".join(kept)
+        if pos != end or len(options) == record.rdlength:
+            return msg  # malformed, or nothing to remove
+        return msg[: start - 2] + len(options).to_bytes(2, "big") + options + msg[end:]
+    return msg

@@ -34,7 +34,7 @@ from resolver.cache import EDE_STALE_ANSWER, CacheKey, ResponseCache, with_edns_
 from resolver.config import Config
 from resolver.index import Index, IndexError_, open_index
 from resolver.inflight import EDE_OTHER, InflightTable, zone_of
-from resolver.message import MessageError, cname_targets
+from resolver.message import MessageError, cname_targets, without_options
 from resolver.metrics import TopCounter, WorkerStats
 from resolver.ratelimit import RateLimiter
 from resolver.upstream import UpstreamPool
@@ -425,7 +425,8 @@ class Resolver:
                 where = zone.decode("ascii", "replace") if scope == "zone" else "this server"
                 reason = f"too many queries in flight for {where}"
                 return self._stale_or_servfail(query, data, transport, key, EDE_OTHER, reason)
-            task = asyncio.get_running_loop().create_task(self._fetch(key, zone, data))
+            request = wire.upstream_request(data, query)  # without the client's own options
+            task = asyncio.get_running_loop().create_task(self._fetch(key, zone, request))
             inflight.add(key, zone, task)
             stats.upstream_inflight = len(inflight)
             stats.upstream_inflight_peak = inflight.peak
@@ -462,6 +463,9 @@ class Resolver:
                 log.exception("upstream refused a query blokir parsed")
                 return None
             if response is not None:
+                # Whatever an upstream says about one hop's options is not for the cache
+                # (wire.HOP_BY_HOP_OPTIONS); a compliant one says nothing, as none were sent.
+                response = without_options(response, wire.HOP_BY_HOP_OPTIONS)
                 targets = self._alias_targets(response)
                 if not self._any_blocked(targets):
                     self.cache.put(key, response)

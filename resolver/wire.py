@@ -3,10 +3,11 @@ straight from bytes, and build responses by concatenating bytes.
 
 Nothing here allocates dnslib or dnspython objects: a query costs a struct unpack, a walk over
 its labels and one small object. The parser is strict (see parse_query): a query blokir accepts
-is forwarded upstream byte for byte, so every byte of it must have been understood; anything
-else gets the RFC's error answer or, for responses and runt packets, silence. References:
-RFC 1035 section 4.1 (message format), RFC 6891 (EDNS(0), the OPT record), RFC 8914 (Extended
-DNS Errors), RFC 8482 (minimal answers to ANY).
+is forwarded upstream byte for byte (but for the ID and the client's own EDNS options, see
+HOP_BY_HOP_OPTIONS), so every byte of it must have been understood; anything else gets the RFC's
+error answer or, for responses and runt packets, silence. References: RFC 1035 section 4.1
+(message format), RFC 6891 (EDNS(0), the OPT record), RFC 8914 (Extended DNS Errors), RFC 8482
+(minimal answers to ANY).
 """
 
 from __future__ import annotations
@@ -61,8 +62,23 @@ CLASS_ANY: Final = 255
 QUERY_CLASSES: Final = frozenset((CLASS_IN, CLASS_CH, CLASS_HS))
 
 EDNS_DO: Final = 0x8000  # RFC 3225: in the OPT TTL field
+OPTION_NSID: Final = 3  # RFC 5001
+OPTION_ECS: Final = 8  # RFC 7871 (EDNS Client Subnet)
 OPTION_COOKIE: Final = 10  # RFC 7873 section 4
+OPTION_TCP_KEEPALIVE: Final = 11  # RFC 7828
+OPTION_PADDING: Final = 12  # RFC 7830
 OPTION_EDE: Final = 15  # RFC 8914 section 2
+# Options about the client or its connection, not about the question. OPT is hop by hop (RFC
+# 6891 6.1.1: it is not forwarded or cached), and these are why that matters for a forwarder
+# with a shared cache: a forwarded COOKIE comes back holding this client's cookie, which the next
+# client served from the cache must discard as a mismatch (RFC 7873 5.3); an ECS answer is
+# tailored to one client's subnet and names it (RFC 7871 11.3); NSID would name the upstream to
+# clients that did not ask (RFC 5001 2.1); keepalive is for the client's TCP connection and never
+# for UDP (RFC 7828 3.2.1); padding pads one encrypted hop (RFC 7830). They are removed from
+# queries going upstream and from answers coming back; other options pass as they came.
+HOP_BY_HOP_OPTIONS: Final = frozenset(
+    (OPTION_NSID, OPTION_ECS, OPTION_COOKIE, OPTION_TCP_KEEPALIVE, OPTION_PADDING)
+)
 # RFC 8482 4.2: the synthesized HINFO's CPU is "RFC8482" and its OS the empty string.
 _HINFO_RFC8482: Final = b"\x07RFC8482\x00"
 ANY_TTL: Final = 3600  # a default for any_minimal_answer; RFC 8482 4.2 leaves it to the operator
@@ -90,6 +106,7 @@ class Query:
         "do",
         "edns",
         "flags",
+        "hop_options",
         "id",
         "payload",
         "qclass",
@@ -125,6 +142,9 @@ class Query:
         self.edns = False
         self.do = False
         self.payload = MIN_UDP_PAYLOAD
+        # Where the OPT record's options start when some are HOP_BY_HOP_OPTIONS (0: none are);
+        # see upstream_request.
+        self.hop_options = 0
 
 
 def parse_query(data: bytes) -> Query:
@@ -147,8 +167,9 @@ def parse_query(data: bytes) -> Query:
 
     BADVERS: an EDNS version above 0 (RFC 6891 6.1.3), answered with our version-0 OPT.
 
-    Strict on purpose: an accepted query is forwarded upstream byte for byte (with a fresh ID),
-    so nothing blokir did not understand may ride along to the upstream or into its cache."""
+    Strict on purpose: an accepted query is forwarded upstream byte for byte (with a fresh ID,
+    less HOP_BY_HOP_OPTIONS: upstream_request), so nothing blokir did not understand may ride
+    along to the upstream or into its cache."""
     size = len(data)
     if size < HEADER_SIZE:
         raise ParseError(None, "short header")
@@ -273,9 +294,10 @@ MAX_POINTER_HOPS: Final = 64  # a name of 255 octets has at most 127 labels; poi
 
 def _use_opt(data: bytes, query: Query, payload: int, ttl: int, start: int, end: int) -> None:
     """Take EDNS settings from an OPT record whose RDATA is data[start:end] (RFC 6891 6.1.2,
-    6.1.3), then check the record: its options are forwarded as they came. The settings are
-    taken first because RFC 6891 7 requires an OPT in the FORMERR answer to a bad OPT record
-    (so the client can tell a format error from a server without EDNS)."""
+    6.1.3), then check the record: its options but HOP_BY_HOP_OPTIONS are forwarded as they
+    came (where those are is noted for upstream_request). The settings are taken first because
+    RFC 6891 7 requires an OPT in the FORMERR answer to a bad OPT record (so the client can tell
+    a format error from a server without EDNS)."""
     query.edns = True
     query.payload = payload if payload > MIN_UDP_PAYLOAD else MIN_UDP_PAYLOAD  # RFC 6891 6.2.5
     query.do = bool(ttl & EDNS_DO)
@@ -285,6 +307,7 @@ def _use_opt(data: bytes, query: Query, payload: int, ttl: int, start: int, end:
         # Checked before the options: another version may lay them out differently.
         raise ParseError(BADVERS, "EDNS version", query)
     pos = start
+    hop = False
     while pos < end:
         if pos + 4 > end:
             raise ParseError(FORMERR, "truncated EDNS option", query)
@@ -293,8 +316,32 @@ def _use_opt(data: bytes, query: Query, payload: int, ttl: int, start: int, end:
         if code == OPTION_COOKIE and length != 8 and not 16 <= length <= 40:
             # RFC 7873 5.2.2: a client cookie alone (8) or with a server cookie (8 + 8..32).
             raise ParseError(FORMERR, "COOKIE option length", query)
+        if code in HOP_BY_HOP_OPTIONS:
+            hop = True
     if pos != end:
         raise ParseError(FORMERR, "EDNS option runs past the OPT record", query)
+    if hop and end == len(data):
+        # Only when OPT is the last record: a TSIG after it signs it (RFC 8945 4.3.3), and a
+        # signed query must reach its server exactly as signed.
+        query.hop_options = start
+
+
+def upstream_request(data: bytes, query: Query) -> bytes:
+    """The query as it goes upstream: as the client sent it (the upstream pool puts a fresh ID
+    on it), less any HOP_BY_HOP_OPTIONS. `data` itself when there are none, the common case."""
+    start = query.hop_options
+    if not start:
+        return data
+    kept = []
+    pos = start
+    end = len(data)
+    while pos < end:  # parse_query checked that the options exactly fill the RDATA
+        code, length = _QTAIL.unpack_from(data, pos)
+        if code not in HOP_BY_HOP_OPTIONS:
+            kept.append(data[pos : pos + 4 + length])
+        pos += 4 + length
+    options = b"".join(kept)
+    return data[: start - 2] + _U16.pack(len(options)) + options  # RDLENGTH, then the RDATA
 
 
 def _parse_additional(data: bytes, query: Query, pos: int, arcount: int) -> int:

@@ -2,7 +2,10 @@
 
 Answers from a small table of records; names can be told to go silent, to answer only over TCP
 (TC=1 over UDP), or to CNAME elsewhere. Every query it sees is recorded, so tests can prove that a
-blocked name never left blokir or that a cached one was asked once.
+blocked name never left blokir or that a cached one was asked once; so are the EDNS option codes
+each query carried. With `echo_options` it answers the options it was sent, the way servers in
+the wild do: a COOKIE comes back with a server cookie added (RFC 7873 5.2.3), ECS with its scope
+set (RFC 7871 7.2.1), anything else as it came (the EDNS non-compliance RFC 6891 6.1.2 forbids).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import struct
 import threading
 from collections.abc import Iterable
 
+import dns.edns
 import dns.message
 import dns.name
 import dns.rcode
@@ -28,6 +32,9 @@ class ProgrammableUpstream:
         self.silent: set[str] = set()
         self.tcp_only: set[str] = set()
         self.queries: list[tuple[str, str, str]] = []  # (transport, name, type)
+        self.options: list[tuple[int, ...]] = []  # EDNS option codes of each query, in order
+        self.echo_options = False
+        self.always_options: list[dns.edns.Option] = []  # added to every EDNS answer, asked or not
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.udp, self.tcp = _bind_pair()
@@ -66,10 +73,15 @@ class ProgrammableUpstream:
         rdtype = dns.rdatatype.to_text(question.rdtype)
         with self._lock:
             self.queries.append((transport, name, rdtype))
+            self.options.append(tuple(int(option.otype) for option in query.options))
         if name in self.silent:
             return None
         response = dns.message.make_response(query)
         response.flags |= dns.flags.RA
+        if self.echo_options and query.options:
+            response.use_edns(0, payload=1232, options=[_echo(o) for o in query.options])
+        if self.always_options and query.edns >= 0:
+            response.use_edns(0, payload=1232, options=[*response.options, *self.always_options])
         if transport == "udp" and name in self.tcp_only:
             response.flags |= dns.flags.TC
             return response.to_wire()
@@ -157,6 +169,15 @@ def _bind_pair(tries: int = 50) -> tuple[socket.socket, socket.socket]:
             continue
         return udp, tcp
     raise OSError(f"no loopback port free for both UDP and TCP after {tries} tries")
+
+
+def _echo(option: dns.edns.Option) -> dns.edns.Option:
+    """The option a server that answers options would send back for `option`."""
+    if isinstance(option, dns.edns.CookieOption):
+        return dns.edns.CookieOption(option.client, b"upstream")  # client cookie + our 8 octets
+    if isinstance(option, dns.edns.ECSOption):
+        return dns.edns.ECSOption(option.address, option.srclen, option.srclen)
+    return option
 
 
 def _known(records: dict[tuple[str, str], list[str]], owner: dns.name.Name) -> bool:

@@ -124,6 +124,13 @@ action = "nxdomain"
             dns.message.make_query(name, rdtype), LOOPBACK, port=self.port, timeout=3
         )
 
+    def __enter__(self) -> Blokir:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
