@@ -33,6 +33,7 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
 
 from resolver import wire
 from resolver.message import (
@@ -48,7 +49,14 @@ from resolver.message import (
     walk,
 )
 
-__all__ = ["EDE_STALE_ANSWER", "ENTRY_OVERHEAD", "CacheKey", "ResponseCache", "with_edns_option"]
+__all__ = [
+    "EDE_STALE_ANSWER",
+    "ENTRY_OVERHEAD",
+    "CacheKey",
+    "CacheLimits",
+    "ResponseCache",
+    "with_edns_option",
+]
 
 # (lower-case dotted qname, qtype, qclass, flags); flags packs DO and CD, built by the caller.
 CacheKey = tuple[bytes, int, int, int]
@@ -107,6 +115,18 @@ class _Entry:
         self.size = size
 
 
+class CacheLimits(NamedTuple):
+    """The bounds and TTL clamps of a ResponseCache (see the module docstring for each)."""
+
+    max_entries: int
+    max_bytes: int
+    min_ttl: int
+    max_ttl: int
+    negative_ttl_max: int
+    servfail_ttl: int
+    max_stale: int = 0  # seconds past expiry an entry is kept for get_stale; 0 = off
+
+
 class ResponseCache:
     """An LRU-bounded TTL cache of wire responses. Counters are plain ints for the metrics
     code: `hits`, `misses`, `evictions` (LRU), `expired` (dropped by `get` once past expiry
@@ -114,38 +134,36 @@ class ResponseCache:
     charged size of every entry, see `ENTRY_OVERHEAD`. `max_stale` (seconds, 0 = off) is how
     long past its expiry an entry is kept for `get_stale`."""
 
-    def __init__(
-        self,
-        max_entries: int,
-        max_bytes: int,
-        min_ttl: int,
-        max_ttl: int,
-        negative_ttl_max: int,
-        servfail_ttl: int,
-        clock: Callable[[], float] = time.monotonic,
-        max_stale: int = 0,
-    ) -> None:
-        limits = (max_entries, max_bytes, min_ttl, max_ttl, negative_ttl_max, servfail_ttl)
-        if min(*limits, max_stale) < 0:
-            raise ValueError("cache limits and TTLs must not be negative")
-        if max_ttl < min_ttl:
-            raise ValueError(f"max_ttl ({max_ttl}) must be >= min_ttl ({min_ttl})")
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self.min_ttl = min_ttl
-        self.max_ttl = max_ttl
-        self.negative_ttl_max = negative_ttl_max
-        self.servfail_ttl = servfail_ttl
-        self.max_stale = max_stale
+    def __init__(self, limits: CacheLimits, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
         self.bytes_used = 0
+        self.set_limits(limits)
         self.hits = 0
         self.misses = 0
         self.evictions = 0
         self.expired = 0
         self.inserts = 0
         self.stale_hits = 0
+
+    def set_limits(self, limits: CacheLimits) -> None:
+        """The bounds and TTL clamps (at start, and when a reload changes `[cache]`). Entries
+        over new, smaller bounds are evicted at once, oldest first; stored entries keep the
+        lifetime they were given, and new clamps apply from the next answer stored."""
+        if min(limits) < 0:
+            raise ValueError("cache limits and TTLs must not be negative")
+        if limits.max_ttl < limits.min_ttl:
+            raise ValueError(f"max_ttl ({limits.max_ttl}) must be >= min_ttl ({limits.min_ttl})")
+        (
+            self.max_entries,
+            self.max_bytes,
+            self.min_ttl,
+            self.max_ttl,
+            self.negative_ttl_max,
+            self.servfail_ttl,
+            self.max_stale,
+        ) = limits
+        self._evict_over_bounds()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -262,12 +280,15 @@ class ResponseCache:
         self._entries[key] = _Entry(response, offsets, ttls, self._clock(), lifetime, size)
         self.bytes_used += size
         self.inserts += 1
+        self._evict_over_bounds()
+        return True
+
+    def _evict_over_bounds(self) -> None:
         entries = self._entries
-        while len(entries) > self.max_entries or self.bytes_used > self.max_bytes:
+        while entries and (len(entries) > self.max_entries or self.bytes_used > self.max_bytes):
             _, evicted = entries.popitem(last=False)
             self.bytes_used -= evicted.size
             self.evictions += 1
-        return True
 
     def _lifetime(self, response: bytes) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
         """Seconds `response` may be cached (0: not at all), and the offsets and values of its

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from resolver import sources
-from resolver.config import Config, ConfigError, ListSource
+from resolver.config import Address, Config, ConfigError, ListSource
 from resolver.index import IndexError_, open_index
 from resolver.lists.model import ListSpec
 from resolver.provenance import header_is_current, spec_json
@@ -72,8 +72,6 @@ RESTART_ONLY = (
     ("server", "workers"),
     ("server", "user"),
     ("server", "group"),
-    ("upstream", None),
-    ("cache", None),
     ("metrics", None),
     ("updates", "control_socket"),
 )
@@ -164,6 +162,9 @@ class Reloader:
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # guards what status() reads
         self._config_stat = _stat_key(config.source)
+        # The upstream servers the workers were given: with `[upstream] servers` empty they come
+        # from /etc/resolv.conf, which can change while the config file does not.
+        self._upstream_servers = _upstream_servers(config)
         self._seen_stats: tuple[object, ...] | None = None  # debounce: last poll's file stats
         self._rejected_key: tuple[object, ...] | None = None  # do not rebuild a rejected state
 
@@ -318,7 +319,14 @@ class Reloader:
                 self._finish(outcome)
                 return outcome
             config, outcome.restart_needed = _effective(self.config, loaded)
-            config_changed = config != self.config
+            try:
+                servers = config.upstream_servers()
+            except ConfigError as exc:  # resolv.conf has no usable nameserver now
+                outcome.result = INVALID_CONFIG
+                outcome.detail = f"config rejected, the running one stays: {exc}"
+                self._finish(outcome)
+                return outcome
+            config_changed = config != self.config or servers != self._upstream_servers
         self._refresh_sources(config, outcome, download_all=download_all, first=False)
         specs = config.list_specs()
         missing = [s.name for s in specs if not Path(s.path).is_file()]
@@ -392,6 +400,7 @@ class Reloader:
     ) -> None:
         failures = self.swap_workers(config, self.index_path) if self.swap_workers else []
         self.config = config
+        self._upstream_servers = _upstream_servers(config)
         self._adopt(header if header is not None else self.header)
         outcome.result = APPLIED
         outcome.names_after = int(self.header.get("count", 0))
@@ -615,6 +624,13 @@ def _build(specs: Sequence[ListSpec], output: Path) -> str | None:
     if done.returncode != 0:
         return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "build failed"
     return None
+
+
+def _upstream_servers(config: Config) -> list[Address] | None:
+    try:
+        return config.upstream_servers()
+    except ConfigError:
+        return None
 
 
 def _effective(running: Config, loaded: Config) -> tuple[Config, list[str]]:

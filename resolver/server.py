@@ -30,8 +30,14 @@ from collections.abc import Coroutine
 from resolver import metrics as m
 from resolver import wire
 from resolver.answers import BlockResponder, BlockSettings
-from resolver.cache import EDE_STALE_ANSWER, CacheKey, ResponseCache, with_edns_option
-from resolver.config import Config
+from resolver.cache import (
+    EDE_STALE_ANSWER,
+    CacheKey,
+    CacheLimits,
+    ResponseCache,
+    with_edns_option,
+)
+from resolver.config import CacheConfig, Config, ConfigError
 from resolver.index import Index, IndexError_, open_index
 from resolver.inflight import EDE_OTHER, InflightTable, zone_of
 from resolver.message import MessageError, cname_targets, without_options
@@ -77,26 +83,16 @@ class Resolver:
         self._clock = time.monotonic
         self.ratelimiter: RateLimiter | None = None
         self._apply_settings(config)
-        cache = config.cache
-        self.cache = ResponseCache(
-            cache.max_entries,
-            cache.max_bytes,
-            cache.min_ttl,
-            cache.max_ttl,
-            cache.negative_ttl_max,
-            cache.servfail_ttl,
-            max_stale=cache.max_stale if cache.serve_stale else 0,
-        )
-        self.upstream = UpstreamPool(
-            config.upstream_servers(), config.upstream.timeout, config.upstream.attempts
-        )
+        self.cache = ResponseCache(_cache_limits(config.cache))
+        self._apply_cache(config.cache)
+        upstream = config.upstream
+        servers = config.upstream_servers()  # ConfigError at start: nothing to forward to
+        self.upstream = UpstreamPool(servers, upstream.timeout, upstream.attempts)
+        self._upstream_shape = (tuple(servers), upstream.timeout, upstream.attempts)
         # Open upstream queries by cache key (see forward and resolver.inflight).
         self.inflight: InflightTable[CacheKey, bytes | None] = InflightTable(
-            config.upstream.max_inflight, config.upstream.max_inflight_per_zone
+            upstream.max_inflight, upstream.max_inflight_per_zone
         )
-        self._serve_stale = cache.serve_stale
-        self._stale_ttl = cache.stale_answer_ttl
-        self._stale_timer = cache.stale_client_timeout if cache.serve_stale else 0.0
         # Cached key -> (CNAME/DNAME targets, the lists generation they were checked against).
         self._aliases: dict[CacheKey, tuple[tuple[bytes, ...], int]] = {}
         self._lists_generation = 0  # +1 per reload
@@ -104,8 +100,9 @@ class Resolver:
         self.use_index(index)
 
     def _apply_settings(self, config: Config) -> None:
-        """The settings a reload may change while serving (resolver/reload.py RESTART_ONLY
-        lists the rest): the ACL, rate limits, and how blocked names are answered."""
+        """Settings a reload may change while serving: the ACL, rate limits, and how blocked
+        names are answered (`[upstream]` and `[cache]`: reconfigure; resolver/reload.py
+        RESTART_ONLY lists what needs a restart)."""
         old: Config | None = getattr(self, "_settings_from", None)
         self._settings_from = config
         self.config = config
@@ -141,9 +138,42 @@ class Resolver:
 
     def reconfigure(self, config: Config, index: Index) -> None:
         """A reload: new settings (when they changed) and a new index, from the next query on."""
-        if config != self.config:
+        old = self.config
+        if config != old:
             self._apply_settings(config)
+            if config.cache != old.cache:
+                self.cache.set_limits(_cache_limits(config.cache))
+                self._apply_cache(config.cache)
+        self._apply_upstream(config)  # also when only /etc/resolv.conf changed
         self.use_index(index)
+
+    def _apply_cache(self, cache: CacheConfig) -> None:
+        """RFC 8767 serve-stale settings (the cache's own bounds: ResponseCache.set_limits)."""
+        self._serve_stale = cache.serve_stale
+        self._stale_ttl = cache.stale_answer_ttl
+        self._stale_timer = cache.stale_client_timeout if cache.serve_stale else 0.0
+
+    def _apply_upstream(self, config: Config) -> None:
+        """A reload's `[upstream]`: a new pool when the servers (from the config, or from
+        /etc/resolv.conf read again), the timeout or the attempts changed. Servers in both pools
+        keep their health and counters; queries already sent finish on the old pool. The
+        in-flight caps change in place, so the open queries stay counted."""
+        upstream = config.upstream
+        try:
+            servers = config.upstream_servers()
+        except ConfigError as exc:  # resolv.conf changed under us; the reloader checked it too
+            log.error("reload: %s; forwarding to the same upstreams as before", exc)
+            return
+        shape = (tuple(servers), upstream.timeout, upstream.attempts)
+        if shape != self._upstream_shape:
+            pool = UpstreamPool(servers, upstream.timeout, upstream.attempts)
+            pool.keep_health_of(self.upstream)
+            self.upstream.close()
+            self.upstream = pool
+            self._upstream_shape = shape
+            log.info("upstream servers now %s", ", ".join(map(format_address, servers)))
+        self.inflight.max_total = upstream.max_inflight
+        self.inflight.max_per_zone = upstream.max_inflight_per_zone
 
     def use_index(self, index: Index) -> None:
         """Swap the index (reload). Single-threaded event loop: the next query sees the new one.
@@ -939,6 +969,20 @@ class Worker:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _cache_limits(cache: CacheConfig) -> CacheLimits:
+    """ResponseCache's bounds and clamps from `[cache]`; nothing is kept past expiry for
+    serve-stale when it is off."""
+    return CacheLimits(
+        cache.max_entries,
+        cache.max_bytes,
+        cache.min_ttl,
+        cache.max_ttl,
+        cache.negative_ttl_max,
+        cache.servfail_ttl,
+        cache.max_stale if cache.serve_stale else 0,
+    )
 
 
 def _reply_tail(stored: bytes, question: bytes, question_end: int) -> bytes:

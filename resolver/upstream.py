@@ -162,6 +162,19 @@ class UpstreamPool:
         self.stats: tuple[UpstreamStats, ...] = tuple(s.stats for s in self._servers)
         self._probes: set[asyncio.Task[bytes | None]] = set()
 
+    def keep_health_of(self, previous: UpstreamPool) -> None:
+        """After a reload changed the upstream settings: a server in both pools keeps its health,
+        back-off, RTT and counters, so a server known to be down is not tried first again and
+        the exported counters stay monotonic. Queries still open on `previous` finish there."""
+        known = {server.sockaddr: server for server in previous._servers}
+        for server in self._servers:
+            old = known.get(server.sockaddr)
+            if old is not None:
+                server.stats = old.stats
+                server.backoff = old.backoff
+                server.retry_at = old.retry_at
+        self.stats = tuple(server.stats for server in self._servers)
+
     def close(self) -> None:
         """Cancels side probes; other sockets belong to queries and close when each one ends."""
         for task in self._probes:

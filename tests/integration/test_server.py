@@ -318,6 +318,36 @@ def test_sighup_reload_picks_up_new_entries_and_sigterm_exits_cleanly(
         assert server.stop() == 0
 
 
+def test_sighup_moves_both_workers_to_new_upstream_servers(
+    tmp_path: Path, upstream: ProgrammableUpstream
+) -> None:
+    """`[upstream] servers` changed in the file + SIGHUP: every worker forwards to the new
+    server from then on, with no restart."""
+    probes = [f"p{i}.moved.example" for i in range(60)]
+    with (
+        ProgrammableUpstream() as replacement,
+        Blokir(tmp_path, upstream.port, workers=2) as server,
+    ):
+        for name in probes:
+            replacement.add(name, "A", "198.51.100.44")  # the old upstream: NXDOMAIN for these
+        text = server.config.read_text()
+        server.config.write_text(text.replace(f':{upstream.port}"]', f':{replacement.port}"]'))
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        remaining = iter(probes)
+        while time.monotonic() < deadline:
+            if server.ask(next(remaining)).answer:  # a fresh name each time: no negative cache
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("SIGHUP did not move forwarding to the new upstream")
+        after = list(remaining)[:20]  # random source ports: both workers get some of these
+        answered = [bool(server.ask(name).answer) for name in after]
+        assert all(answered), answered
+        assert not any(upstream.seen(name) for name in after)
+
+
 def test_workers_share_the_port_and_a_killed_worker_is_restarted(
     tmp_path: Path, upstream: ProgrammableUpstream
 ) -> None:

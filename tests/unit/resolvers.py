@@ -20,15 +20,17 @@ def make_resolver(
     server: str = 'allow = ["127.0.0.0/8"]',
     upstream: str = "",
     cache: str = "",
+    servers: str = '["127.0.0.1:9"]',
 ) -> Resolver:
-    """`server`, `upstream` and `cache` are TOML lines for those sections."""
+    """`server`, `upstream` and `cache` are TOML lines for those sections; `servers` is the
+    `[upstream] servers` array."""
     (directory / "block.txt").write_text("".join(f"{name}\n" for name in blocked))
     config = parse_config(
         f"""
 [server]
 {server}
 [upstream]
-servers = ["127.0.0.1:9"]
+servers = {servers}
 {upstream}
 [cache]
 {cache}

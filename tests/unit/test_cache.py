@@ -14,7 +14,7 @@ import dns.rrset
 import pytest
 
 from resolver import wire
-from resolver.cache import ENTRY_OVERHEAD, ResponseCache, with_edns_option
+from resolver.cache import ENTRY_OVERHEAD, CacheLimits, ResponseCache, with_edns_option
 from resolver.message import walk
 
 SOA = "ns1.example.com. hostmaster.example.com. 1 7200 3600 1209600 {minimum}"
@@ -39,7 +39,7 @@ def _cache(clock: FakeClock, **kw: int) -> ResponseCache:
         "servfail_ttl": 5,
     }
     limits.update(kw)
-    return ResponseCache(clock=clock, **limits)
+    return ResponseCache(CacheLimits(**limits), clock=clock)
 
 
 def _response(
@@ -501,3 +501,19 @@ def test_bounds_hold_under_a_flood_of_unique_names(max_stale: int) -> None:
     # ENTRY_OVERHEAD is measured, so what the cache charges covers what it really holds
     # (about 1.0 MB held for 1.5 MB charged here, with these small NXDOMAIN answers).
     assert held <= cache.bytes_used <= max_bytes, (held, cache.bytes_used)
+
+
+def test_smaller_limits_evict_the_oldest_at_once_and_bad_ones_are_refused() -> None:
+    clock = FakeClock()
+    cache = _cache(clock)
+    for i in range(4):
+        name = f"n{i}.example.com."
+        cache.put((name.encode(), 1, 1, 0), _response([(name, 300, "A", "192.0.2.1")], qname=name))
+    size = cache.bytes_used // 4
+    cache.set_limits(CacheLimits(100, 2 * size, 0, 86_400, 3_600, 5))
+    assert len(cache) == 2 and cache.evictions == 2
+    assert cache.get((b"n3.example.com.", 1, 1, 0)) is not None
+    assert cache.get((b"n0.example.com.", 1, 1, 0)) is None
+    with pytest.raises(ValueError, match="max_ttl"):
+        cache.set_limits(CacheLimits(100, 1 << 20, 600, 60, 3_600, 5))
+    assert cache.max_bytes == 2 * size  # a refused change leaves the limits as they were

@@ -148,10 +148,58 @@ def test_start_only_settings_wait_for_a_restart_and_the_rest_applies(
 
 def test_effective_config_reports_whole_sections() -> None:
     running = parse_config("[[lists]]\nname='a'\npath='a.txt'\n", "/tmp/x.toml")
-    loaded = dataclasses.replace(running, cache=dataclasses.replace(running.cache, max_entries=5))
+    loaded = dataclasses.replace(running, metrics=dataclasses.replace(running.metrics, top_k=5))
     effective, changed = r._effective(running, loaded)
-    assert changed == ["[cache]"]
-    assert effective.cache == running.cache
+    assert changed == ["[metrics]"]
+    assert effective.metrics == running.metrics
+
+
+def test_upstream_and_cache_changes_apply_without_a_restart(
+    setup: tuple[Path, Path, r.Reloader, Swaps],
+) -> None:
+    tmp, _, reloader, swaps = setup
+    text = (tmp / "blokir.toml").read_text()
+    text = text.replace(
+        'servers = ["127.0.0.1:5300"]', 'servers = ["127.0.0.1:5301"]\ntimeout = 1.5'
+    )
+    text = text.replace("[blocking]", "[cache]\nmax_entries = 10\n[blocking]")
+    (tmp / "blokir.toml").write_text(text)
+    outcome = reloader.reload("test")
+    assert outcome.result == r.APPLIED and outcome.restart_needed == []
+    applied = swaps.calls[-1][0]
+    assert applied.upstream.servers == (("127.0.0.1", 5301),) and applied.upstream.timeout == 1.5
+    assert applied.cache.max_entries == 10
+    assert reloader.reload("again").result == r.UNCHANGED
+
+
+def test_changed_resolv_conf_nameservers_alone_are_applied(
+    setup: tuple[Path, Path, r.Reloader, Swaps], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `[upstream] servers` empty the servers come from /etc/resolv.conf: a change there
+    reaches the workers on the next reload though the config file is the same."""
+    _, _, reloader, swaps = setup
+    nameservers = [("127.0.0.1", 5353)]
+    monkeypatch.setattr(Config, "upstream_servers", lambda self: list(nameservers))
+    assert reloader.reload("first").result == r.APPLIED  # differs from the config's 5300
+    calls = len(swaps.calls)
+    assert reloader.reload("same").result == r.UNCHANGED and len(swaps.calls) == calls
+    nameservers[0] = ("127.0.0.1", 5454)
+    assert reloader.reload("changed").result == r.APPLIED and len(swaps.calls) == calls + 1
+
+
+def test_no_usable_nameserver_keeps_the_running_config(
+    setup: tuple[Path, Path, r.Reloader, Swaps], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _, reloader, swaps = setup
+    running = reloader.config
+
+    def no_servers(self: Config) -> list[tuple[str, int]]:
+        raise ConfigError("every nameserver is one of blokir's own listen addresses")
+
+    monkeypatch.setattr(Config, "upstream_servers", no_servers)
+    outcome = reloader.reload("test")
+    assert outcome.result == r.INVALID_CONFIG and "own listen" in outcome.detail
+    assert reloader.config is running and swaps.calls == []
 
 
 def test_a_rejected_build_at_start_serves_the_previous_index(tmp_path: Path) -> None:

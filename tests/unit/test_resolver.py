@@ -300,3 +300,41 @@ def test_a_reload_retires_the_memo_and_frees_it_in_small_steps(
     for _ in range(3):
         resolver.free_retired(budget=256)
     assert resolver.retired_memos == []
+
+
+def test_a_reload_applies_upstream_and_cache_settings(tmp_path: Path) -> None:
+    """`[upstream]` and `[cache]` change on reconfigure (a reload), not only at start: a new
+    pool when the servers change, keeping what it knew of a server it still has; cache bounds
+    that evict at once; in-flight caps and serve-stale from the next query."""
+    resolver = make_resolver(tmp_path, servers='["127.0.0.1:9", "127.0.0.1:10"]')
+    old_pool = resolver.upstream
+    kept = old_pool.stats[1]
+    kept.requests, kept.up = 7, False
+    for i in range(5):
+        resolver.cache.put((f"n{i}.example".encode(), 1, 1, 0), _answer(f"n{i}.example"))
+    assert len(resolver.cache) == 5
+    (tmp_path / "next").mkdir()
+    new_config = make_resolver(
+        tmp_path / "next",
+        servers='["127.0.0.1:10", "127.0.0.1:11"]',
+        upstream="max_inflight = 7",
+        cache="max_entries = 2\nserve_stale = true",
+    ).config
+    resolver.reconfigure(new_config, resolver.index)
+    pool = resolver.upstream
+    assert pool is not old_pool
+    assert [s.address for s in pool.stats] == [("127.0.0.1", 10), ("127.0.0.1", 11)]
+    assert pool.stats[0] is kept and pool.stats[0].requests == 7 and not pool.stats[0].up
+    assert pool.stats[1].requests == 0
+    assert len(resolver.cache) == 2 and resolver.cache.max_entries == 2
+    assert resolver.cache.get((b"n4.example", 1, 1, 0)) is not None  # the newest stay
+    assert resolver.inflight.max_total == 7 and resolver._serve_stale
+    resolver.reconfigure(new_config, resolver.index)
+    assert resolver.upstream is pool  # nothing changed: the same pool
+
+
+def _answer(name: str) -> bytes:
+    request = dns.message.make_query(name, "A")
+    response = dns.message.make_response(request)
+    response.answer.append(dns.rrset.from_text(name + ".", 300, "IN", "A", "192.0.2.1"))
+    return response.to_wire()
