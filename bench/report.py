@@ -255,6 +255,17 @@ def _size_table(report: dict[str, Any], size: int) -> list[str]:
             f"| {_num(s.get('cachehit_pct'), '.0f', '-')}{'%' if s.get('cachehit_pct') else ''} |"
         )
     lines.append("")
+    steal = [
+        f"{name} {peers[name]['summary']['steal_pct']:.1f}%"
+        for name in _server_names(report)
+        if name in peers and peers[name].get("summary", {}).get("steal_pct") is not None
+    ]
+    if steal:
+        lines += [
+            "Steal (time the hypervisor ran other guests on the servers' CPUs, as a share of "
+            "it), median of the runs: " + ", ".join(steal) + ".",
+            "",
+        ]
     for note in notes:
         lines += [f"Note: {note}", ""]
     return lines

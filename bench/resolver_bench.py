@@ -63,6 +63,7 @@ from bench.servers import (  # noqa: E402
     ask,
     blokir_config,
     blokir_serve_available,
+    cpu_steal_seconds,
     describe,
     dnsmasq_cache_counters,
     find_binary,
@@ -484,8 +485,11 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
         hits_before = dnsmasq_cache_counters(port) if peer.kind == "dnsmasq" else {}
         user_before, system_before = tree_cpu_times(server.pid)
         busy_before = machine_busy_seconds()
+        steal_cpus = ManagedProcess.server_cpus  # None unpinned: the whole machine
+        steal_before = cpu_steal_seconds(steal_cpus)
         stats = run_dnsperf(ctx.load, port, args.seconds, ctx.deadline)
         busy = machine_busy_seconds() - busy_before
+        stolen = cpu_steal_seconds(steal_cpus) - steal_before
         user_after, system_after = tree_cpu_times(server.pid)
         user, system = user_after - user_before, system_after - system_before
         cpu = user + system
@@ -498,6 +502,9 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
             100 * busy / wall - result["server_cpu_pct"] - stats["dnsperf_cpu_pct"]
         )
         result["queries_per_cpu_s"] = stats["completed"] / cpu if cpu > 0 else None
+        # Time the hypervisor ran other guests on the server's CPUs, as a share of that time.
+        counted = len(steal_cpus) if steal_cpus else (os.cpu_count() or 1)
+        result["steal_pct"] = 100 * stolen / (wall * counted)
         if stats["completed"]:
             # Microseconds per answer in the server's own code and in the kernel for it.
             result["user_us_per_answer"] = 1e6 * user / stats["completed"]
@@ -737,6 +744,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "dnsperf_cpu_pct": col("dnsperf_cpu_pct"),
         "other_cpu_pct": col("other_cpu_pct"),
         "queries_per_cpu_s": col("queries_per_cpu_s"),
+        "steal_pct": col("steal_pct"),
         "user_us_per_answer": col("user_us_per_answer"),
         "system_us_per_answer": col("system_us_per_answer"),
         "rss_mib": col("memory", "rss_mib"),
@@ -1015,7 +1023,8 @@ def print_run(peer: Peer, run: int, measured: dict[str, Any]) -> None:
         )
         + ", dnsperf CPU "
         f"{measured['dnsperf_cpu_pct']:.0f}%, other CPU "
-        f"{measured['other_cpu_pct']:.0f}%, RSS {measured['memory']['rss_mib']:.0f}"
+        f"{measured['other_cpu_pct']:.0f}%, steal {measured.get('steal_pct', 0):.1f}%, "
+        f"RSS {measured['memory']['rss_mib']:.0f}"
         f" MiB, {first} {measured['first_answer_s']:.2f} s"
         + (f", cache hits {hits:.0f}%" if hits is not None else "")
         + extra

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
@@ -248,6 +248,23 @@ def tree_cpu_times(pid: int) -> tuple[float, float]:
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of the live process tree."""
     return sum(tree_cpu_times(pid))
+
+
+def cpu_steal_seconds(cpus: Collection[int] | None = None, proc_stat: str | None = None) -> float:
+    """CPU seconds the hypervisor gave `cpus` (all when None) to other guests: the steal
+    column of /proc/stat (or of `proc_stat`, its text). On a shared VM this is host noise the
+    server's own figures cannot show, so the benchmark reports it per run."""
+    lines = (proc_stat or Path("/proc/stat").read_text()).splitlines()
+    if cpus is None:
+        return int(lines[0].split()[8]) / os.sysconf("SC_CLK_TCK")
+    stolen = 0
+    for line in lines[1:]:
+        name, *values = line.split()
+        if not name.startswith("cpu"):
+            break
+        if int(name[3:]) in cpus:
+            stolen += int(values[7])  # user nice system idle iowait irq softirq steal
+    return stolen / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_seconds() -> float:

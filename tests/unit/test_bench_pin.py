@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import servers
 from bench.resolver_bench import pin_split
 from bench.servers import ManagedProcess
 
@@ -71,3 +72,18 @@ def test_the_upstream_keeps_the_cpus_it_was_started_with(
     assert inherited != sorted(server_cpus)  # else this test could not tell the two apart
     lines = run_and_read(tmp_path, "nsd", under_test=False)
     assert lines == [f"self {inherited}", f"child {inherited}"]
+
+
+PROC_STAT = """cpu  2205040 140157 1078269 3985559 7964 0 199355 26227 0 0
+cpu0 685012 64599 499843 2459038 1477 0 98024 9060 0 0
+cpu1 1520027 75557 578425 1526520 6487 0 101331 17167 0 0
+intr 1 2 3
+"""
+
+
+def test_steal_is_read_per_cpu_and_for_the_machine() -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert servers.cpu_steal_seconds({1}, PROC_STAT) == 17167 / ticks
+    assert servers.cpu_steal_seconds({0, 1}, PROC_STAT) == (9060 + 17167) / ticks
+    assert servers.cpu_steal_seconds(None, PROC_STAT) == 26227 / ticks
+    assert servers.cpu_steal_seconds({0}) >= 0  # the real file parses
