@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -84,6 +85,13 @@ def _goal_size(report: dict[str, Any], wanted: int, peers: tuple[str, ...]) -> i
     return max(usable) if usable else None
 
 
+def run_pairs(first: list[float], second: list[float]) -> list[float]:
+    """q/s ratios of the i-th run of one server to the i-th run of another. The runs alternate
+    (bench/resolver_bench.py), so each pair ran minutes apart and shares the host's mood; the
+    ratio of medians can hide that one server wins only when the host is kind."""
+    return [a / b for a, b in zip(first, second, strict=False) if b]
+
+
 def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's goals, each with its measured value and whether it was met. Reported, never
     asserted. A goal measured at another size than the one it is stated for says so."""
@@ -125,6 +133,13 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
             # Less sensitive to dnsperf and other processes sharing the cores.
             per_cpu = a["queries_per_cpu_s"] / b["queries_per_cpu_s"]
             detail += f"; per server CPU-second {per_cpu:.2f}x"
+        pairs = run_pairs(a.get("qps_all") or [], b.get("qps_all") or [])
+        if len(pairs) > 1:
+            ahead = sum(pair > 1.0 for pair in pairs)
+            detail += (
+                f"; run pairs: median {statistics.median(pairs):.2f}x, ahead in {ahead} of "
+                f"{len(pairs)}"
+            )
         return ratio, detail + ")"
 
     def rss_ratio(a: dict[str, Any], b: dict[str, Any]) -> tuple[float | None, str]:

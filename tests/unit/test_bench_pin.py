@@ -87,3 +87,18 @@ def test_steal_is_read_per_cpu_and_for_the_machine() -> None:
     assert servers.cpu_steal_seconds({0, 1}, PROC_STAT) == (9060 + 17167) / ticks
     assert servers.cpu_steal_seconds(None, PROC_STAT) == 26227 / ticks
     assert servers.cpu_steal_seconds({0}) >= 0  # the real file parses
+
+
+def test_goal_row_gives_the_run_pairs() -> None:
+    """The q/s goal says how the alternating runs compare pair by pair, not only in median."""
+    from bench import report
+
+    def summary(qps: list[float]) -> dict[str, object]:
+        median = sorted(qps)[len(qps) // 2]
+        return {"runs": len(qps), "qps_median": median, "qps_all": qps, "rss_mib": 1.0}
+
+    peers = {"blokir1": summary([90.0, 60.0, 100.0]), "unbound1": summary([80.0, 80.0, 80.0])}
+    fake = {"sizes": {"1000000": {"peers": {k: {"summary": v} for k, v in peers.items()}}}}
+    row = next(r for r in report.goals(fake) if "vs Unbound, 1 thread" in r["goal"])
+    assert "run pairs: median 1.12x, ahead in 2 of 3" in row["measured"]
+    assert report.run_pairs([2.0, 3.0], [1.0, 0.0]) == [2.0]
