@@ -87,9 +87,12 @@ RUN mkdir -p /var/lib/blokir \
     && touch -d '2000-01-01 00:00:00 UTC' /etc/blokir/lists/* \
     && /opt/blokir/bin/blokir compile -c /etc/blokir/blokir.toml \
     && chown -R blokir:blokir /var/lib/blokir
+# BLOKIR_CONFIG: `docker exec <name> blokir status` (or reload, check) finds this config and
+# through it the running server's control socket, with no -c.
 ENV PATH=/opt/blokir/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    BLOKIR_CONFIG=/etc/blokir/blokir.toml
 USER blokir:blokir
 WORKDIR /var/lib/blokir
 EXPOSE 53/udp 53/tcp 9153/tcp

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_NOT_ALL_BLOCKED = 1
 EXIT_ERROR = 2
+CONFIG_ENV = "BLOKIR_CONFIG"  # the config file when -c is not given
+CONFIG_HELP = f"config file (default: ${CONFIG_ENV}, else the embedded one)"
 CONTROL_TIMEOUT = 1900.0  # seconds `blokir reload` waits: a build of a large list is minutes
 
 
@@ -56,20 +58,20 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands")
 
     compile_cmd = sub.add_parser("compile", help="compile lists into an index file")
-    compile_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
+    compile_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
     compile_cmd.add_argument("lists", nargs="*", metavar="LIST", help="list files instead of -c")
     compile_cmd.add_argument("-o", "--output", help="index file (default: blocking.index_path)")
     compile_cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
     compile_cmd.set_defaults(handler=_cmd_compile)
 
     check_cmd = sub.add_parser("check", help="is a name blocked, and by which list and rule")
-    check_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
+    check_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
     check_cmd.add_argument("--index", help="use this compiled index instead of the lists")
     check_cmd.add_argument("names", nargs="+", metavar="NAME")
     check_cmd.set_defaults(handler=_cmd_check)
 
     serve_cmd = sub.add_parser("serve", help="run the DNS server")
-    serve_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
+    serve_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
     serve_cmd.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve_cmd.set_defaults(handler=_cmd_serve)
 
@@ -81,7 +83,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "rebuild its index; prints the outcome. Exit 0 when applied or unchanged, 1 when "
         "rejected or failed (the old index keeps serving), 2 when no server answered.",
     )
-    reload_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
+    reload_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
     reload_cmd.add_argument(
         "--force", action="store_true", help="apply even if a list shrank or looks like garbage"
     )
@@ -91,12 +93,12 @@ def _build_parser() -> argparse.ArgumentParser:
     status_cmd = sub.add_parser(
         "status", help="show the running server's index, lists and last reload"
     )
-    status_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
+    status_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
     status_cmd.add_argument("--json", action="store_true", help="print the status as JSON")
     status_cmd.set_defaults(handler=_cmd_status)
 
     export_cmd = sub.add_parser("export", help="export the policy for other DNS engines")
-    export_cmd.add_argument("-c", "--config", help="config file (default: the embedded one)")
+    export_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
     export_cmd.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export_cmd.add_argument("-o", "--output", help="output file (default: standard output)")
     export_cmd.add_argument("--zone", default="rpz.blokir.", help="RPZ zone name")
@@ -226,7 +228,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _config(path: str | None) -> Config:
-    """The config file (or the embedded default) with the `BLOKIR_*` environment on top."""
+    """The config file (`-c`, else `$BLOKIR_CONFIG`, else the embedded default) with the
+    `BLOKIR_*` settings of the environment on top. The variable is what lets `blokir status`
+    or `blokir reload` find the running server in a container or a unit without repeating
+    the path."""
+    path = path or os.environ.get(CONFIG_ENV) or None
     config = load_config(path) if path else load_default_config()
     return apply_env(config, os.environ)
 

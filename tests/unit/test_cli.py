@@ -96,3 +96,22 @@ def test_errors_exit_2_with_a_message(lists: Path, capsys: pytest.CaptureFixture
     (lists / "junk.blkx").write_bytes(b"junk" * 100)
     assert main(["check", "--index", str(lists / "junk.blkx"), "a.example"]) == 2
     assert "not a blokir index" in capsys.readouterr().err
+
+
+def test_blokir_config_names_the_file_when_c_is_not_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`BLOKIR_CONFIG` (set in the container image) stands in for `-c`; `-c` still wins."""
+    for name, listed in (("env", "only-in-env.example"), ("flag", "only-in-flag.example")):
+        (tmp_path / f"{name}.txt").write_text(listed + "\n")
+        (tmp_path / f"{name}.toml").write_text(
+            f'[blocking]\nindex_path = "{name}.blkx"\n[[lists]]\nname = "{name}"\n'
+            f'path = "{name}.txt"\n'
+        )
+    assert main(["check", "only-in-env.example"]) == 1  # the embedded default does not list it
+    monkeypatch.setenv("BLOKIR_CONFIG", str(tmp_path / "env.toml"))
+    assert main(["check", "only-in-env.example"]) == 0
+    assert main(["check", "-c", str(tmp_path / "flag.toml"), "only-in-env.example"]) == 1
+    assert main(["check", "-c", str(tmp_path / "flag.toml"), "only-in-flag.example"]) == 0
+    monkeypatch.setenv("BLOKIR_CONFIG", str(tmp_path / "missing.toml"))
+    assert main(["check", "only-in-env.example"]) == 2  # a named file that is not there
