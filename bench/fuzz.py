@@ -53,8 +53,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-TARGETS = ("parse_query", "handle_udp", "handle_tcp", "lists")
-QUICK_INPUTS = {"parse_query": 8000, "handle_udp": 5000, "handle_tcp": 3000, "lists": 1500}
+TARGETS = ("parse_query", "handle_udp", "handle_tcp", "answer_options", "lists")
+QUICK_INPUTS = {
+    "parse_query": 8000,
+    "handle_udp": 5000,
+    "handle_tcp": 3000,
+    "answer_options": 3000,
+    "lists": 1500,
+}
 LONG_INPUTS = 1_000_000
 SLOW_SECONDS = 1.0  # one input taking longer than this is recorded as a crash ("slow")
 SAMPLES_PER_SIGNATURE = 3  # crashing inputs saved per signature
@@ -156,6 +162,12 @@ def dns_seeds() -> list[bytes]:
         dns.rrset.from_text("judi-contoh.example.", 60, "IN", "NS", "ns.judi-contoh.example.")
     )
     add(response, qid + 9)
+    # An upstream answer holding options of the client's hop (message.without_options).
+    response = dns.message.make_response(dns.message.make_query("allowed.example.org", "A"))
+    response.answer.append(dns.rrset.from_text("allowed.example.org.", 60, "IN", "A", "192.0.2.8"))
+    ede = dns.edns.EDEOption(dns.edns.EDECode.STALE_ANSWER, "from upstream")
+    response.use_edns(0, payload=1232, options=[server_cookie, ede, ecs, padding])
+    add(response, qid + 10)
     two = bytearray(dns.message.make_query("judi-contoh.example", "A").to_wire())
     two[5] = 2  # QDCOUNT 2, second question a pointer to the first
     seeds.append(bytes(two) + b"\xc0\x0c\x00\x1c\x00\x01")
@@ -216,6 +228,43 @@ def parse_query_check() -> Check:
             raise Violation("qname not lower case")
         if not query.unmatchable and (len(query.qname) > 253 or b"\\" in query.qname):
             raise Violation("qname longer than 253 or escaped without being unmatchable")
+        # What goes upstream: parses the same way, asks the same, holds no hop option.
+        sent = wire.upstream_request(data, query)
+        if not query.hop_options:
+            if sent is not data:
+                raise Violation("a query without hop options was changed for upstream")
+            return
+        again = wire.parse_query(sent)  # a ParseError here is a crash: it must parse
+        if again.question != query.question or again.hop_options or len(sent) >= len(data):
+            raise Violation("upstream request: question changed or hop options left")
+        if (again.edns, again.do, again.payload) != (query.edns, query.do, query.payload):
+            raise Violation("upstream request: EDNS settings changed")
+
+    return check
+
+
+def answer_options_check() -> Check:
+    """message.without_options over hostile upstream answers: never raises; a changed answer
+    is shorter, still walks, and holds none of the removed options."""
+    import struct
+
+    from resolver import message, wire
+
+    def check(data: bytes) -> None:
+        cleaned = message.without_options(data, wire.HOP_BY_HOP_OPTIONS)
+        if cleaned is data:
+            return
+        if len(cleaned) >= len(data):
+            raise Violation("removing options did not shorten the answer")
+        for record in message.walk(cleaned)[1]:  # a MessageError here is a crash
+            if record.section != message.ADDITIONAL or record.rtype != message.TYPE_OPT:
+                continue
+            pos, end = record.rdata_offset, record.rdata_offset + record.rdlength
+            while pos + 4 <= end:
+                code, length = struct.unpack_from("!HH", cleaned, pos)
+                if code in wire.HOP_BY_HOP_OPTIONS:
+                    raise Violation(f"option {code} left in the answer")
+                pos += 4 + length
 
     return check
 
@@ -381,6 +430,8 @@ def make_check(target: str) -> tuple[Check, Callable[[], None]]:
         return handle_check(built, udp=target == "handle_udp"), built.cleanup
     if target == "lists":
         return lists_check(), lambda: None
+    if target == "answer_options":
+        return answer_options_check(), lambda: None
     raise SystemExit(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
 
 
