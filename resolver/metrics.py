@@ -336,6 +336,37 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
+def serving_summary(totals: dict[str, Any]) -> dict[str, Any]:
+    """What `blokir status` shows of the workers' counters (merge() totals): each upstream the
+    live workers forward to, with its health and answers, and the cache."""
+    upstreams = []
+    for address, up in sorted(totals["upstreams"].items()):
+        if not up["live"]:
+            continue  # only a dead worker's counters still name it (removed by a reload)
+        answered = up["responses"]
+        upstreams.append(
+            {
+                "address": address,
+                "up": bool(up["up"]),
+                "requests": up["requests"],
+                "responses": answered,
+                "timeouts": up["timeouts"],
+                "errors": up["errors"],
+                "avg_ms": 1e3 * up["duration_sum"] / answered if answered else None,
+            }
+        )
+    cache = totals["cache"]
+    return {
+        "upstreams": upstreams,
+        "cache": {
+            "entries": cache.get("entries", 0),
+            "hits": cache.get("hits", 0),
+            "misses": cache.get("misses", 0),
+        },
+        "workers_reporting": totals["workers"],
+    }
+
+
 def retire(snapshot: dict[str, Any]) -> dict[str, Any]:
     """A dead worker's snapshot with its gauges zeroed: only counters carry over."""
     kept = dict(snapshot)

@@ -30,6 +30,28 @@ def format_outcome(outcome: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _serving_lines(status: dict[str, Any]) -> list[str]:
+    """Upstream health and the cache, summed over the workers (metrics.serving_summary)."""
+    if "upstreams" not in status:
+        return ["", "upstreams and cache: not shown ([metrics] enabled = false)"]
+    lines = [""]
+    for up in status["upstreams"]:
+        average = f", avg {up['avg_ms']:.1f} ms" if up["avg_ms"] is not None else ""
+        lines.append(
+            f"upstream {up['address']}: {'up' if up['up'] else 'DOWN'}, "
+            f"{up['responses']:,} of {up['requests']:,} answered, {up['timeouts']:,} timeouts, "
+            f"{up['errors']:,} errors{average}"
+        )
+    cache = status["cache"]
+    asked = cache["hits"] + cache["misses"]
+    share = f", {100 * cache['hits'] / asked:.0f}% of cache lookups hit" if asked else ""
+    lines.append(
+        f"cache    {cache['entries']:,} entries{share} "
+        f"({status['workers_reporting']} worker(s) reporting)"
+    )
+    return lines
+
+
 def format_status(status: dict[str, Any], now: float | None = None) -> str:
     """The supervisor's status (Supervisor.status()) as a table."""
     index = status["index"]
@@ -66,6 +88,7 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     errors = [e for e in status["lists"] if e.get("last_error")]
     for entry in errors:
         lines.append(f"  {entry['name']}: last download failed: {entry['last_error']}")
+    lines += _serving_lines(status)
     last = status.get("last_reload")
     lines.append("")
     if last:

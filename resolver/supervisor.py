@@ -329,6 +329,7 @@ class Supervisor:
             "pid": os.getpid(),
             "workers": [{"number": n, "pid": p} for n, p in workers],
             "listen": [f"{h}:{p}" for h, p in self.config.server.listen],
+            **(m.serving_summary(self.hub.totals()) if self.hub is not None else {}),
         }
 
     # -- main loop -----------------------------------------------------------------------

@@ -277,6 +277,10 @@ def test_url_list_updates_live_and_bad_updates_never_replace_it(
         assert status.returncode == 0, status.stderr
         assert "trustpositif" in status.stdout and list_server.url in status.stdout
         assert re.search(r"trustpositif\s+url\s+4\b", status.stdout), status.stdout
+        # Upstream health and the cache, from the workers' counters (published every 0.5 s).
+        upstream = f"upstream {LOOPBACK}:{server.upstream_port}: up, "
+        assert upstream in status.stdout, status.stdout
+        assert re.search(r"cache    \d+ entries", status.stdout), status.stdout
     finally:
         assert server.stop() == 0
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from resolver import metrics
 from resolver import reload as r
 from resolver.config import Config, ConfigError, load_config, parse_config
 from resolver.status import format_outcome, format_status
@@ -319,6 +320,38 @@ def test_status_and_outcome_text() -> None:
     assert "tp: last download failed: HTTP 500" in text
     assert "reloads since start: applied 2, rejected_shrink 1" in text
     assert "need a restart: server.listen" in format_outcome(outcome)
+    assert "upstreams and cache: not shown ([metrics] enabled = false)" in text
+    snapshot = {
+        "live": True,
+        "cells": [0] * metrics.N_CELLS,
+        "blocked": [],
+        "histogram": [0] * (metrics.N_OUTCOMES * (metrics.N_BUCKETS + 1)),
+        "duration_sum": [0.0] * metrics.N_OUTCOMES,
+        "top": [],
+        "cache": {"entries": 40, "hits": 30, "misses": 10},
+        "upstreams": [
+            {
+                "address": "10.0.0.1:53",
+                "requests": 12,
+                "responses": 10,
+                "timeouts": 2,
+                "errors": 0,
+                "failure_rcodes": 0,
+                "tcp_fallbacks": 0,
+                "up": False,
+                "buckets": [0] * metrics.N_BUCKETS,
+                "duration_sum": 0.05,
+            }
+        ],
+    }
+    retired = metrics.retire(
+        {**snapshot, "upstreams": [{**snapshot["upstreams"][0], "address": "gone:53"}]}
+    )
+    summary = metrics.serving_summary(metrics.merge([snapshot, retired]))
+    assert [u["address"] for u in summary["upstreams"]] == ["10.0.0.1:53"]  # not the removed one
+    text = format_status({**status, **summary}, now=now)
+    assert "upstream 10.0.0.1:53: DOWN, 10 of 12 answered, 2 timeouts, 0 errors, avg 5.0 ms" in text
+    assert "cache    40 entries, 75% of cache lookups hit (1 worker(s) reporting)" in text
 
 
 def test_url_list_is_refreshed_by_its_timer(tmp_path: Path) -> None:
