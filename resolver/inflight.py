@@ -89,6 +89,10 @@ class InflightTable(Generic[_K, _T]):
     def zone_count(self, zone: bytes) -> int:
         return self._per_zone.get(zone, 0)
 
+    def is_open(self, key: _K) -> bool:
+        """Whether a query for `key` is open (not counted as coalescing, unlike `find`)."""
+        return key in self._open
+
     def find(self, key: _K) -> asyncio.Task[_T] | None:
         task = self._open.get(key)
         if task is not None:

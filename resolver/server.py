@@ -310,6 +310,14 @@ class Resolver:
                 memo = (answer[2:], 0, fresh_until, qcell, query.qname, renewal)
                 self._remember(key, memo)
             return answer
+        if not self.inflight.is_open(cache_key):
+            # A miss the in-flight caps turn away is answered here rather than from a task:
+            # under a random-subdomain flood most queries end this way, and with a task each
+            # cost 17 us instead of 5 (20k names under one capped zone, handle and forward
+            # timed together). forward checks again, for the caps may fill before its task runs.
+            turned_away = self._over_cap(query, data, transport, cache_key, zone_of(query.qname))
+            if turned_away is not None:
+                return self.fit_udp(turned_away, query) if udp else turned_away
         return query
 
     def _count_block(self, pid: int, qname: bytes) -> None:
@@ -448,13 +456,9 @@ class Resolver:
             stats.upstream_coalesced = inflight.coalesced
         else:
             zone = zone_of(query.qname)
-            scope = inflight.over_cap(zone)
-            if scope is not None:
-                stats.inflight_rejected_total = inflight.rejected_total
-                stats.inflight_rejected_zone = inflight.rejected_zone
-                where = zone.decode("ascii", "replace") if scope == "zone" else "this server"
-                reason = f"too many queries in flight for {where}"
-                return self._stale_or_servfail(query, data, transport, key, EDE_OTHER, reason)
+            turned_away = self._over_cap(query, data, transport, key, zone)
+            if turned_away is not None:
+                return turned_away
             request = wire.upstream_request(data, query)  # without the client's own options
             task = asyncio.get_running_loop().create_task(self._fetch(key, zone, request))
             inflight.add(key, zone, task)
@@ -482,6 +486,21 @@ class Resolver:
             return blocked
         self._count(transport, query, m.ALLOWED)
         return data[:2] + _reply_tail(response, query.question, query.question_end)
+
+    def _over_cap(
+        self, query: wire.Query, data: bytes, transport: int, key: CacheKey, zone: bytes
+    ) -> bytes | None:
+        """Stale data or SERVFAIL (EDE 0 naming the cap) for a new upstream query the in-flight
+        caps do not admit; None when they do."""
+        inflight = self.inflight
+        scope = inflight.over_cap(zone)
+        if scope is None:
+            return None
+        self.stats.inflight_rejected_total = inflight.rejected_total
+        self.stats.inflight_rejected_zone = inflight.rejected_zone
+        where = zone.decode("ascii", "replace") if scope == "zone" else "this server"
+        reason = f"too many queries in flight for {where}"
+        return self._stale_or_servfail(query, data, transport, key, EDE_OTHER, reason)
 
     async def _fetch(self, key: CacheKey, zone: bytes, data: bytes) -> bytes | None:
         """The one upstream query for everyone waiting on `key`. A cacheable answer is stored

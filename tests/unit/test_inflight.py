@@ -215,6 +215,36 @@ def test_per_zone_cap_answers_servfail_with_ede_and_spares_other_zones(tmp_path:
     assert resolver.stats.upstream_inflight_peak == 3
 
 
+def test_a_miss_over_a_full_cap_is_answered_by_handle_itself(tmp_path: Path) -> None:
+    """With the victim zone's cap full, `handle` answers a new name under it at once (no Query,
+    so no task): the cheap path under a random-subdomain flood. A question already open still
+    waits on it, and other zones still go upstream."""
+    resolver = make_clocked_resolver(tmp_path, "max_inflight = 10\nmax_inflight_per_zone = 2")
+    upstream = scripted(resolver)
+
+    async def body() -> None:
+        opened = [query(f"r{i}.victim.example", i, edns=0) for i in range(2)]
+        tasks = [
+            asyncio.ensure_future(resolver.forward(parsed(resolver, d), d, metrics.UDP))
+            for d in opened
+        ]
+        await asyncio.sleep(0)  # the two upstream queries are open now
+        turned_away = resolver.handle(query("r9.victim.example", 9, edns=0), "127.0.0.1")
+        assert isinstance(turned_away, bytes)
+        message = dns.message.from_wire(turned_away)
+        assert message.rcode() == dns.rcode.SERVFAIL and message.id == 9
+        assert message.options[0].text == "too many queries in flight for victim.example"
+        assert resolver.last_outcome == metrics.SERVFAIL
+        assert resolver.stats.inflight_rejected_zone == 1
+        assert isinstance(resolver.handle(opened[0], "127.0.0.1"), Query)  # coalesces
+        assert isinstance(resolver.handle(query("www.other.example", 3), "127.0.0.1"), Query)
+        upstream.release.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(asyncio.wait_for(body(), 5))
+    assert len(upstream.asked) == 2
+
+
 def test_total_cap(tmp_path: Path) -> None:
     resolver = make_clocked_resolver(tmp_path, "max_inflight = 2\nmax_inflight_per_zone = 2")
     upstream = scripted(resolver)
