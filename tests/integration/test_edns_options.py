@@ -5,7 +5,7 @@ not cached and handed to other clients.
 Why it matters: the cache serves one answer to many clients. An upstream that supports cookies
 answers a forwarded COOKIE with the first client's cookie in it; served from the cache to a second
 client, the client cookie does not match, and RFC 7873 5.3 tells that client to discard the
-answer (dig prints "Client COOKIE mismatch", a validating CPE retries and fails). A forwarded ECS
+answer (dig prints "Client COOKIE mismatch"; a cookie-aware resolver drops it). A forwarded ECS
 gets an answer tailored to the first client's subnet, and its ECS option names that subnet to
 everyone after (RFC 7871 11.3, privacy). The upstream here answers every option it gets, as
 cookie-aware and non-compliant servers do (fake_upstream.py `echo_options`)."""
