@@ -87,8 +87,8 @@ def _goal_size(report: dict[str, Any], wanted: int, peers: tuple[str, ...]) -> i
 
 def run_pairs(first: list[float], second: list[float]) -> list[float]:
     """q/s ratios of the i-th run of one server to the i-th run of another. The runs alternate
-    (bench/resolver_bench.py), so each pair ran minutes apart and shares the host's mood; the
-    ratio of medians can hide that one server wins only when the host is kind."""
+    (bench/resolver_bench.py), so each pair ran minutes apart, in the same phase of a noisy
+    host; the ratio of medians can hide that one server wins only in the host's good phases."""
     return [a / b for a, b in zip(first, second, strict=False) if b]
 
 
