@@ -495,22 +495,34 @@ def spoofing(report: Report, main: Instance) -> None:
     )
 
 
+FLOOD_SOCKETS = 8  # source ports: SO_REUSEPORT spreads them over the workers
+
+
 def _flood(port: int, seconds: float, out: multiprocessing.queues.Queue[int]) -> None:
-    """Child process: unique names under flood.example at about 5k queries/s."""
+    """Child process: unique names under flood.example at about 5k queries/s, from several
+    source ports. The kernel picks a worker by hashing the source address and port: from one
+    port the whole flood could land on a worker the probe never talks to, and the scenario
+    would then measure nothing."""
     sent = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(FLOOD_SOCKETS)]
+    try:
+        for sock in socks:
+            sock.setblocking(False)
         end = time.monotonic() + seconds
         while time.monotonic() < end and sent < 200_000:
             for _ in range(25):
                 query = raw_query(sent, [b"u%d-%d" % (sent, os.getpid()), b"flood", b"example"])
                 with suppress(BlockingIOError):
-                    sock.sendto(query, (LOOPBACK, port))
+                    socks[sent % FLOOD_SOCKETS].sendto(query, (LOOPBACK, port))
                 sent += 1
             time.sleep(0.005)
-            with suppress(BlockingIOError, OSError):
-                while sock.recv(4096):
-                    pass
+            for sock in socks:
+                with suppress(BlockingIOError, OSError):
+                    while sock.recv(4096):
+                        pass
+    finally:
+        for sock in socks:
+            sock.close()
     out.put(sent)
 
 
