@@ -28,6 +28,7 @@ __all__ = [
     "cname_targets",
     "negative_ttl",
     "read_name",
+    "remove_options",
     "skip_name",
     "walk",
     "without_options",
@@ -271,21 +272,27 @@ def without_options(msg: bytes, codes: frozenset[int]) -> bytes:
     except MessageError:
         return msg
     for record in records:
-        if record.section != ADDITIONAL or record.rtype != TYPE_OPT:
-            continue
-        start = record.rdata_offset
-        end = start + record.rdlength
-        kept: list[bytes] = []
-        pos = start
-        while pos + 4 <= end:
-            code, length = _OPTION_HEAD.unpack_from(msg, pos)
-            if pos + 4 + length > end:
-                return msg  # an option overrunning its record: not ours to repair
-            if code not in codes:
-                kept.append(msg[pos : pos + 4 + length])
-            pos += 4 + length
-        options = b"".join(kept)
-        if pos != end or len(options) == record.rdlength:
-            return msg  # malformed, or nothing to remove
-        return msg[: start - 2] + len(options).to_bytes(2, "big") + options + msg[end:]
+        if record.section == ADDITIONAL and record.rtype == TYPE_OPT:
+            start = record.rdata_offset
+            return remove_options(msg, start, start + record.rdlength, codes)
     return msg
+
+
+def remove_options(msg: bytes, start: int, end: int, codes: frozenset[int]) -> bytes:
+    """`msg` with the EDNS options in `codes` taken out of the OPT RDATA msg[start:end] and the
+    RDLENGTH before it (msg[start - 2:start]) set to what is left; `msg` itself when none of
+    them is there, or when an option overruns the RDATA (not ours to repair). Used for queries
+    (wire.upstream_request) and answers (without_options) alike."""
+    kept: list[bytes] = []
+    pos = start
+    while pos + 4 <= end:
+        code, length = _OPTION_HEAD.unpack_from(msg, pos)
+        if pos + 4 + length > end:
+            return msg
+        if code not in codes:
+            kept.append(msg[pos : pos + 4 + length])
+        pos += 4 + length
+    options = b"".join(kept)
+    if pos != end or len(options) == end - start:
+        return msg  # malformed, or nothing to remove
+    return msg[: start - 2] + len(options).to_bytes(2, "big") + options + msg[end:]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from resolver.message import remove_options
+
 _HEADER: Final = struct.Struct("!HHHHHH")
 _U16: Final = struct.Struct("!H")
 _QTAIL: Final = struct.Struct("!HH")
@@ -332,16 +334,8 @@ def upstream_request(data: bytes, query: Query) -> bytes:
     start = query.hop_options
     if not start:
         return data
-    kept = []
-    pos = start
-    end = len(data)
-    while pos < end:  # parse_query checked that the options exactly fill the RDATA
-        code, length = _QTAIL.unpack_from(data, pos)
-        if code not in HOP_BY_HOP_OPTIONS:
-            kept.append(data[pos : pos + 4 + length])
-        pos += 4 + length
-    options = b"".join(kept)
-    return data[: start - 2] + _U16.pack(len(options)) + options  # RDLENGTH, then the RDATA
+    # parse_query checked the options and that the OPT record ends the message.
+    return remove_options(data, start, len(data), HOP_BY_HOP_OPTIONS)
 
 
 def _parse_additional(data: bytes, query: Query, pos: int, arcount: int) -> int:
