@@ -88,7 +88,6 @@ class Resolver:
         upstream = config.upstream
         servers = config.upstream_servers()  # ConfigError at start: nothing to forward to
         self.upstream = UpstreamPool(servers, upstream.timeout, upstream.attempts)
-        self._upstream_shape = (tuple(servers), upstream.timeout, upstream.attempts)
         # Open upstream queries by cache key (see forward and resolver.inflight).
         self.inflight: InflightTable[CacheKey, bytes | None] = InflightTable(
             upstream.max_inflight, upstream.max_inflight_per_zone
@@ -164,13 +163,11 @@ class Resolver:
         except ConfigError as exc:  # resolv.conf changed under us; the reloader checked it too
             log.error("reload: %s; forwarding to the same upstreams as before", exc)
             return
-        shape = (tuple(servers), upstream.timeout, upstream.attempts)
-        if shape != self._upstream_shape:
+        if not self.upstream.configured_as(servers, upstream.timeout, upstream.attempts):
             pool = UpstreamPool(servers, upstream.timeout, upstream.attempts)
             pool.keep_health_of(self.upstream)
             self.upstream.close()
             self.upstream = pool
-            self._upstream_shape = shape
             log.info("upstream servers now %s", ", ".join(map(format_address, servers)))
         self.inflight.max_total = upstream.max_inflight
         self.inflight.max_per_zone = upstream.max_inflight_per_zone

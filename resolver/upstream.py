@@ -162,6 +162,12 @@ class UpstreamPool:
         self.stats: tuple[UpstreamStats, ...] = tuple(s.stats for s in self._servers)
         self._probes: set[asyncio.Task[bytes | None]] = set()
 
+    def configured_as(self, servers: list[tuple[str, int]], timeout: float, attempts: int) -> bool:
+        """Whether this pool was made with these settings (a reload that changed none of them
+        keeps it)."""
+        addresses = [stats.address for stats in self.stats]
+        return (addresses, self.timeout, self.attempts) == (servers, timeout, attempts)
+
     def keep_health_of(self, previous: UpstreamPool) -> None:
         """After a reload changed the upstream settings: a server in both pools keeps its health,
         back-off, RTT and counters, so a server known to be down is not tried first again and
