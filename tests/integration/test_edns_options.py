@@ -47,6 +47,15 @@ def blokir(tmp_path: Path, upstream: ProgrammableUpstream) -> Iterator[Blokir]:
         yield server
 
 
+def _ask(
+    blokir: Blokir, name: str, *options: dns.edns.Option, tcp: bool = False
+) -> dns.message.Message:
+    """`name` A with EDNS and these options, over UDP (or TCP)."""
+    query = dns.message.make_query(name, "A", use_edns=0, options=list(options))
+    send = dns.query.tcp if tcp else dns.query.udp
+    return send(query, LOOPBACK, port=blokir.port, timeout=3)
+
+
 def _codes(message: dns.message.Message) -> list[int]:
     return [int(option.otype) for option in message.options]
 
@@ -54,27 +63,20 @@ def _codes(message: dns.message.Message) -> list[int]:
 def test_cookie_and_subnet_stay_with_the_client(
     blokir: Blokir, upstream: ProgrammableUpstream
 ) -> None:
-    first = dns.message.make_query(
+    reply = _ask(
+        blokir,
         "shared.example",
-        "A",
-        use_edns=0,
-        options=[
-            dns.edns.CookieOption(b"client-a", b""),
-            dns.edns.ECSOption("192.0.2.0", 24),
-            dns.edns.NSIDOption(b""),
-            dns.edns.GenericOption(UNKNOWN, b"kept"),
-        ],
+        dns.edns.CookieOption(b"client-a", b""),
+        dns.edns.ECSOption("192.0.2.0", 24),
+        dns.edns.NSIDOption(b""),
+        dns.edns.GenericOption(UNKNOWN, b"kept"),
     )
-    reply = dns.query.udp(first, LOOPBACK, port=blokir.port, timeout=3)
     assert [rd.address for rd in reply.answer[0]] == ["198.51.100.7"]
     assert upstream.options == [(UNKNOWN,)]  # the upstream never saw the client's own options
     assert COOKIE not in _codes(reply) and ECS not in _codes(reply) and NSID not in _codes(reply)
 
     # Another client, another cookie: the cached answer carries nothing of the first client.
-    second = dns.message.make_query(
-        "shared.example", "A", use_edns=0, options=[dns.edns.CookieOption(b"client-b", b"")]
-    )
-    cached = dns.query.udp(second, LOOPBACK, port=blokir.port, timeout=3)
+    cached = _ask(blokir, "shared.example", dns.edns.CookieOption(b"client-b", b""))
     assert upstream.seen("shared.example") == 1  # from the cache
     assert [rd.address for rd in cached.answer[0]] == ["198.51.100.7"]
     assert COOKIE not in _codes(cached) and ECS not in _codes(cached)
@@ -83,16 +85,13 @@ def test_cookie_and_subnet_stay_with_the_client(
 def test_tcp_keepalive_and_padding_are_not_forwarded(
     blokir: Blokir, upstream: ProgrammableUpstream
 ) -> None:
-    query = dns.message.make_query(
+    reply = _ask(
+        blokir,
         "tcp.example",
-        "A",
-        use_edns=0,
-        options=[
-            dns.edns.GenericOption(KEEPALIVE, b""),
-            dns.edns.GenericOption(PADDING, b"\0" * 8),
-        ],
+        dns.edns.GenericOption(KEEPALIVE, b""),
+        dns.edns.GenericOption(PADDING, b"\0" * 8),
+        tcp=True,
     )
-    reply = dns.query.tcp(query, LOOPBACK, port=blokir.port, timeout=3)
     assert [rd.address for rd in reply.answer[0]] == ["198.51.100.8"]
     # RFC 7828 3.2.1: keepalive is for the client's TCP connection, never for UDP upstream.
     assert upstream.options == [()]
@@ -111,8 +110,7 @@ def test_options_an_upstream_adds_unasked_are_not_cached(
         ede,
     ]
     for client in range(2):
-        query = dns.message.make_query("shared.example", "A", use_edns=0)
-        reply = dns.query.udp(query, LOOPBACK, port=blokir.port, timeout=3)
+        reply = _ask(blokir, "shared.example")
         assert [rd.address for rd in reply.answer[0]] == ["198.51.100.7"], client
         assert reply.options == (ede,), client
     assert upstream.seen("shared.example") == 1
