@@ -250,27 +250,30 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(tree_cpu_times(pid))
 
 
-def cpu_steal_seconds(cpus: Collection[int] | None = None, proc_stat: str | None = None) -> float:
-    """CPU seconds the hypervisor gave `cpus` (all when None) to other guests: the steal
-    column of /proc/stat (or of `proc_stat`, its text). On a shared VM this is host noise the
-    server's own figures cannot show, so the benchmark reports it per run."""
-    lines = (proc_stat or Path("/proc/stat").read_text()).splitlines()
-    if cpus is None:
-        return int(lines[0].split()[8]) / os.sysconf("SC_CLK_TCK")
-    stolen = 0
-    for line in lines[1:]:
+def cpu_ticks(proc_stat: str | None = None) -> dict[str, list[int]]:
+    """The cpu lines of /proc/stat (or of `proc_stat`, its text): "cpu" (all cores), "cpu0", ...
+    to their tick counts: user nice system idle iowait irq softirq steal (guest ones after)."""
+    ticks: dict[str, list[int]] = {}
+    for line in (proc_stat or Path("/proc/stat").read_text()).splitlines():
         name, *values = line.split()
         if not name.startswith("cpu"):
             break
-        if int(name[3:]) in cpus:
-            stolen += int(values[7])  # user nice system idle iowait irq softirq steal
-    return stolen / os.sysconf("SC_CLK_TCK")
+        ticks[name] = [int(value) for value in values]
+    return ticks
+
+
+def cpu_steal_seconds(cpus: Collection[int] | None = None, proc_stat: str | None = None) -> float:
+    """CPU seconds the hypervisor gave `cpus` (all when None) to other guests: the steal
+    column of /proc/stat. On a shared VM this is host noise the server's own figures cannot
+    show, so the benchmark reports it per run."""
+    ticks = cpu_ticks(proc_stat)
+    names = ["cpu"] if cpus is None else [f"cpu{cpu}" for cpu in cpus]
+    return sum(ticks[name][7] for name in names if name in ticks) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent busy (all cores; /proc/stat: all but idle, iowait)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    user, nice, system, _idle, _iowait, irq, softirq, steal = cpu_ticks()["cpu"][:8]
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
