@@ -20,6 +20,7 @@ FROM ${BASE_IMAGE} AS build
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+        gcc libc6-dev python3-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The dependencies first, from pyproject.toml alone: a layer cache keeps them while the code
@@ -40,15 +41,19 @@ RUN --mount=type=secret,id=extra_ca,required=false \
     python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt; \
     /opt/blokir/bin/pip wheel --wheel-dir /wheels -r /tmp/requirements.txt; \
     /opt/blokir/bin/pip install --no-index --find-links /wheels -r /tmp/requirements.txt; \
-    /opt/blokir/bin/pip install 'setuptools>=68' wheel; \
+    python3 -m venv /opt/build; \
+    /opt/build/bin/pip install 'setuptools>=68' wheel 'mypy>=1.10'; \
     rm -f /tmp/ca.pem /tmp/requirements.txt
-# Then blokir itself, offline, and the build tools leave the venv.
-COPY README.md ./
+# Then blokir itself, offline, built by the build venv (setuptools, and mypy to compile the hot
+# path: setup.py), so no build tool ends up in /opt/blokir. The image must run compiled code: the
+# build fails here if the compile fell back to pure Python.
+COPY README.md setup.py ./
 COPY resolver ./resolver
 RUN set -eu; \
     export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1; \
-    /opt/blokir/bin/pip wheel --no-index --no-deps --no-build-isolation --wheel-dir /wheels .; \
+    /opt/build/bin/pip wheel --no-index --no-deps --no-build-isolation --wheel-dir /wheels .; \
     /opt/blokir/bin/pip install --no-index --find-links /wheels blokir; \
+    /opt/blokir/bin/python -c 'import sys, resolver; print("blokir hot path:", resolver.NATIVE.why); sys.exit(not resolver.NATIVE.compiled)'; \
     /opt/blokir/bin/pip uninstall -y -q setuptools wheel packaging; \
     /opt/blokir/bin/pip check; \
     /opt/blokir/bin/pip uninstall -y -q pip; \

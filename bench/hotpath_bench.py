@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Coroutine
 from pathlib import Path
 
 import dns.message
@@ -138,13 +137,12 @@ def replay(worker: server.Worker, sock: ReplaySocket, upstream: dict[bytes, byte
     outcomes: Counter[int] = Counter()
     pending: list[tuple[wire.Query, bytes]] = []
 
-    def spawn(coroutine: Coroutine[object, object, None]) -> None:
-        # Worker._udp_forward(sock, query, data, address, started), not started yet.
-        frame = coroutine.cr_frame  # type: ignore[attr-defined]
-        pending.append((frame.f_locals["query"], frame.f_locals["data"]))
-        coroutine.close()
+    def forward(
+        sock: object, query: wire.Query, data: bytes, address: object, started: float
+    ) -> None:
+        pending.append((query, data))
 
-    worker._spawn = spawn  # type: ignore[method-assign]
+    worker.start_udp_forward = forward  # type: ignore[assignment]
     callback = worker._on_udp_readable
     while sock.position < len(sock.datagrams):
         before = sock.position

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from resolver import __version__
+from resolver import NATIVE, __version__
 from resolver.config import Config, ConfigError, load_config, load_default_config
 from resolver.envconfig import apply_env
 from resolver.export import FORMATS as EXPORT_FORMATS
@@ -54,7 +54,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blokir", description="DNS forwarder that enforces blocklists at ISP scale."
     )
-    parser.add_argument("--version", action="version", version=f"blokir {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"blokir {__version__}, hot path {NATIVE.why}"
+    )
     sub = parser.add_subparsers(title="commands")
 
     compile_cmd = sub.add_parser("compile", help="compile lists into an index file")

@@ -31,7 +31,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import xxhash
 
@@ -44,9 +44,12 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    U64 = npt.NDArray[np.uint64]
-    U16 = npt.NDArray[np.uint16]
-    U32 = npt.NDArray[np.uint32]
+
+# Aliases that exist at run time as strings: the compiled build (setup.py) evaluates the
+# annotations of IndexData's fields, and numpy is not imported outside type checking.
+U64: TypeAlias = "npt.NDArray[np.uint64]"
+U16: TypeAlias = "npt.NDArray[np.uint16]"
+U32: TypeAlias = "npt.NDArray[np.uint32]"
 
 MAGIC = b"BLOKIRX\x00"
 VERSION = 1

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from resolver import NATIVE
 from resolver import metrics as m
 from resolver.config import Config
 from resolver.control import ControlError, ControlServer
@@ -340,11 +341,12 @@ class Supervisor:
         signal.signal(signal.SIGHUP, self._on_hup)
         listen = ", ".join(f"{h}:{p}" for h, p in self.config.server.listen)
         log.info(
-            "blokir serving on %s with %d worker(s), index %s (%s names)",
+            "blokir serving on %s with %d worker(s), index %s (%s names), hot path %s",
             listen,
             self.config.server.workers,
             self.reloader.index_path,
             f"{int(self.reloader.header.get('count', 0)):,}",
+            NATIVE.why,
         )
         if ready is not None:
             ready()

@@ -1,0 +1,110 @@
+"""Whether this process runs the compiled hot path or the plain sources, and why.
+
+setup.py compiles the query path's modules with mypyc into one shared library beside their
+sources and then writes native.json: the modules it compiled and a digest of every source file
+of the package (the compiler reads them all to type the compiled code). Python imports an
+extension module before a source file of the same name, so a source edited after the build
+would be shadowed by its stale compiled copy. `select` (run by the package's __init__, before
+any other module of the package loads) compares the digest with the sources on disk; when they
+differ, when there is no manifest, or when BLOKIR_PURE_PYTHON is set, it puts a finder first on
+sys.meta_path that loads those modules from their sources. All or nothing: compiled modules call
+each other directly, not through module attributes, so a mix would run the stale code anyway.
+
+No imports from the package: setup.py loads this file on its own to write the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import NamedTuple
+
+GROUP = "resolver._native"  # the compiled modules' shared library (mypyc's group name)
+MANIFEST = "native.json"
+PURE_ENV = "BLOKIR_PURE_PYTHON"
+
+
+class Mode(NamedTuple):
+    compiled: bool
+    why: str  # a phrase for `blokir --version` and the start-up log
+
+
+def source_digest(package_dir: Path) -> str:
+    """sha256 over the relative path and bytes of every .py file under `package_dir`."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def write_manifest(output_dir: Path, package_dir: Path, modules: Sequence[str]) -> None:
+    """Written by the build after the compiled modules are in `output_dir`."""
+    manifest = {"modules": list(modules), "sources": source_digest(package_dir)}
+    (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def _compiled_modules(package_dir: Path) -> list[str]:
+    """Modules of the package with both an extension file and a source file."""
+    return sorted(
+        f"resolver.{path.name[: -len(suffix)]}"
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+        for path in package_dir.glob(f"*{suffix}")
+        if (package_dir / (path.name[: -len(suffix)] + ".py")).is_file()
+    )
+
+
+def decide(package_dir: Path, environ: dict[str, str] | os._Environ[str]) -> tuple[Mode, list[str]]:
+    """The mode, and the modules to load from source (empty when compiled or nothing was)."""
+    manifest_path = package_dir / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        modules = [str(name) for name in manifest["modules"]]
+        built_from = str(manifest["sources"])
+    except FileNotFoundError:
+        return Mode(False, "pure Python (not compiled)"), _compiled_modules(package_dir)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        why = f"pure Python ({manifest_path} unreadable: {error})"
+        return Mode(False, why), _compiled_modules(package_dir)
+    if environ.get(PURE_ENV, "") not in ("", "0"):
+        return Mode(False, f"pure Python ({PURE_ENV} is set)"), modules
+    if source_digest(package_dir) != built_from:
+        return (
+            Mode(False, "pure Python (sources changed since the compiled build; reinstall)"),
+            modules,
+        )
+    return Mode(True, "compiled with mypyc"), []
+
+
+class SourceFirst(importlib.abc.MetaPathFinder):
+    """Loads the named modules of the package from their .py files, past any extension module."""
+
+    def __init__(self, package_dir: Path, modules: Iterable[str]) -> None:
+        self.package_dir = package_dir
+        self.modules = frozenset(modules)
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.modules:
+            return None
+        source = self.package_dir / (fullname.rpartition(".")[2] + ".py")
+        return importlib.util.spec_from_file_location(fullname, source)
+
+
+def select(package_dir: Path) -> Mode:
+    mode, from_source = decide(package_dir, os.environ)
+    if from_source and not any(isinstance(f, SourceFirst) for f in sys.meta_path):
+        sys.meta_path.insert(0, SourceFirst(package_dir, from_source))
+    return mode
