@@ -335,7 +335,8 @@ def markdown(report: dict[str, Any], chart_name: str | None = None) -> str:
         f"Machine: {machine.get('nproc')} CPUs ({machine.get('cpu_model', '?')}), "
         f"{machine.get('memory_gib', '?')} GiB, Linux {machine.get('kernel', '?')}, Python "
         f"{machine.get('python', '?')}; {tools}. Busy before the run: "
-        f"{_num(machine.get('busy_before_pct'), '.0f')}% of a core.",
+        f"{_num(machine.get('busy_before_pct'), '.0f')}% of a core. blokir's hot path: "
+        f"{machine.get('blokir_hot_path', 'not recorded')}.",
         "",
         f"Load: `dnsperf -c {settings.get('clients')} -t {_num(settings.get('timeout'), 'g')} "
         f"-l {_num(settings.get('seconds'), 'g')}` from the same machine, "

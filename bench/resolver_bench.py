@@ -84,6 +84,7 @@ from bench.servers import (  # noqa: E402
     wait_for_any_reply,
 )
 from bench.workload import write_list  # noqa: E402
+from resolver import NATIVE  # noqa: E402
 
 DEFAULT_SEED = 20251  # the seed bench/index_bench.py uses: the same list files are shared
 ZONE = "bench.example."
@@ -335,6 +336,7 @@ class Peer:
     kind: str  # one of KINDS
     threads: int  # workers, threads or processes
     metrics: bool = False  # blokir only: with its Prometheus endpoint on (blokir<N>m)
+    pure: bool = False  # blokir only: the plain sources, not the compiled build (blokir<N>p)
 
     @property
     def uses_list(self) -> bool:
@@ -347,18 +349,24 @@ def parse_peers(text: str) -> list[Peer]:
         item = item.strip()
         if not item:
             continue
-        found = re.fullmatch(r"(blokir|unbound|dnsmasq|ceiling)(\d+)(m?)", item)
-        if not found or int(found.group(2)) < 1 or (found.group(3) and found.group(1) != "blokir"):
+        found = re.fullmatch(r"(blokir|unbound|dnsmasq|ceiling)(\d+)(m?)(p?)", item)
+        if (
+            not found
+            or int(found.group(2)) < 1
+            or ((found.group(3) or found.group(4)) and found.group(1) != "blokir")
+        ):
             raise SystemExit(
-                f"resolver_bench: unknown peer {item!r} "
-                "(blokir<N>, blokir<N>m with metrics on, unbound<N>, dnsmasq1 or ceiling<N>)"
+                f"resolver_bench: unknown peer {item!r} (blokir<N>, blokir<N>m with metrics on, "
+                "blokir<N>p on the plain sources, unbound<N>, dnsmasq1 or ceiling<N>)"
             )
         kind, threads = found.group(1), int(found.group(2))
         if kind == "dnsmasq" and threads != 1:
             raise SystemExit("resolver_bench: dnsmasq answers from a single thread: use dnsmasq1")
         if any(p.name == item for p in peers):
             raise SystemExit(f"resolver_bench: peer {item!r} given twice")
-        peers.append(Peer(item, kind, threads, metrics=bool(found.group(3))))
+        peers.append(
+            Peer(item, kind, threads, metrics=bool(found.group(3)), pure=bool(found.group(4)))
+        )
     if not peers:
         raise SystemExit("resolver_bench: no peers")
     return peers
@@ -456,7 +464,7 @@ def start_peer(peer: Peer, port: int, ctx: Context, tag: str) -> tuple[ManagedPr
         landing_ipv6=LANDING_IPV6,
         metrics_port=free_port() if peer.metrics else None,
     )
-    return start_blokir(conf, tag), conf
+    return start_blokir(conf, tag, pure_python=peer.pure), conf
 
 
 def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
@@ -841,6 +849,9 @@ def machine_info(dnsperf: str) -> dict[str, Any]:
         "memory_gib": round(mem_kib / 2**20, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
+        # The blokir processes import the same package from this checkout (README, "Compiled
+        # hot path"): compiled, or the plain sources and why.
+        "blokir_hot_path": NATIVE.why,
         "versions": versions,
     }
 

@@ -124,9 +124,11 @@ class ManagedProcess:
         cwd: Path | None = None,
         *,
         under_test: bool = True,
+        env: dict[str, str] | None = None,
     ) -> None:
         """`under_test`: a server being measured (pinned with `server_cpus`); False for the
-        benchmark's own helpers (the NSD upstream), which stay with the load generator."""
+        benchmark's own helpers (the NSD upstream), which stay with the load generator. `env`:
+        variables set for the process on top of this one's."""
         self.name = name
         self.argv = list(argv)
         self.log = log
@@ -139,6 +141,7 @@ class ManagedProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
+                env=None if env is None else {**os.environ, **env},
                 start_new_session=True,
                 # Set in the child before exec, so no worker it forks escapes the pinning.
                 preexec_fn=None
@@ -547,14 +550,18 @@ match = "subtree"
     return path
 
 
-def start_blokir(config: Path, tag: str, log: Path | None = None) -> ManagedProcess:
+def start_blokir(
+    config: Path, tag: str, log: Path | None = None, *, pure_python: bool = False
+) -> ManagedProcess:
     """`python -m resolver serve -c config` from this checkout; its output in `log` (default:
-    the config's name with .log)."""
+    the config's name with .log). `pure_python`: the plain sources even where the checkout has
+    a compiled build (BLOKIR_PURE_PYTHON, README "Compiled hot path")."""
     return ManagedProcess(
         tag,
         [sys.executable, "-m", "resolver", "serve", "-c", str(config)],
         log or config.with_suffix(".log"),
         cwd=REPO,
+        env={"BLOKIR_PURE_PYTHON": "1"} if pure_python else None,
     )
 
 

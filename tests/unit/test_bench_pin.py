@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from bench import servers
-from bench.resolver_bench import pin_split
+from bench.resolver_bench import parse_peers, pin_split
 from bench.servers import ManagedProcess
+from resolver import native
 
 # The child prints its own CPUs and those of a grandchild it forks, then exits.
 REPORT_CPUS = (
@@ -102,3 +103,23 @@ def test_goal_row_gives_the_run_pairs() -> None:
     row = next(r for r in report.goals(fake) if "vs Unbound, 1 thread" in r["goal"])
     assert "run pairs: median 1.12x, ahead in 2 of 3" in row["measured"]
     assert report.run_pairs([2.0, 3.0], [1.0, 0.0]) == [2.0]
+
+
+def test_pure_python_peers_run_blokir_on_its_sources(tmp_path: Path) -> None:
+    peers = parse_peers("blokir1,blokir1p,blokir2mp")
+    assert [(p.name, p.pure, p.metrics) for p in peers] == [
+        ("blokir1", False, False),
+        ("blokir1p", True, False),
+        ("blokir2mp", True, True),
+    ]
+    with pytest.raises(SystemExit, match="unknown peer"):
+        parse_peers("unbound1p")
+    # What a pure peer's process sees: BLOKIR_PURE_PYTHON on top of this environment.
+    log = tmp_path / "env.log"
+    code = "import os; print(os.environ.get('BLOKIR_PURE_PYTHON'), 'PATH' in os.environ)"
+    process = ManagedProcess("env", [sys.executable, "-c", code], log, env={native.PURE_ENV: "1"})
+    try:
+        process.proc.wait(timeout=20)
+    finally:
+        process.stop()
+    assert log.read_text().split() == ["1", "True"]
