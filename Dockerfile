@@ -53,7 +53,7 @@ RUN set -eu; \
     export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1; \
     /opt/build/bin/pip wheel --no-index --no-deps --no-build-isolation --wheel-dir /wheels .; \
     /opt/blokir/bin/pip install --no-index --find-links /wheels blokir; \
-    /opt/blokir/bin/python -c 'import sys, resolver; print("blokir hot path:", resolver.NATIVE.why); sys.exit(not resolver.NATIVE.compiled)'; \
+    (cd / && /opt/blokir/bin/python -c 'import sys, resolver; print("blokir hot path:", resolver.NATIVE.why); sys.exit(not resolver.NATIVE.compiled)'); \
     /opt/blokir/bin/pip uninstall -y -q setuptools wheel packaging; \
     /opt/blokir/bin/pip check; \
     /opt/blokir/bin/pip uninstall -y -q pip; \

@@ -59,9 +59,13 @@ class CompileHotPath(build_ext):
 
                 self.distribution.ext_modules = _MYPYC_EXTENSIONS or mypycify(
                     [
-                        # The build environment has none of the runtime dependencies: their
-                        # types are Any to the compiler (the hot path calls none of them per
-                        # query but xxhash, which has no type information anyway).
+                        # Not the project's strict [tool.mypy] (scripts/test runs that one):
+                        # the build environment has none of the runtime dependencies, so their
+                        # types are Any here (the hot path calls none of them per query but
+                        # xxhash, which has no type information anyway), and strict mode
+                        # would reject what that makes of the code (a class that subclasses
+                        # prometheus_client's Collector). Type errors still stop the compile.
+                        "--config-file=",
                         "--ignore-missing-imports",
                         *(f"resolver/{name}.py" for name in HOT_MODULES),
                     ],
@@ -89,6 +93,8 @@ class CompileHotPath(build_ext):
                 f"blokir: not compiling the hot path ({self.fallback}); installing pure Python",
                 file=sys.stderr,
             )
+            # pip shows none of this without -v: `blokir --version` will say why instead.
+            native.write_fallback(output, self.fallback)
             return
         native.write_manifest(output, ROOT / "resolver", [f"resolver.{m}" for m in HOT_MODULES])
         print(f"blokir: compiled {', '.join(HOT_MODULES)} with mypyc", file=sys.stderr)

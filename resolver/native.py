@@ -52,6 +52,12 @@ def write_manifest(output_dir: Path, package_dir: Path, modules: Sequence[str]) 
     (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
+def write_fallback(output_dir: Path, why: str) -> None:
+    """Written by the build when it could not compile: the reason, for `blokir --version`."""
+    manifest = {"modules": [], "fallback": why[:500]}
+    (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
 def _compiled_modules(package_dir: Path) -> list[str]:
     """Modules of the package with both an extension file and a source file."""
     return sorted(
@@ -68,6 +74,9 @@ def decide(package_dir: Path, environ: dict[str, str] | os._Environ[str]) -> tup
     try:
         manifest = json.loads(manifest_path.read_text())
         modules = [str(name) for name in manifest["modules"]]
+        if "fallback" in manifest:
+            why = f"pure Python (the install could not compile it: {manifest['fallback']})"
+            return Mode(False, why), _compiled_modules(package_dir)
         built_from = str(manifest["sources"])
     except FileNotFoundError:
         return Mode(False, "pure Python (not compiled)"), _compiled_modules(package_dir)

@@ -33,6 +33,18 @@ def test_no_manifest_means_pure_python(tmp_path: Path) -> None:
     assert from_source == []
 
 
+def test_a_build_that_could_not_compile_says_why(tmp_path: Path) -> None:
+    package = fake_package(tmp_path)
+    native.write_fallback(package, "C build: CompileError: command 'gcc' failed")
+    mode, from_source = native.decide(package, {})
+    assert mode == native.Mode(
+        False,
+        "pure Python (the install could not compile it: C build: CompileError: "
+        "command 'gcc' failed)",
+    )
+    assert from_source == []
+
+
 def test_a_manifest_matching_the_sources_means_compiled(tmp_path: Path) -> None:
     package = fake_package(tmp_path)
     native.write_manifest(package, package, ["resolver.wire", "resolver.server"])
