@@ -6,10 +6,10 @@ resolver/native.json: a digest of every source the compiler read. `resolver.nati
 that digest at import and runs the plain sources when they changed since the build, so an
 edited checkout never runs a stale compiled copy (README, "Compiled hot path").
 
-Measured on the project's 2-core VM (bench/results, dnsperf, five alternating runs each):
-the compiled worker answered 1.20x the queries/s of the pure-Python one. A machine without a C
-compiler or Python headers still installs: the build says why it fell back and the package runs
-pure Python. BLOKIR_COMPILE=0 skips the compile on purpose.
+Measured on the project's 2-core VM (bench/results/2026-11-29-033623, dnsperf, five
+alternating runs each): the compiled worker answered 1.19x the queries/s of the same code run
+from its sources. A machine without a C compiler or Python headers still installs: the build
+falls back to plain Python and `blokir --version` says why. BLOKIR_COMPILE=0 skips the compile.
 """
 
 from __future__ import annotations
