@@ -62,6 +62,7 @@ from bench.servers import (  # noqa: E402
     addresses,
     ask,
     blokir_config,
+    blokir_hot_path,
     blokir_serve_available,
     cpu_steal_seconds,
     describe,
@@ -84,7 +85,6 @@ from bench.servers import (  # noqa: E402
     wait_for_any_reply,
 )
 from bench.workload import write_list  # noqa: E402
-from resolver import NATIVE  # noqa: E402
 
 DEFAULT_SEED = 20251  # the seed bench/index_bench.py uses: the same list files are shared
 ZONE = "bench.example."
@@ -849,9 +849,7 @@ def machine_info(dnsperf: str) -> dict[str, Any]:
         "memory_gib": round(mem_kib / 2**20, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        # The blokir processes import the same package from this checkout (README, "Compiled
-        # hot path"): compiled, or the plain sources and why.
-        "blokir_hot_path": NATIVE.why,
+        "blokir_hot_path": blokir_hot_path(),
         "versions": versions,
     }
 

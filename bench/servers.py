@@ -507,6 +507,21 @@ def blokir_serve_available() -> str | None:
     )
 
 
+def blokir_hot_path() -> str:
+    """How `python -m resolver` runs in this checkout, as the servers will start it: "compiled
+    with mypyc", or plain Python and why (README "Compiled hot path"); read off `--version`, so
+    the benchmark still starts when blokir cannot be imported."""
+    done = subprocess.run(
+        [sys.executable, "-m", "resolver", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    _, found, mode = done.stdout.strip().partition("hot path ")
+    return mode if done.returncode == 0 and found else "unknown (`blokir --version` says no more)"
+
+
 def blokir_config(
     path: Path,
     *,

@@ -22,7 +22,7 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
@@ -68,7 +68,7 @@ def _compiled_modules(package_dir: Path) -> list[str]:
     )
 
 
-def decide(package_dir: Path, environ: dict[str, str] | os._Environ[str]) -> tuple[Mode, list[str]]:
+def decide(package_dir: Path, environ: Mapping[str, str]) -> tuple[Mode, list[str]]:
     """The mode, and the modules to load from source (empty when compiled or nothing was)."""
     manifest_path = package_dir / MANIFEST
     try:
