@@ -67,7 +67,9 @@ Renewal = tuple[CacheKey, int, int]
 # A remembered answer: (answer after its ID, block pid or 0, valid until, qtype cell, qname,
 # renewal for a cache answer or None).
 Memo = tuple[bytes, int, float, int, bytes, Renewal | None]
-EDE_NO_REACHABLE_AUTHORITY = 22  # RFC 8914 4.22: upstreams did not answer
+_KEY_DO = 0b10  # the DO bit in a cache key's last field (Resolver._cache_key)
+EDE_NO_REACHABLE_AUTHORITY = 22
+EDE_PROHIBITED = 18  # RFC 8914 4.22: upstreams did not answer
 
 
 class Resolver:
@@ -108,6 +110,8 @@ class Resolver:
         self._payload = config.server.udp_payload_size
         self._allow = config.server.allows
         self._acl: dict[str, bool] = {}  # client address -> allowed
+        # RFC 8914 4.19 Prohibited, on the REFUSED answer to a query without RD (handle).
+        self._norec_ede = wire.ede_option(EDE_PROHIBITED, "recursion desired (RD) is not set")
         server_config = config.server
         limits = (server_config.ratelimit, server_config.ratelimit_burst)
         action = server_config.ratelimit_action
@@ -283,6 +287,15 @@ class Resolver:
                     answer = self.fit_udp(answer, query)
                     self._remember_block(key, answer, pid, qcell, query.qname)
                 return answer
+        if not query.flags & wire.RD:
+            # A forwarder has nothing to say to a query that does not ask for recursion but what
+            # its cache holds, and answering from the cache tells anyone which names its clients
+            # visit (cache snooping). Refused, as Unbound refuses it for clients without
+            # allow_snoop; a blocked name above still gets its block answer.
+            stats.cells[qcell + m.REFUSED] += 1
+            self.last_outcome = m.REFUSED
+            options = self._norec_ede if query.edns else b""
+            return wire.error_response(data, wire.REFUSED, query, self._payload, options)
         if udp and query.qtype == wire.TYPE_ANY:
             # RFC 8482 4.2: ANY over UDP is an amplification tool, so one small HINFO record
             # instead; over TCP the client's address is proven and ANY is forwarded as before.
@@ -297,7 +310,7 @@ class Resolver:
             stats.cells[qcell + m.CACHED] += 1
             self.last_outcome = m.CACHED
             stored, fresh_until = cached
-            answer = data[:2] + _reply_tail(stored, query.question, query.question_end)
+            answer = data[:2] + _reply_tail(stored, query, query.question, query.question_end)
             if udp:
                 limit = self.udp_limit(query)  # 512 at least, so fit_udp agrees
                 renewal = (cache_key, query.question_end, limit)
@@ -399,7 +412,10 @@ class Resolver:
         if len(stored) > limit:
             return None
         # key is the query after its ID: its question (letter case as asked) goes in the answer.
-        tail = _reply_tail(stored, key[wire.HEADER_SIZE - 2 : question_end - 2], question_end)
+        query_flags = (key[0] << 8) | key[1]  # key is the query after its ID
+        wants_ad = bool(query_flags & wire.AD or cache_key[3] & _KEY_DO)
+        question = key[wire.HEADER_SIZE - 2 : question_end - 2]
+        tail = _relayed(stored, query_flags, wants_ad, question, question_end)
         self._remember(key, (tail, 0, fresh_until, qcell, qname, renewal))
         return tail
 
@@ -418,7 +434,7 @@ class Resolver:
             query.qname,
             query.qtype,
             query.qclass,
-            (query.edns << 2) | (query.do << 1) | bool(query.flags & wire.CD),
+            (query.edns << 2) | (query.do * _KEY_DO) | bool(query.flags & wire.CD),
         )
 
     def _error(self, data: bytes, error: wire.ParseError, transport: int) -> bytes | None:
@@ -482,7 +498,7 @@ class Resolver:
             self._count(transport, query, m.BLOCKED_CNAME)
             return blocked
         self._count(transport, query, m.ALLOWED)
-        return data[:2] + _reply_tail(response, query.question, query.question_end)
+        return data[:2] + _reply_tail(response, query, query.question, query.question_end)
 
     def _over_cap(
         self, query: wire.Query, data: bytes, transport: int, key: CacheKey, zone: bytes
@@ -579,7 +595,7 @@ class Resolver:
         stale = self.cache.get_stale(key, self._stale_ttl)
         if stale is None:
             return None
-        answer = data[:2] + _reply_tail(stale, query.question, query.question_end)
+        answer = data[:2] + _reply_tail(stale, query, query.question, query.question_end)
         if query.edns:
             option = wire.ede_option(EDE_STALE_ANSWER, why)
             with contextlib.suppress(MessageError):  # the cache only holds responses that parse
@@ -1016,11 +1032,22 @@ def _cache_limits(cache: CacheConfig) -> CacheLimits:
     )
 
 
-def _reply_tail(stored: bytes, question: bytes, question_end: int) -> bytes:
-    """A stored response after its ID, with `question` (this asker's, letter case as asked) in
-    place of the first asker's; the caller puts this asker's ID in front. Cached, shared and
-    stale answers all carry another query's ID and case (0x20 randomisation)."""
-    return stored[2 : wire.HEADER_SIZE] + question + stored[question_end:]
+def _reply_tail(stored: bytes, query: wire.Query, question: bytes, question_end: int) -> bytes:
+    """A stored upstream response after its ID, relayed to `query`'s asker: see _relayed."""
+    wants_ad = bool(query.do or query.flags & wire.AD)
+    return _relayed(stored, query.flags, wants_ad, question, question_end)
+
+
+def _relayed(
+    stored: bytes, query_flags: int, wants_ad: bool, question: bytes, question_end: int
+) -> bytes:
+    """A stored response after its ID, with the header flags this asker's query calls for
+    (wire.relay_flags: cached, shared and stale answers carry another query's RD, CD and ID,
+    and the upstream's AA) and `question` (this asker's, letter case as asked, 0x20
+    randomisation) in place of the first asker's; the caller puts this asker's ID in front."""
+    flags = wire.relay_flags(query_flags, wants_ad, (stored[2] << 8) | stored[3])
+    header = flags.to_bytes(2, "big") + stored[4 : wire.HEADER_SIZE]
+    return header + question + stored[question_end:]
 
 
 def format_address(address: tuple[str, int]) -> str:

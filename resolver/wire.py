@@ -36,6 +36,7 @@ RA: Final = 0x0080
 AD: Final = 0x0020
 CD: Final = 0x0010
 OPCODE_MASK: Final = 0x7800
+RCODE_MASK: Final = 0x000F
 
 # RCODEs (RFC 1035 4.1.1, RFC 6891 9 for the extended BADVERS).
 NOERROR: Final = 0
@@ -328,9 +329,23 @@ def _use_opt(data: bytes, query: Query, payload: int, ttl: int, start: int, end:
         query.hop_options = start
 
 
+# The flags every upstream query carries: RD, for the upstreams are recursive resolvers and the
+# answer is shared by every asker (an RD=0 query is never forwarded: Resolver.handle), and AD
+# (RFC 6840 5.7: "I understand AD"), so a validating upstream says whether the answer validated
+# and relay_flags can pass that on to the askers that want it. CD is the asker's: it is part of
+# the cache key. Everything else is cleared (Z must be zero, RFC 1035 4.1.1).
+UPSTREAM_SET_FLAGS: Final = RD | AD
+UPSTREAM_KEPT_FLAGS: Final = OPCODE_MASK | CD
+
+
 def upstream_request(data: bytes, query: Query) -> bytes:
-    """The query as it goes upstream: as the client sent it (the upstream pool puts a fresh ID
-    on it), less any HOP_BY_HOP_OPTIONS. `data` itself when there are none, the common case."""
+    """The query as it goes upstream (the upstream pool puts a fresh ID on it): the client's,
+    with the header flags of UPSTREAM_SET_FLAGS, and less any HOP_BY_HOP_OPTIONS. `data`
+    itself when nothing changes. A query with an additional record besides OPT (a TSIG or
+    SIG(0), which sign the header too: RFC 8945 4.3.3) goes exactly as it came."""
+    flags = UPSTREAM_SET_FLAGS | (query.flags & UPSTREAM_KEPT_FLAGS)
+    if flags != query.flags and _U16.unpack_from(data, 10)[0] <= query.edns:
+        data = data[:2] + _U16.pack(flags) + data[4:]
     start = query.hop_options
     if not start:
         return data
@@ -403,9 +418,24 @@ def _skip_name(data: bytes, pos: int, query: Query) -> int:
 
 def response_flags(query_flags: int, rcode: int) -> int:
     """QR set; OPCODE and RD copied (RFC 1035 4.1.1: "copied into the response", which matters
-    for the NOTIMP answer to another opcode), CD copied (RFC 4035 3.2.2); RA set; AA never: a
-    forwarder's synthesized answers are not authoritative."""
-    return QR | RA | (query_flags & (OPCODE_MASK | RD | CD)) | (rcode & 0xF)
+    for the NOTIMP answer to another opcode), CD copied (RFC 4035 3.2.2); RA set for a QUERY
+    (recursion is what blokir offers; for other opcodes the bit has no meaning, and a NOTIMP
+    answer to them claims nothing); AA never: a forwarder's synthesized answers are not
+    authoritative."""
+    ra = RA if not query_flags & OPCODE_MASK else 0
+    return QR | ra | (query_flags & (OPCODE_MASK | RD | CD)) | (rcode & RCODE_MASK)
+
+
+def relay_flags(query_flags: int, wants_ad: bool, upstream_flags: int) -> int:
+    """The header flags of an upstream answer relayed to an asker (forwarded, cached, shared,
+    stale): everything that describes the exchange comes from this asker's query, not from the
+    query that filled the cache (RFC 1035 4.1.1: RD copied; RFC 4035 3.2.2: CD copied), RA set,
+    AA clear (blokir is not authoritative for what it relays), TC clear (set again by the
+    caller when the answer does not fit this client's UDP limit) and Z clear. From the
+    upstream only the RCODE and AD: AD only for an asker that set AD or DO (RFC 6840 5.7,
+    5.8), and only as the upstream set it, since blokir does not validate."""
+    kept = RCODE_MASK | AD if wants_ad else RCODE_MASK
+    return QR | RA | (query_flags & (OPCODE_MASK | RD | CD)) | (upstream_flags & kept)
 
 
 def opt_record(payload: int, do: bool, ext_rcode: int = 0, options: bytes = b"") -> bytes:
@@ -430,7 +460,7 @@ def error_response(
     question = query.question if query is not None else b""
     edns = query is not None and query.edns
     header = _HEADER.pack(
-        qid, response_flags(flags, rcode & 0xF), 1 if question else 0, 0, 0, 1 if edns else 0
+        qid, response_flags(flags, rcode & RCODE_MASK), 1 if question else 0, 0, 0, 1 if edns else 0
     )
     if not edns:
         return header + question

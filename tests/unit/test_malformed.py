@@ -2,9 +2,9 @@
 wire.parse_query and from the whole Resolver.handle over UDP and TCP; nothing raises and the
 resolver keeps answering afterwards.
 
-Answers checked per case: the ID echoed, QR=1, RA set, RD and OPCODE copied (RFC 1035 4.1.1),
-the question echoed when it parsed, an OPT record exactly when the query's OPT parsed (RFC 6891
-7). TCP framing cases (length prefixes) are tested with the TCP server, not here.
+Answers checked per case: the ID echoed, QR=1, RA set for a QUERY, RD and OPCODE copied (RFC
+1035 4.1.1), the question echoed when it parsed, an OPT record exactly when the query's OPT
+parsed (RFC 6891 7). TCP framing cases (length prefixes) are tested with the TCP server, not here.
 """
 
 from __future__ import annotations
@@ -83,9 +83,10 @@ def check_answer(data: bytes, answer: object, rcode: int, echoes_question: bool)
     assert isinstance(answer, bytes), answer
     message = dns.message.from_wire(answer)
     assert message.id == struct.unpack_from("!H", data)[0]
-    assert message.flags & dns.flags.QR and message.flags & dns.flags.RA
-    assert not message.flags & dns.flags.AA
     query_flags = struct.unpack_from("!H", data, 2)[0]
+    assert message.flags & dns.flags.QR and not message.flags & dns.flags.AA
+    # RA describes recursion, which only a QUERY asks for: a NOTIMP to another opcode claims none.
+    assert bool(message.flags & dns.flags.RA) == (not query_flags & wire.OPCODE_MASK)
     assert bool(message.flags & dns.flags.RD) == bool(query_flags & wire.RD)
     assert message.opcode() == (query_flags & wire.OPCODE_MASK) >> 11
     assert message.rcode() == rcode
