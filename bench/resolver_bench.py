@@ -14,6 +14,8 @@ dnsperf and stopped, alternating, `--runs` times per list size:
     unbound<N>  Unbound with num-threads N and the same list as RPZ (`blokir export --format rpz`)
     dnsmasq1    dnsmasq with the same list as address=/local= lines (`--format dnsmasq`)
     ceiling<N>  bench/ceiling.py: a fixed answer to every query, the fastest Python server shape
+    base<N>     blokir<N> from another checkout (--baseline DIR, run with DIR/.venv/bin/python):
+                the code before a change against the code after it, in one run
 
 Prints figures (median queries/s, ratios against Unbound with 1 thread and the ceiling, latency,
 loss, CPU, memory, seconds from start to the first blocked answer), blokir's index figures per
@@ -337,17 +339,25 @@ class Peer:
     threads: int  # workers, threads or processes
     metrics: bool = False  # blokir only: with its Prometheus endpoint on (blokir<N>m)
     pure: bool = False  # blokir only: the plain sources, not the compiled build (blokir<N>p)
+    baseline: str | None = None  # blokir only: the checkout it runs from (base<N>), else this one
 
     @property
     def uses_list(self) -> bool:
         return self.kind != "ceiling"
 
 
-def parse_peers(text: str) -> list[Peer]:
+def parse_peers(text: str, baseline: str | None = None) -> list[Peer]:
+    """Peers from `--peers`; base<N> needs `baseline`, the checkout (--baseline) it runs."""
     peers: list[Peer] = []
     for item in text.split(","):
         item = item.strip()
         if not item:
+            continue
+        based = re.fullmatch(r"base(\d+)", item)
+        if based:
+            if baseline is None:
+                raise SystemExit(f"resolver_bench: peer {item!r} needs --baseline DIR")
+            peers.append(Peer(item, "blokir", int(based.group(1)), baseline=baseline))
             continue
         found = re.fullmatch(r"(blokir|unbound|dnsmasq|ceiling)(\d+)(m?)(p?)", item)
         if (
@@ -464,7 +474,7 @@ def start_peer(peer: Peer, port: int, ctx: Context, tag: str) -> tuple[ManagedPr
         landing_ipv6=LANDING_IPV6,
         metrics_port=free_port() if peer.metrics else None,
     )
-    return start_blokir(conf, tag, pure_python=peer.pure), conf
+    return start_blokir(conf, tag, pure_python=peer.pure, checkout=peer.baseline), conf
 
 
 def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
@@ -1096,6 +1106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--clients", type=int, default=16, help="dnsperf -c")
     parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another checkout of blokir with its own .venv (e.g. a git worktree of the commit "
+        "before a change), run by the base<N> peers",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="run the load generator, NSD and this script on the first usable CPU and every "
@@ -1155,7 +1171,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give --size or --sizes, not both")
     sizes_text = args.sizes or args.size or ("100k" if quick else "1M,10M")
     args.size_list = [parse_size(s) for s in sizes_text.split(",") if s.strip()]
-    peers = parse_peers(args.peers)
+    if args.baseline is not None and not (Path(args.baseline) / ".venv/bin/python").exists():
+        parser.error(f"--baseline {args.baseline}: no .venv/bin/python in it (pip install -e .)")
+    peers = parse_peers(args.peers, args.baseline)
     args.peer_list = peers
     plan: dict[int, list[Peer]] = {size: peers for size in args.size_list}
     for item in args.peers_at:
@@ -1165,7 +1183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         size = parse_size(size_text)
         if size not in plan:
             parser.error(f"--peers-at {item!r}: {size:,} is not one of the sizes")
-        plan[size] = parse_peers(peers_text)
+        plan[size] = parse_peers(peers_text, args.baseline)
     args.plan = plan
     return args
 

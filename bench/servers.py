@@ -566,16 +566,23 @@ match = "subtree"
 
 
 def start_blokir(
-    config: Path, tag: str, log: Path | None = None, *, pure_python: bool = False
+    config: Path,
+    tag: str,
+    log: Path | None = None,
+    *,
+    pure_python: bool = False,
+    checkout: str | None = None,
 ) -> ManagedProcess:
-    """`python -m resolver serve -c config` from this checkout; its output in `log` (default:
-    the config's name with .log). `pure_python`: the plain sources even where the checkout has
-    a compiled build (BLOKIR_PURE_PYTHON, README "Compiled hot path")."""
+    """`python -m resolver serve -c config` from this checkout, or from `checkout` with its own
+    .venv (the benchmark's base<N> peers); its output in `log` (default: the config's name with
+    .log). `pure_python`: the plain sources even where the checkout has a compiled build
+    (BLOKIR_PURE_PYTHON, docs/architecture.md "Compiled hot path")."""
+    python = str(Path(checkout) / ".venv" / "bin" / "python") if checkout else sys.executable
     return ManagedProcess(
         tag,
-        [sys.executable, "-m", "resolver", "serve", "-c", str(config)],
+        [python, "-m", "resolver", "serve", "-c", str(config)],
         log or config.with_suffix(".log"),
-        cwd=REPO,
+        cwd=Path(checkout) if checkout else REPO,
         env={"BLOKIR_PURE_PYTHON": "1"} if pure_python else None,
     )
 
