@@ -343,7 +343,7 @@ def markdown(report: dict[str, Any], chart_name: str | None = None) -> str:
         f"{_num(settings.get('warmup'), 'g')} s warm-up, {settings.get('runs')} run(s) per "
         "server, servers alternating; q/s is the median of the runs. Percentiles come from a "
         f"{_num(settings.get('latency_seconds'), 'g')} s run at half the measured rate. "
-        'Everything on 127.0.0.1: read bench/README.md, "Limits".',
+        'Everything on 127.0.0.1: read docs/performance.md, "Limits".',
         "",
     ]
     pinned = machine.get("pinned")

@@ -509,8 +509,8 @@ def blokir_serve_available() -> str | None:
 
 def blokir_hot_path() -> str:
     """How `python -m resolver` runs in this checkout, as the servers will start it: "compiled
-    with mypyc", or plain Python and why (README "Compiled hot path"); read off `--version`, so
-    the benchmark still starts when blokir cannot be imported."""
+    with mypyc", or plain Python and why (docs/architecture.md, "Compiled hot path"); read off
+    `--version`, so the benchmark still starts when blokir cannot be imported."""
     done = subprocess.run(
         [sys.executable, "-m", "resolver", "--version"],
         capture_output=True,
@@ -570,7 +570,7 @@ def start_blokir(
 ) -> ManagedProcess:
     """`python -m resolver serve -c config` from this checkout; its output in `log` (default:
     the config's name with .log). `pure_python`: the plain sources even where the checkout has
-    a compiled build (BLOKIR_PURE_PYTHON, README "Compiled hot path")."""
+    a compiled build (BLOKIR_PURE_PYTHON, docs/architecture.md "Compiled hot path")."""
     return ManagedProcess(
         tag,
         [sys.executable, "-m", "resolver", "serve", "-c", str(config)],
