@@ -93,7 +93,7 @@ def run_pairs(first: list[float], second: list[float]) -> list[float]:
 
 
 def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's goals, each with its measured value and whether it was met. Reported, never
+    """The project's goals, each with its measured value and whether it was met. Reported, never
     asserted. A goal measured at another size than the one it is stated for says so."""
     out: list[dict[str, Any]] = []
 
