@@ -10,7 +10,7 @@
 # that re-signs TLS, give the build that proxy's CA as a secret (never stored in the image):
 #   docker build --secret id=extra_ca,src=/etc/ssl/certs/ca-certificates.crt -t blokir .
 # --build-arg BASE_IMAGE=debian:bookworm-slim@sha256:... pins the base. scripts/container-test
-# builds and runs this file for real; the README's "Deploying at an ISP" documents the
+# builds and runs this file for real; docs/operations.md, "Container", documents the
 # variables, volumes and sizes.
 
 ARG BASE_IMAGE=debian:bookworm-slim

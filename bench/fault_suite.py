@@ -570,7 +570,7 @@ def flood(report: Report, main: Instance, seconds: float) -> None:
     quiet_p99 = percentile(baseline, 0.99) * 1000 if baseline else float("inf")
     entries = main.metric("blokir_cache_entries")  # summed over the workers' caches
     bound = 2000 * len(main.workers())  # [cache] max_entries holds per worker
-    # The latency bar: 5 ms (the issue's target), or, on a machine whose scheduler alone gives
+    # The latency bar: 5 ms (the project's target), or, on a machine whose scheduler alone gives
     # more, three times the no-flood p99 measured just before in this same run. It is applied
     # to p95: with 200-450 probes in the quick run, p99 is the second to fifth slowest answer,
     # and on the shared 2-core CI machine (server, flooder, probe and upstream all busy) one

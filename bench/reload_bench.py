@@ -27,7 +27,8 @@ One run, all on 127.0.0.1:
 4. Probe latencies are split into "during a reload" (from writing the new list until 1 s after
    `blokir reload` returned) and "outside"; p50, p99 and max of each.
 
-Prints the figures and writes bench/results/reload-<date>.json and .md. It asserts nothing about
+Prints the figures, writes bench/results/reload-latest.json and .md (replacing the previous
+run's) and appends the run's figures to bench/results/history.csv. It asserts nothing about
 the figures: the exit status is 1 only when the run itself broke (blokir died, a reload was not
 applied or not seen in the answers, a worker was restarted, dnsperf or the probe failed).
 
@@ -66,6 +67,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench import history  # noqa: E402
 from bench.report import size_label  # noqa: E402
 from bench.resolver_bench import (  # noqa: E402
     DEFAULT_SEED,
@@ -86,7 +88,6 @@ from bench.resolver_bench import (  # noqa: E402
     median,
     parse_size,
     results_folder,
-    results_stem,
     run_dnsperf,
     start_upstream,
     write_queries,
@@ -114,7 +115,7 @@ from bench.servers import (  # noqa: E402
 from bench.workload import synthetic_names  # noqa: E402
 
 WINDOW_AFTER = 1.0  # seconds after `blokir reload` returns that still count as "during"
-LATENCY_TARGET_MS = 10.0  # the issue's target for p99 during reloads (reported, not asserted)
+LATENCY_TARGET_MS = 10.0  # the project's target for p99 during reloads (reported, not asserted)
 MEMORY_INTERVAL = 0.25  # seconds between samples of the serving processes' RSS/PSS
 BUILD_INTERVAL = 0.05  # seconds between samples of the build process's VmHWM
 BUILD_MODULE = "resolver.build"
@@ -1172,10 +1173,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("  " + line)
             report["elapsed_s"] = time.perf_counter() - began
             results_dir = results_folder(args.results, args.quick, tmp)
-            stem = results_stem(results_dir, when, "reload-", (".json", ".md"))
+            stem = "reload-latest"  # the latest run in full; every run's figures: history.csv
             (results_dir / f"{stem}.json").write_text(json.dumps(report, indent=2, default=str))
             (results_dir / f"{stem}.md").write_text(markdown(report))
             print(f"wrote {results_dir / stem}.json and .md")
+            print(history.record(report, results_dir))
             if args.quick and args.results is None:
                 print("  (--quick: they go with the temporary folder; --results DIR keeps them)")
     except BenchError as exc:

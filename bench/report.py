@@ -93,7 +93,7 @@ def run_pairs(first: list[float], second: list[float]) -> list[float]:
 
 
 def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's goals, each with its measured value and whether it was met. Reported, never
+    """The project's goals, each with its measured value and whether it was met. Reported, never
     asserted. A goal measured at another size than the one it is stated for says so."""
     out: list[dict[str, Any]] = []
 
@@ -343,7 +343,7 @@ def markdown(report: dict[str, Any], chart_name: str | None = None) -> str:
         f"{_num(settings.get('warmup'), 'g')} s warm-up, {settings.get('runs')} run(s) per "
         "server, servers alternating; q/s is the median of the runs. Percentiles come from a "
         f"{_num(settings.get('latency_seconds'), 'g')} s run at half the measured rate. "
-        'Everything on 127.0.0.1: read bench/README.md, "Limits".',
+        'Everything on 127.0.0.1: read docs/performance.md, "Limits".',
         "",
     ]
     pinned = machine.get("pinned")

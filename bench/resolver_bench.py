@@ -19,8 +19,9 @@ dnsperf and stopped, alternating, `--runs` times per list size:
 
 Prints figures (median queries/s, ratios against Unbound with 1 thread and the ceiling, latency,
 loss, CPU, memory, seconds from start to the first blocked answer), blokir's index figures per
-size, and the goals; asserts nothing. Writes bench/results/<date>.json, .md and .png (the chart
-needs matplotlib). See bench/README.md.
+size, and the goals; asserts nothing. Writes bench/results/resolver-latest.json, .md and .png
+(the chart needs matplotlib), replacing the previous run's, and appends the run's figures to
+bench/results/history.csv (bench/history.py). See bench/README.md.
 
     python bench/resolver_bench.py                  # 1M and 10M names, 30 s x 3 runs per peer
     python bench/resolver_bench.py --quick          # 100k names, 3 s x 1: does it work (~2 min)
@@ -53,6 +54,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench import history  # noqa: E402
 from bench import report as reporting  # noqa: E402
 from bench.report import size_label  # noqa: E402
 from bench.servers import (  # noqa: E402
@@ -101,7 +103,7 @@ KIB_PER_NAME = {
     "dnsmasq": 0.3,  # dnsmasq 2.90, 1M names as address=/local= lines: 250 MiB
 }
 DNSMASQ_CACHE_SIZE = 10_000
-RESULT_FILES = (".json", ".md", ".png")  # what bench/report.py writes for a run
+RESULT_STEM = "resolver-latest"  # the latest run in full; every run's figures: history.csv
 
 
 # -- workload ---------------------------------------------------------------------------------
@@ -1200,16 +1202,6 @@ def add_output_options(parser: argparse.ArgumentParser, files: str) -> None:
     parser.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
 
 
-def results_stem(
-    directory: Path, when: datetime, prefix: str = "", suffixes: tuple[str, ...] = RESULT_FILES
-) -> str:
-    """<prefix><date>, or <prefix><date>-<time> when a run of the same day is already there."""
-    stem = prefix + when.strftime("%Y-%m-%d")
-    if any((directory / f"{stem}{ext}").exists() for ext in suffixes):
-        stem = prefix + when.strftime("%Y-%m-%d-%H%M%S")
-    return stem
-
-
 def results_folder(results: Path | None, quick: bool, tmp: Path) -> Path:
     """Where a run's result files go: --results, else bench/results, but with --quick the
     temporary folder (removed at the end: a smoke run leaves no figures behind)."""
@@ -1353,9 +1345,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(reporting.goals_text(report["goals"]))
         results_dir = results_folder(args.results, args.quick, tmp)
-        stem = results_stem(results_dir, when)
-        for line in reporting.write(report, results_dir, stem):
+        for line in reporting.write(report, results_dir, RESULT_STEM):
             print(line)
+        print(history.record(report, results_dir))
         if args.quick and args.results is None:
             print("  (--quick: these files go with the temporary folder; --results DIR keeps them)")
         if args.json:

@@ -509,8 +509,8 @@ def blokir_serve_available() -> str | None:
 
 def blokir_hot_path() -> str:
     """How `python -m resolver` runs in this checkout, as the servers will start it: "compiled
-    with mypyc", or plain Python and why (README "Compiled hot path"); read off `--version`, so
-    the benchmark still starts when blokir cannot be imported."""
+    with mypyc", or plain Python and why (docs/architecture.md, "Compiled hot path"); read off
+    `--version`, so the benchmark still starts when blokir cannot be imported."""
     done = subprocess.run(
         [sys.executable, "-m", "resolver", "--version"],
         capture_output=True,

@@ -7,7 +7,7 @@ itself) and `below_pid` (the policy for names strictly below it); 0 means none. 
 bits, so a probe reads two directory words and on average about one key: no collision chains, no
 empty slots, and a build that is one numpy sort.
 
-This is the architecture guide's "open-addressing table" made denser: at 10M names it takes
+Denser than an open-addressing hash table with the same hash: at 10M names it takes
 80 MB of keys, 40 MB of policy ids and 32 MB of directory, and a miss costs one bucket read.
 
 False matches: two different names share a 64-bit hash with probability 2^-64, so a probe of a
