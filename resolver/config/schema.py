@@ -430,7 +430,7 @@ class CacheConfig:
             "goes on and refreshes the cache (RFC 8767 client response timer); 0 waits for "
             "`timeout x attempts`.",
             SECONDS,
-            allowed="> 0, or 0 (off)",
+            allowed="or 0 (off)",
         ),
     )
 
@@ -582,7 +582,8 @@ class ListConfig:
     )
     path: Path = field(
         metadata=setting(
-            'The list file, or a URL blokir downloads (see "Live list updates").', _PATH_DOC
+            'The list file, or a URL blokir downloads (README, "Live list updates").',
+            _PATH_DOC,
         )
     )
     category: str = field(
@@ -705,7 +706,11 @@ class Config:
     )
     updates: UpdatesConfig = field(
         default_factory=UpdatesConfig,
-        metadata=_section("`[updates]`", "Keeping lists current while serving.", UpdatesConfig),
+        metadata=_section(
+            "`[updates]`",
+            'Keeping lists current while serving (README, "Live list updates").',
+            UpdatesConfig,
+        ),
     )
     # Allowlists before lists: the order sections are named in messages and the docs, and the
     # order of list_specs().

@@ -151,6 +151,7 @@ class ValueParsers:
         return ConfigError(why, key=format_key_path(path))
 
     def host_port(self, path: KeyPath, value: object, *, required_port: bool) -> Address:
+        """`"ip:port"`, `"[ipv6]:port"`, or (without `required_port`) a bare IP, port 53."""
         example = (
             '"127.0.0.1:5353" or "[::1]:5353"'
             if required_port
@@ -194,6 +195,7 @@ class ValueParsers:
         return str(address), port
 
     def network(self, path: KeyPath, value: object) -> Network:
+        """A CIDR string; host bits may be set (`"192.0.2.7/24"`); a bare address is one host."""
         if not isinstance(value, str):
             raise self.error(
                 path, f'expected a CIDR string such as "10.0.0.0/8", got {_describe(value)}'
@@ -206,6 +208,7 @@ class ValueParsers:
             ) from None
 
     def address(self, path: KeyPath, value: object, version: int) -> str:
+        """An IPv4 or IPv6 address (`version`), in its canonical text form."""
         if not isinstance(value, str):
             raise self.error(
                 path, f"expected an IPv{version} address string, got {_describe(value)}"
