@@ -16,7 +16,7 @@ Lists are separated by commas (whitespace around items is ignored, and so is whi
 separator). A variable that is unset, empty or only whitespace leaves the file's setting alone, so
 `-e BLOKIR_UPSTREAMS=` in a compose file changes nothing. Other `BLOKIR_*` variables are not read.
 
-Values are checked by the same rules as the TOML keys (config.py's parsers are reused), and an
+Values are checked by the same rules as the TOML keys (the config package's ValueParsers), and an
 error names the variable instead of a file and line, for example
 
     BLOKIR_LISTEN: '0.0.0.0' has no port (write "127.0.0.1:5353" or "[::1]:5353")
@@ -36,10 +36,9 @@ from resolver.config import (
     ConfigError,
     KeyPath,
     Network,
-    _Context,
-    _format_address,
-    _Locator,
-    _own_listener,
+    ValueParsers,
+    format_address,
+    own_listener,
 )
 
 __all__ = ["ENV_VARIABLES", "apply_env"]
@@ -59,11 +58,8 @@ _SEPARATORS = re.compile(r"[\s,]+")
 _T = TypeVar("_T")
 
 
-class _EnvContext(_Context):
-    """config.py's value parsers, with errors that name the environment variable."""
-
-    def __init__(self, base_dir: Path) -> None:
-        super().__init__("environment", _Locator(""), base_dir)
+class _EnvParsers(ValueParsers):
+    """The config file's value parsers, with errors that name the environment variable."""
 
     def error(self, path: KeyPath, why: str) -> ConfigError:
         return ConfigError(why, key=str(path[0]))
@@ -73,7 +69,7 @@ def apply_env(config: Config, environ: Mapping[str, str]) -> Config:
     """`config` with the settings named by `BLOKIR_*` variables in `environ` replaced.
 
     Raises ConfigError (naming the variable) for a value the config file would refuse too."""
-    ctx = _EnvContext(config.source.parent)
+    ctx = _EnvParsers()
     values = {
         name: environ[name].strip()
         for name in ENV_VARIABLES
@@ -91,14 +87,14 @@ def apply_env(config: Config, environ: Mapping[str, str]) -> Config:
     if "BLOKIR_WORKERS" in values:
         server = replace(server, workers=_workers(values["BLOKIR_WORKERS"]))
     if "BLOKIR_ALLOW" in values:
-        allow: list[Network] = _items(ctx, "BLOKIR_ALLOW", values["BLOKIR_ALLOW"], ctx._network)
+        allow: list[Network] = _items(ctx, "BLOKIR_ALLOW", values["BLOKIR_ALLOW"], ctx.network)
         server = replace(server, allow=tuple(allow))
     if "BLOKIR_UPSTREAMS" in values:
         servers = _items(
             ctx,
             "BLOKIR_UPSTREAMS",
             values["BLOKIR_UPSTREAMS"],
-            lambda path, value: ctx._host_port(path, value, required_port=False),
+            lambda path, value: ctx.host_port(path, value, required_port=False),
         )
         upstream = replace(upstream, servers=tuple(servers))
     if "BLOKIR_METRICS_LISTEN" in values:
@@ -112,22 +108,22 @@ def apply_env(config: Config, environ: Mapping[str, str]) -> Config:
             )
         metrics = replace(metrics, listen=found[0])
     if "BLOKIR_LANDING_IPV4" in values:
-        ipv4 = ctx._address(("BLOKIR_LANDING_IPV4",), values["BLOKIR_LANDING_IPV4"], 4)
+        ipv4 = ctx.address(("BLOKIR_LANDING_IPV4",), values["BLOKIR_LANDING_IPV4"], 4)
         blocking = replace(blocking, landing_ipv4=ipv4)
     if "BLOKIR_LANDING_IPV6" in values:
-        ipv6 = ctx._address(("BLOKIR_LANDING_IPV6",), values["BLOKIR_LANDING_IPV6"], 6)
+        ipv6 = ctx.address(("BLOKIR_LANDING_IPV6",), values["BLOKIR_LANDING_IPV6"], 6)
         blocking = replace(blocking, landing_ipv6=ipv6)
 
     _check_loop(server.listen, upstream.servers, values, config.source)
     return replace(config, server=server, upstream=upstream, blocking=blocking, metrics=metrics)
 
 
-def _listen_parser(ctx: _EnvContext) -> Callable[[KeyPath, object], Address]:
-    return lambda path, value: ctx._host_port(path, value, required_port=True)
+def _listen_parser(ctx: _EnvParsers) -> Callable[[KeyPath, object], Address]:
+    return lambda path, value: ctx.host_port(path, value, required_port=True)
 
 
 def _items(
-    ctx: _EnvContext, name: str, text: str, parse: Callable[[KeyPath, object], _T]
+    ctx: _EnvParsers, name: str, text: str, parse: Callable[[KeyPath, object], _T]
 ) -> list[_T]:
     """A comma (or whitespace) separated value, each item parsed; duplicates are errors."""
     items = [item for item in _SEPARATORS.split(text) if item]
@@ -157,19 +153,19 @@ def _check_loop(
 ) -> None:
     """The config file's rule, after the overrides: an upstream must not be our own listener."""
     for index, server in enumerate(servers):
-        own = _own_listener(server, listen)
+        own = own_listener(server, listen)
         if own is None:
             continue
-        shown = _format_address(server)
+        shown = format_address(server)
         if "BLOKIR_UPSTREAMS" in values:
             where = "BLOKIR_LISTEN" if "BLOKIR_LISTEN" in values else "server.listen"
             raise ConfigError(
                 f"'{shown}' is blokir's own listen address ({where} entry "
-                f"{_format_address(listen[own])}); forwarding to it would loop",
+                f"{format_address(listen[own])}); forwarding to it would loop",
                 key="BLOKIR_UPSTREAMS",
             )
         raise ConfigError(
-            f"'{_format_address(listen[own])}' would reach upstream.servers[{index}] ('{shown}') "
+            f"'{format_address(listen[own])}' would reach upstream.servers[{index}] ('{shown}') "
             f"of {source}; forwarding to it would loop",
             key="BLOKIR_LISTEN",
         )

@@ -47,7 +47,7 @@ def error_of(text: str, path: str | Path = "blokir.toml") -> str:
 
 
 def test_default_config_loads() -> None:
-    package_dir = Path(config_module.__file__).resolve().parent
+    package_dir = Path(config_module.__file__).resolve().parent.parent  # resolver/config/..
     assert package_dir.parent / "config" / "blokir.toml" == DEFAULT_CONFIG_PATH
     cfg = load_default_config()
     repo = DEFAULT_CONFIG_PATH.parent.parent

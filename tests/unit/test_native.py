@@ -61,6 +61,19 @@ def test_any_source_changed_after_the_build_means_all_from_source(tmp_path: Path
     assert from_source == ["resolver.wire", "resolver.server"]
 
 
+def test_a_subpackage_source_counts_too(tmp_path: Path) -> None:
+    # resolver/config/ is a package: the compiled server is typed against its modules.
+    package = fake_package(tmp_path)
+    (package / "config").mkdir()
+    (package / "config" / "schema.py").write_text("W = 4\n")
+    native.write_manifest(package, package, ["resolver.wire", "resolver.server"])
+    assert native.decide(package, {})[0].compiled
+    (package / "config" / "schema.py").write_text("W = 5\n")
+    mode, from_source = native.decide(package, {})
+    assert not mode.compiled and "sources changed" in mode.why
+    assert from_source == ["resolver.wire", "resolver.server"]
+
+
 def test_the_environment_can_ask_for_the_sources(tmp_path: Path) -> None:
     package = fake_package(tmp_path)
     native.write_manifest(package, package, ["resolver.wire"])
