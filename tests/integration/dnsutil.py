@@ -23,8 +23,8 @@ import pytest
 from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSRecord
 
 # One implementation for the benchmarks and the tests.
-from bench.servers import find_binary as find_binary
-from bench.servers import free_port as free_port
+from tests.support.processes import find_binary as find_binary
+from tests.support.processes import free_port as free_port
 
 LOOPBACK = "127.0.0.1"
 # What the fake upstream answers for every name: documentation addresses (RFC 5737, RFC 3849).
