@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
@@ -270,18 +270,18 @@ class FakeUpstream:
     def _record(self, wire: bytes, transport: str, source: tuple[Any, ...]) -> Rule:
         """Record the query and merge the rules that match it (spending their `times`)."""
         name, rdtype = read_question(wire)
-        merged = Rule()
+        settings: dict[str, Any] = {}
         with self._lock:
             self.queries.append(Request(transport, wire, source, name, rdtype))
-            for rule in self.rules:
+            for rule in self.rules:  # oldest first: newer rules override what they set
                 if rule.matches(name, rdtype, transport):
                     if rule.times is not None:
                         rule.times -= 1
-                    merged = replace(
-                        merged,
-                        **{a: getattr(rule, a) for a in _ACTIONS if getattr(rule, a) is not None},
-                    )
-        return merged
+                    for action in _ACTIONS:
+                        value = getattr(rule, action)
+                        if value is not None:
+                            settings[action] = value
+        return Rule(**settings)
 
     def reply(self, wire: bytes, transport: str, rule: Rule) -> bytes | None:
         """The real answer to a query under `rule`; None for none at all."""
