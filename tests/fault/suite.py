@@ -1,4 +1,4 @@
-"""The fault suite (issue 6 item 10): every hardening claim tried against live blokir servers.
+"""The fault suite: every hardening claim tried against live blokir servers.
 
     scripts/fault-suite            # everything (< 2 min)
     scripts/fault-suite --quick    # the same scenarios, fewer repetitions (< 45 s; CI)

@@ -1,4 +1,4 @@
-"""Dead, slow and lying upstreams against a real `blokir serve` (issue 6 items 4 and 6).
+"""Dead, slow and lying upstreams against a real `blokir serve`.
 
 Two programmable upstreams that can be stopped (their sockets closed: the kernel answers ICMP
 port unreachable), blackholed (alive but silent: every try times out) and restarted on the same
