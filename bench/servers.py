@@ -1,7 +1,8 @@
-"""Servers for the resolver benchmark: NSD (the authoritative upstream), and the peers blokir,
-Unbound, dnsmasq and the Python ceiling (bench/ceiling.py), each a child process on a free
-127.0.0.1 port, plus the small tools around them (a deadline, process-tree memory and CPU from
-/proc, DNS probes).
+"""Servers for the resolver benchmark: the peers blokir, Unbound, dnsmasq and the Python ceiling
+(bench/ceiling.py), each a child process on a free 127.0.0.1 port, plus the small tools around
+them (process-tree memory and CPU from /proc, machine load). The NSD upstream, the process
+handling (a deadline, `ManagedProcess`, free ports) and the DNS probes are shared with the test
+suites and live in tests/support; they are re-exported here for the benchmark modules.
 
 Everything binds to and queries 127.0.0.1 only. Every process is started in its own session, so
 `ManagedProcess.stop` can end it and anything it forked by its process group id, and is stopped
@@ -11,206 +12,43 @@ in a `finally` (or by leaving the `with` block).
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import pwd
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from pathlib import Path
-from types import TracebackType
-from typing import ClassVar
 
 import dns.exception
 import dns.message
 import dns.query
-import dns.rcode
 import dns.rdataclass
-import dns.rdatatype
 
-LOOPBACK = "127.0.0.1"
-REPO = Path(__file__).resolve().parent.parent
-_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+# BenchError is the benchmarks' name for the shared SetupError (a step failed in a way a person
+# can act on), so `except BenchError` also catches what the shared helpers raise.
+from tests.support.processes import LOOPBACK as LOOPBACK
+from tests.support.processes import REPO as REPO
+from tests.support.processes import Deadline as Deadline
+from tests.support.processes import ManagedProcess as ManagedProcess
+from tests.support.processes import SetupError as BenchError
+from tests.support.processes import find_binary as find_binary
+from tests.support.processes import free_port as free_port
+from tests.support.processes import process_tree as process_tree
+from tests.support.processes import require_binary as require_binary
+from tests.support.processes import tail as tail
+from tests.support.servers import addresses as addresses
+from tests.support.servers import ask as ask
+from tests.support.servers import describe as describe
+from tests.support.servers import metric_sum as metric_sum
+from tests.support.servers import scrape_metrics as scrape_metrics
+from tests.support.servers import start_blokir as start_blokir
+from tests.support.servers import start_nsd as start_nsd
+from tests.support.servers import wait_for_answer as wait_for_answer
 
-
-class BenchError(Exception):
-    """A step failed in a way a person can act on; the message says what and where to look."""
-
-
-class Deadline:
-    """The whole run's time budget: every wait is cut to what is left of it."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return self.end - time.monotonic()
-
-    def cap(self, seconds: float) -> float:
-        """`seconds`, or less when the deadline comes first; raises when it has passed."""
-        left = self.remaining()
-        if left <= 0:
-            raise BenchError(f"overall deadline of {self.seconds:.0f} s reached (--deadline)")
-        return min(seconds, left)
-
-
-def find_binary(name: str) -> str | None:
-    """The path of an executable, also looking in the sbin directories."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for directory in _SBIN_DIRS:
-        candidate = os.path.join(directory, name)
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def require_binary(name: str) -> str:
-    path = find_binary(name)
-    if path is None:
-        raise BenchError(f"{name} is not installed (scripts/install-test-deps installs it)")
-    return path
-
-
-def free_port(attempts: int = 50) -> int:
-    """A port on 127.0.0.1 free for both UDP and TCP right now (racy by nature)."""
-    for _ in range(attempts):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((LOOPBACK, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((LOOPBACK, port))
-                except OSError:
-                    continue
-                return port
-    raise BenchError("no free loopback port for both UDP and TCP")
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text[-lines:]) or "    (empty log)"
-
-
-# -- processes --------------------------------------------------------------------------------
-
-
-class ManagedProcess:
-    """A child in its own session, its output in `log`. `stop` sends SIGTERM to the child,
-    waits, then SIGKILLs whatever is left of its process group. `stop_all` stops every one
-    still running (the benchmark's last `finally`)."""
-
-    running: ClassVar[set[ManagedProcess]] = set()
-    # `scripts/bench --pin`: the CPUs every server under test is confined to (its workers and
-    # threads inherit them). None: wherever the kernel schedules it.
-    server_cpus: ClassVar[frozenset[int] | None] = None
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        log: Path,
-        cwd: Path | None = None,
-        *,
-        under_test: bool = True,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        """`under_test`: a server being measured (pinned with `server_cpus`); False for the
-        benchmark's own helpers (the NSD upstream), which stay with the load generator. `env`:
-        variables set for the process on top of this one's."""
-        self.name = name
-        self.argv = list(argv)
-        self.log = log
-        self.started = time.perf_counter()
-        cpus = ManagedProcess.server_cpus if under_test else None
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=None if env is None else {**os.environ, **env},
-                start_new_session=True,
-                # Set in the child before exec, so no worker it forks escapes the pinning.
-                preexec_fn=None
-                if cpus is None
-                else functools.partial(os.sched_setaffinity, 0, cpus),
-            )
-        self.pid = self.proc.pid
-        ManagedProcess.running.add(self)
-
-    @classmethod
-    def stop_all(cls) -> None:
-        for process in list(cls.running):
-            process.stop()
-
-    def __enter__(self) -> ManagedProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            raise BenchError(
-                f"{self.name} exited with status {self.proc.returncode}; "
-                f"last lines of {self.log}:\n{tail(self.log)}"
-            )
-
-    def stop(self, timeout: float = 10.0) -> None:
-        ManagedProcess.running.discard(self)
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait(timeout)
-        # Workers the child forked and did not take down with it: the group is ours alone.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, []))
-    return tree
+# -- process trees -----------------------------------------------------------------------------
 
 
 def smaps_rollup_kib(pid: int) -> tuple[int, int]:
@@ -291,52 +129,6 @@ def machine_busy_pct(seconds: float = 1.0) -> float:
 # -- DNS probe --------------------------------------------------------------------------------
 
 
-def ask(port: int, name: str, rdtype: str = "A", timeout: float = 1.0) -> dns.message.Message:
-    query = dns.message.make_query(name, rdtype)
-    return dns.query.udp(query, LOOPBACK, port=port, timeout=timeout)
-
-
-def addresses(reply: dns.message.Message, rdtype: str = "A") -> list[str]:
-    wanted = dns.rdatatype.from_text(rdtype)
-    return [rd.to_text() for rrset in reply.answer if rrset.rdtype == wanted for rd in rrset]
-
-
-def describe(reply: dns.message.Message) -> str:
-    answer = "; ".join(rrset.to_text().replace("\n", "; ") for rrset in reply.answer)
-    return f"{dns.rcode.to_text(reply.rcode())} [{answer or 'no answer'}]"
-
-
-def wait_for_answer(
-    server: ManagedProcess,
-    port: int,
-    name: str,
-    deadline: float,
-    want_address: str | None = None,
-    rdtype: str = "A",
-) -> float:
-    """Poll until `name` gets NOERROR (and `want_address` among the answers, if given); the
-    seconds since the server was started. Raises when the server dies or time runs out."""
-    last = "no reply"
-    while time.monotonic() < deadline:
-        server.check_alive()
-        try:
-            reply = ask(port, name, rdtype, timeout=0.2)
-        except (dns.exception.Timeout, OSError) as exc:
-            last = type(exc).__name__
-            time.sleep(0.02)
-            continue
-        last = describe(reply)
-        if reply.rcode() == dns.rcode.NOERROR and (
-            want_address is None or want_address in addresses(reply, rdtype)
-        ):
-            return time.perf_counter() - server.started
-        time.sleep(0.02)
-    raise BenchError(
-        f"{server.name} did not answer {name} {rdtype} as expected in time (last: {last}); "
-        f"last lines of {server.log}:\n{tail(server.log)}"
-    )
-
-
 def wait_for_any_reply(server: ManagedProcess, port: int, deadline: float) -> float:
     """Poll with a raw query until a datagram with its ID comes back, whatever it holds; the
     seconds since the server was started. For the ceiling, whose replies carry no question, so a
@@ -357,64 +149,6 @@ def wait_for_any_reply(server: ManagedProcess, port: int, deadline: float) -> fl
     raise BenchError(
         f"{server.name} did not answer in time; last lines of {server.log}:\n{tail(server.log)}"
     )
-
-
-# -- NSD --------------------------------------------------------------------------------------
-
-
-def start_nsd(
-    workdir: Path, zone: str, zonefile: Path, probe: str, deadline: Deadline
-) -> tuple[ManagedProcess, int]:
-    """NSD serving `zonefile` on a free port, rate limiting off; returns once it answers."""
-    nsd = require_binary("nsd")
-    checkconf = find_binary("nsd-checkconf")
-    port = free_port()
-    conf = workdir / "nsd.conf"
-
-    def render(rrl: bool) -> str:
-        limits = "    rrl-ratelimit: 0\n    rrl-whitelist-ratelimit: 0\n" if rrl else ""
-        return f"""server:
-    ip-address: {LOOPBACK}@{port}
-    port: {port}
-    do-ip4: yes
-    do-ip6: no
-    username: ""
-    chroot: ""
-    zonesdir: "{workdir}"
-    pidfile: "{workdir}/nsd.pid"
-    xfrdfile: "{workdir}/nsd-xfrd.state"
-    xfrd-reload-timeout: 1
-    database: ""
-    zonelistfile: "{workdir}/nsd-zone.list"
-    logfile: "{workdir}/nsd.log"
-    verbosity: 0
-    server-count: 1
-    hide-version: yes
-{limits}remote-control:
-    control-enable: no
-zone:
-    name: "{zone}"
-    zonefile: "{zonefile}"
-"""
-
-    conf.write_text(render(rrl=True))
-    if checkconf:
-        checked = subprocess.run([checkconf, str(conf)], capture_output=True, text=True)
-        if checked.returncode != 0:
-            # An NSD built without rate limiting rejects the rrl options, and has no RRL anyway.
-            conf.write_text(render(rrl=False))
-            checked = subprocess.run([checkconf, str(conf)], capture_output=True, text=True)
-            if checked.returncode != 0:
-                raise BenchError(f"nsd-checkconf rejected {conf}: {checked.stderr.strip()}")
-    server = ManagedProcess(
-        "nsd", [nsd, "-d", "-c", str(conf)], workdir / "nsd.stdout", under_test=False
-    )
-    try:
-        wait_for_answer(server, port, probe, time.monotonic() + deadline.cap(60))
-    except BaseException:
-        server.stop()
-        raise
-    return server, port
 
 
 # -- Unbound ----------------------------------------------------------------------------------
@@ -563,48 +297,6 @@ action = "landing"
 match = "subtree"
 """)
     return path
-
-
-def start_blokir(
-    config: Path,
-    tag: str,
-    log: Path | None = None,
-    *,
-    pure_python: bool = False,
-    checkout: str | None = None,
-) -> ManagedProcess:
-    """`python -m resolver serve -c config` from this checkout, or from `checkout` with its own
-    .venv (the benchmark's base<N> peers); its output in `log` (default: the config's name with
-    .log). `pure_python`: the plain sources even where the checkout has a compiled build
-    (BLOKIR_PURE_PYTHON, docs/architecture.md "Compiled hot path")."""
-    python = str(Path(checkout) / ".venv" / "bin" / "python") if checkout else sys.executable
-    return ManagedProcess(
-        tag,
-        [python, "-m", "resolver", "serve", "-c", str(config)],
-        log or config.with_suffix(".log"),
-        cwd=Path(checkout) if checkout else REPO,
-        env={"BLOKIR_PURE_PYTHON": "1"} if pure_python else None,
-    )
-
-
-def scrape_metrics(port: int, timeout: float) -> str:
-    """The text of blokir's Prometheus endpoint on 127.0.0.1:port; raises OSError when it does
-    not answer."""
-    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=timeout) as reply:
-        text: str = reply.read().decode()
-    return text
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of metric `name` in a Prometheus text exposition whose labels
-    include all of `labels` (0.0 when there is none)."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            series, number = line.rsplit(" ", 1)
-            if all(f'{k}="{v}"' in series for k, v in labels.items()):
-                total += float(number)
-    return total
 
 
 # -- dnsmasq ----------------------------------------------------------------------------------

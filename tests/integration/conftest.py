@@ -6,11 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.dnsutil import FakeUpstream
+from tests.integration.dnsutil import answer_everything
+from tests.support.upstream import FakeUpstream
 
 
 @pytest.fixture
 def fake_upstream() -> Iterator[FakeUpstream]:
     """An upstream on 127.0.0.1 answering every A/AAAA query with a fixed address."""
     with FakeUpstream() as upstream:
-        yield upstream
+        yield answer_everything(upstream)

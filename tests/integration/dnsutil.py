@@ -1,30 +1,30 @@
 """Small helpers for integration tests that run real DNS servers on 127.0.0.1.
 
-Nothing here ever sends a packet off the machine: servers bind to 127.0.0.1, and `FakeUpstream`
-is the upstream resolver every engine under test forwards to.
+Nothing here ever sends a packet off the machine: servers bind to 127.0.0.1, and a
+`FakeUpstream` programmed by `answer_everything` is the upstream resolver every engine under test
+forwards to.
 """
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import dns.exception
+import dns.flags
 import dns.message
 import dns.query
 import dns.rdatatype
 import dns.rrset
 import pytest
-from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSRecord
 
 # One implementation for the benchmarks and the tests.
-from bench.servers import find_binary as find_binary
-from bench.servers import free_port as free_port
+from tests.support.processes import find_binary as find_binary
+from tests.support.processes import free_port as free_port
+from tests.support.upstream import FakeUpstream
 
 LOOPBACK = "127.0.0.1"
 # What the fake upstream answers for every name: documentation addresses (RFC 5737, RFC 3849).
@@ -40,75 +40,15 @@ def require_binary(name: str) -> str:
     return found
 
 
-class FakeUpstream:
-    """A tiny authoritative UDP server on 127.0.0.1 that answers every name: A queries with
-    `UPSTREAM_IPV4`, AAAA with `UPSTREAM_IPV6`, anything else NOERROR with no records.
-
-    It records each query name it saw (lower case, no trailing dot), so a test can check that a
-    blocked name never reached upstream."""
-
-    def __init__(self, ipv4: str = UPSTREAM_IPV4, ipv6: str = UPSTREAM_IPV6) -> None:
-        self.ipv4 = ipv4
-        self.ipv6 = ipv6
-        self.queries: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind((LOOPBACK, 0))
-        self._sock.settimeout(0.1)
-        self.port = int(self._sock.getsockname()[1])
-        self._thread = threading.Thread(target=self._serve, name="fake-upstream", daemon=True)
-
-    def __enter__(self) -> FakeUpstream:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self._sock.close()
-
-    def seen(self, name: str) -> bool:
-        """Whether any query for `name` (any type) reached this server."""
-        wanted = name.lower().rstrip(".")
-        with self._lock:
-            return any(qname == wanted for qname, _ in self.queries)
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self._sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            reply = self._answer(data)
-            if reply is not None:
-                with suppress(OSError):
-                    self._sock.sendto(reply, peer)
-
-    def _answer(self, data: bytes) -> bytes | None:
-        try:
-            request = DNSRecord.parse(data)
-        except Exception:  # anything unparsable is dropped, as a real server would
-            return None
-        reply = request.reply()  # QR, AA and RD copied; RA set
-        for question in request.questions:
-            qname = str(question.qname).lower().rstrip(".")
-            qtype = QTYPE.get(question.qtype)
-            with self._lock:
-                self.queries.append((qname, str(qtype)))
-            if question.qtype == QTYPE.A:
-                reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(self.ipv4), ttl=30))
-            elif question.qtype == QTYPE.AAAA:
-                reply.add_answer(RR(question.qname, QTYPE.AAAA, rdata=AAAA(self.ipv6), ttl=30))
-        reply.header.rcode = RCODE.NOERROR
-        packed: bytes = reply.pack()
-        return packed
+def answer_everything(upstream: FakeUpstream) -> FakeUpstream:
+    """Program `upstream` as the upstream resolver every engine under test forwards to: it
+    answers every name, A with `UPSTREAM_IPV4`, AAAA with `UPSTREAM_IPV6` (AA set, TTL 30),
+    anything else NOERROR without records. What reached it says whether a blocked name
+    left the engine (`upstream.seen`)."""
+    upstream.program(answer=(), ttl=30, flags=dns.flags.AA)
+    upstream.program(rdtype="A", answer=[UPSTREAM_IPV4])
+    upstream.program(rdtype="AAAA", answer=[UPSTREAM_IPV6])
+    return upstream
 
 
 def query(
@@ -225,3 +165,8 @@ forward-zone:
 """
     )
     return config
+
+
+def names(items: Iterable[str]) -> str:
+    """A plain list file's text: one name a line."""
+    return "\n".join(items) + "\n"

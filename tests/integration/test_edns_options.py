@@ -8,7 +8,7 @@ client, the client cookie does not match, and RFC 7873 5.3 tells that client to 
 answer (dig prints "Client COOKIE mismatch"; a cookie-aware resolver drops it). A forwarded ECS
 gets an answer tailored to the first client's subnet, and its ECS option names that subnet to
 everyone after (RFC 7871 11.3, privacy). The upstream here answers every option it gets, as
-cookie-aware and non-compliant servers do (fake_upstream.py `echo_options`)."""
+cookie-aware and non-compliant servers do (tests/support/upstream.py `echo_options`)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import dns.message
 import dns.query
 import pytest
 
-from tests.integration.fake_upstream import ProgrammableUpstream
 from tests.integration.test_server import LOOPBACK, Blokir
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +32,9 @@ UNKNOWN = 65001  # a local/experimental option code (RFC 6891 9): forwarded as i
 
 
 @pytest.fixture
-def upstream() -> Iterator[ProgrammableUpstream]:
-    with ProgrammableUpstream() as fake:
-        fake.echo_options = True
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        fake.program(echo_options=True)
         fake.add("shared.example", "A", "198.51.100.7")
         fake.add("tcp.example", "A", "198.51.100.8")
         fake.add("dig.example", "A", "198.51.100.9")
@@ -42,7 +42,7 @@ def upstream() -> Iterator[ProgrammableUpstream]:
 
 
 @pytest.fixture
-def blokir(tmp_path: Path, upstream: ProgrammableUpstream) -> Iterator[Blokir]:
+def blokir(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Blokir]:
     with Blokir(tmp_path, upstream.port) as server:
         yield server
 
@@ -60,9 +60,7 @@ def _codes(message: dns.message.Message) -> list[int]:
     return [int(option.otype) for option in message.options]
 
 
-def test_cookie_and_subnet_stay_with_the_client(
-    blokir: Blokir, upstream: ProgrammableUpstream
-) -> None:
+def test_cookie_and_subnet_stay_with_the_client(blokir: Blokir, upstream: FakeUpstream) -> None:
     reply = _ask(
         blokir,
         "shared.example",
@@ -72,7 +70,8 @@ def test_cookie_and_subnet_stay_with_the_client(
         dns.edns.GenericOption(UNKNOWN, b"kept"),
     )
     assert [rd.address for rd in reply.answer[0]] == ["198.51.100.7"]
-    assert upstream.options == [(UNKNOWN,)]  # the upstream never saw the client's own options
+    # The upstream never saw the client's own options.
+    assert [q.options for q in upstream.queries] == [(UNKNOWN,)]
     assert COOKIE not in _codes(reply) and ECS not in _codes(reply) and NSID not in _codes(reply)
 
     # Another client, another cookie: the cached answer carries nothing of the first client.
@@ -83,7 +82,7 @@ def test_cookie_and_subnet_stay_with_the_client(
 
 
 def test_tcp_keepalive_and_padding_are_not_forwarded(
-    blokir: Blokir, upstream: ProgrammableUpstream
+    blokir: Blokir, upstream: FakeUpstream
 ) -> None:
     reply = _ask(
         blokir,
@@ -94,21 +93,23 @@ def test_tcp_keepalive_and_padding_are_not_forwarded(
     )
     assert [rd.address for rd in reply.answer[0]] == ["198.51.100.8"]
     # RFC 7828 3.2.1: keepalive is for the client's TCP connection, never for UDP upstream.
-    assert upstream.options == [()]
+    assert [q.options for q in upstream.queries] == [()]
     assert _codes(reply) == []
 
 
 def test_options_an_upstream_adds_unasked_are_not_cached(
-    blokir: Blokir, upstream: ProgrammableUpstream
+    blokir: Blokir, upstream: FakeUpstream
 ) -> None:
     """A compliant upstream sends none of these, since none were sent to it; one that does
     anyway must not reach the cache. Its Extended DNS Error is for the client, and passes."""
     ede = dns.edns.EDEOption(dns.edns.EDECode.OTHER, "from upstream")
-    upstream.always_options = [
-        dns.edns.NSIDOption(b"upstream-1"),
-        dns.edns.CookieOption(b"stranger", b"server-1"),
-        ede,
-    ]
+    upstream.program(
+        add_options=(
+            dns.edns.NSIDOption(b"upstream-1"),
+            dns.edns.CookieOption(b"stranger", b"server-1"),
+            ede,
+        )
+    )
     for client in range(2):
         reply = _ask(blokir, "shared.example")
         assert [rd.address for rd in reply.answer[0]] == ["198.51.100.7"], client

@@ -22,7 +22,6 @@ from resolver.policy import Action, MatchMode
 from tests.integration.dnsutil import (
     UPSTREAM_IPV4,
     UPSTREAM_IPV6,
-    FakeUpstream,
     addresses,
     free_port,
     query,
@@ -30,6 +29,7 @@ from tests.integration.dnsutil import (
     serving,
     unbound_config,
 )
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.integration.dnsutil import free_port
-from tests.integration.fake_upstream import ProgrammableUpstream, names
+from tests.integration.dnsutil import free_port, names
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -189,8 +189,8 @@ ede = "censored"
 
 
 @pytest.fixture
-def upstream() -> Iterator[ProgrammableUpstream]:
-    with ProgrammableUpstream() as fake:
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
         for name in ("added.example", "removed1.example", "still-free.example"):
             fake.add(name, "A", "198.51.100.7")
         yield fake
@@ -204,7 +204,7 @@ def list_server() -> Iterator[ListServer]:
 
 
 def test_url_list_updates_live_and_bad_updates_never_replace_it(
-    tmp_path: Path, upstream: ProgrammableUpstream, list_server: ListServer
+    tmp_path: Path, upstream: FakeUpstream, list_server: ListServer
 ) -> None:
     removed = [f"removed{i}.example" for i in range(1, 5)]
     list_server.body = names([*STAYING, *removed]).encode()
@@ -296,9 +296,7 @@ def test_url_list_updates_live_and_bad_updates_never_replace_it(
     assert after_stop.returncode == 2 and "no blokir" in after_stop.stderr.lower()
 
 
-def test_local_file_change_and_sighup_reload(
-    tmp_path: Path, upstream: ProgrammableUpstream
-) -> None:
+def test_local_file_change_and_sighup_reload(tmp_path: Path, upstream: FakeUpstream) -> None:
     """A local list is watched; with the watch off, SIGHUP reloads it."""
     (tmp_path / "block.txt").write_text(names(STAYING))
     port = free_port()

@@ -20,8 +20,8 @@ import dns.query
 import pytest
 
 from tests.integration.dnsutil import find_binary, free_port
-from tests.integration.fake_upstream import ProgrammableUpstream
 from tests.integration.test_server import LOOPBACK, Blokir, _alive, _children
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -59,17 +59,17 @@ def settle(port: int, name: str, expected: float, **labels: str) -> float:
 
 
 @pytest.fixture
-def upstream() -> Iterator[ProgrammableUpstream]:
-    with ProgrammableUpstream() as fake:
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
         fake.add("www.allowed.example", "A", "198.51.100.1")
         fake.add("cname-target-blocked.example", "A", "203.0.113.66")
-        fake.cnames["alias.allowed.example"] = "cname-target-blocked.example"
-        fake.silent.add("silent.example")
+        fake.cname("alias.allowed.example", "cname-target-blocked.example")
+        fake.program("silent.example", drop=True)
         yield fake
 
 
 @pytest.fixture
-def blokir(tmp_path: Path, upstream: ProgrammableUpstream) -> Iterator[Blokir]:
+def blokir(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Blokir]:
     server = Blokir(
         tmp_path, upstream.port, metrics_port=free_port(), server_extra=SERVER_EXTRA, timeout=0.5
     )
@@ -156,7 +156,7 @@ def test_counters_are_exact_and_promtool_accepts_a_live_scrape(blokir: Blokir) -
 
 
 def test_workers_sum_into_one_scrape_and_survive_a_worker_crash(
-    tmp_path: Path, upstream: ProgrammableUpstream
+    tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     server = Blokir(tmp_path, upstream.port, workers=2, metrics_port=free_port())
     server.start()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.fake_upstream import ProgrammableUpstream
 from tests.integration.test_server import BLOCKED, LANDING_V4, Blokir
+from tests.support.upstream import FakeUpstream
 
 pytestmark = [
     pytest.mark.integration,
@@ -51,7 +51,7 @@ def status_ids(pid: int) -> dict[str, list[int]]:
 
 def test_root_start_drops_to_nobody_in_supervisor_and_workers(shared_dir: Path) -> None:
     entry = pwd.getpwnam(USER)
-    with ProgrammableUpstream() as upstream:
+    with FakeUpstream() as upstream:
         server = Blokir(shared_dir, upstream.port, workers=2, server_extra=f'user = "{USER}"')
         for path in shared_dir.iterdir():
             path.chmod(0o644)
@@ -77,7 +77,7 @@ def test_root_start_drops_to_nobody_in_supervisor_and_workers(shared_dir: Path) 
 
 
 def test_unknown_user_is_a_clear_start_error(shared_dir: Path) -> None:
-    with ProgrammableUpstream() as upstream:
+    with FakeUpstream() as upstream:
         server = Blokir(shared_dir, upstream.port, server_extra='user = "no-such-user-blokir"')
         root = Path(__file__).resolve().parents[2]
         result = subprocess.run(

@@ -18,9 +18,9 @@ import dns.rcode
 import pytest
 
 from tests.integration.dnsutil import free_port
-from tests.integration.fake_upstream import ProgrammableUpstream
 from tests.integration.test_metrics import sample, scrape, settle
 from tests.integration.test_server import BLOCKED, LANDING_V4, LOOPBACK, Blokir
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -40,13 +40,13 @@ class BlokirFrom(Blokir):
 
 
 @pytest.fixture
-def upstream() -> Iterator[ProgrammableUpstream]:
-    with ProgrammableUpstream() as fake:
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
         fake.add("www.allowed.example", "A", "198.51.100.1")
         yield fake
 
 
-def start(tmp: Path, upstream: ProgrammableUpstream, extra: str) -> BlokirFrom:
+def start(tmp: Path, upstream: FakeUpstream, extra: str) -> BlokirFrom:
     server = BlokirFrom(tmp, upstream.port, metrics_port=free_port(), server_extra=extra)
     server.source = ALLOWED_SOURCE
     server.start()
@@ -65,7 +65,7 @@ def udp(port: int, data: bytes, source: str = LOOPBACK, timeout: float = 0.5) ->
 
 
 def test_client_outside_allow_is_refused_and_counted(
-    tmp_path: Path, upstream: ProgrammableUpstream
+    tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     server = start(tmp_path, upstream, f'allow = ["{ALLOWED_SOURCE}/32"]')
     try:
@@ -110,7 +110,7 @@ def over_limit(server: Blokir, count: int) -> list[dns.message.Message | None]:
 
 
 @pytest.mark.parametrize("action", ["refuse", "drop", "slip"])
-def test_rate_limit_actions(tmp_path: Path, upstream: ProgrammableUpstream, action: str) -> None:
+def test_rate_limit_actions(tmp_path: Path, upstream: FakeUpstream, action: str) -> None:
     # The limit applies to 127.0.0.0/24, the start-up probes (127.0.0.2) included.
     extra = f'ratelimit = 5\nratelimit_burst = 20\nratelimit_action = "{action}"'
     server = start(tmp_path, upstream, extra)

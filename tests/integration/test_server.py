@@ -22,8 +22,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from tests.integration.dnsutil import free_port
-from tests.integration.fake_upstream import ProgrammableUpstream, names
+from tests.integration.dnsutil import free_port, names
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -146,8 +146,8 @@ action = "nxdomain"
 
 
 @pytest.fixture
-def upstream() -> Iterator[ProgrammableUpstream]:
-    with ProgrammableUpstream() as fake:
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
         fake.add("www.allowed.example", "A", "198.51.100.1")
         fake.add("www.allowed.example", "AAAA", "2001:db8:1::1")
         fake.add(ALLOWED_CHILD, "A", "198.51.100.2")
@@ -155,14 +155,14 @@ def upstream() -> Iterator[ProgrammableUpstream]:
         fake.add("big.example", "TXT", *[f'"{"x" * 200} {i}"' for i in range(12)])
         fake.add("cname-target-blocked.example", "A", "203.0.113.66")
         fake.add("fine-target.example", "A", "198.51.100.4")
-        fake.cnames["alias.allowed.example"] = "cname-target-blocked.example"
-        fake.cnames["alias2.allowed.example"] = "fine-target.example"
-        fake.silent.add("silent.example")
+        fake.cname("alias.allowed.example", "cname-target-blocked.example")
+        fake.cname("alias2.allowed.example", "fine-target.example")
+        fake.program("silent.example", drop=True)
         yield fake
 
 
 @pytest.fixture
-def blokir(tmp_path: Path, upstream: ProgrammableUpstream) -> Iterator[Blokir]:
+def blokir(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Blokir]:
     server = Blokir(tmp_path, upstream.port)
     server.start()
     try:
@@ -171,9 +171,7 @@ def blokir(tmp_path: Path, upstream: ProgrammableUpstream) -> Iterator[Blokir]:
         server.stop()
 
 
-def test_blocked_names_get_landing_answers_with_ede(
-    blokir: Blokir, upstream: ProgrammableUpstream
-) -> None:
+def test_blocked_names_get_landing_answers_with_ede(blokir: Blokir, upstream: FakeUpstream) -> None:
     reply = blokir.ask("Judi-Contoh.Example", use_edns=0)
     assert [rd.address for rrset in reply.answer for rd in rrset] == [LANDING_V4]
     assert reply.answer[0].ttl == 77
@@ -192,7 +190,7 @@ def test_blocked_names_get_landing_answers_with_ede(
     assert upstream.seen("judi-contoh.example") == 0  # never forwarded
 
 
-def test_allowed_names_forwarded_and_cached(blokir: Blokir, upstream: ProgrammableUpstream) -> None:
+def test_allowed_names_forwarded_and_cached(blokir: Blokir, upstream: FakeUpstream) -> None:
     first = blokir.ask("cached.example")
     second = blokir.ask("CACHED.example")
     assert [rd.address for rd in first.answer[0]] == ["198.51.100.3"]
@@ -294,7 +292,7 @@ def test_dig_and_kdig_clients(blokir: Blokir, client: str) -> None:
 
 
 def test_sighup_reload_picks_up_new_entries_and_sigterm_exits_cleanly(
-    tmp_path: Path, upstream: ProgrammableUpstream
+    tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     server = Blokir(tmp_path, upstream.port)
     server.start()
@@ -319,13 +317,13 @@ def test_sighup_reload_picks_up_new_entries_and_sigterm_exits_cleanly(
 
 
 def test_sighup_moves_both_workers_to_new_upstream_servers(
-    tmp_path: Path, upstream: ProgrammableUpstream
+    tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     """`[upstream] servers` changed in the file + SIGHUP: every worker forwards to the new
     server from then on, with no restart."""
     probes = [f"p{i}.moved.example" for i in range(60)]
     with (
-        ProgrammableUpstream() as replacement,
+        FakeUpstream() as replacement,
         Blokir(tmp_path, upstream.port, workers=2) as server,
     ):
         for name in probes:
@@ -349,7 +347,7 @@ def test_sighup_moves_both_workers_to_new_upstream_servers(
 
 
 def test_workers_share_the_port_and_a_killed_worker_is_restarted(
-    tmp_path: Path, upstream: ProgrammableUpstream
+    tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     server = Blokir(tmp_path, upstream.port, workers=2)
     server.start()

@@ -11,8 +11,9 @@ import dns.flags
 import dns.rcode
 import pytest
 
-from bench.servers import Deadline, find_binary, start_nsd
 from tests.integration.test_server import LANDING_V4, LOOPBACK, Blokir
+from tests.support.processes import Deadline, find_binary
+from tests.support.servers import start_nsd
 
 pytestmark = pytest.mark.integration
 

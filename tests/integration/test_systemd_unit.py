@@ -39,7 +39,8 @@ import dns.message
 import dns.query
 import pytest
 
-from tests.integration.dnsutil import FakeUpstream, free_port
+from tests.integration.dnsutil import UPSTREAM_IPV4, free_port
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -484,7 +485,7 @@ def test_blokir_serves_port_below_1024_inside_the_units_sandbox(
                 time.sleep(0.2)
         assert reply is not None, log.read_text()
         assert _addresses(reply) == [LANDING]
-        assert _addresses(_ask(port, "allowed.example")) == [fake_upstream.ipv4]
+        assert _addresses(_ask(port, "allowed.example")) == [UPSTREAM_IPV4]
         metrics = ""
         for _ in range(50):  # published every 0.5 s
             with socket.create_connection(("127.0.0.1", metrics_port), timeout=2) as conn:

@@ -15,8 +15,8 @@ import dns.message
 import dns.query
 import pytest
 
-from tests.integration.fake_upstream import ProgrammableUpstream
 from tests.integration.test_server import LANDING_V4, LOOPBACK, Blokir
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ MARGIN = 1.5  # scheduling slack on a shared 2-CPU machine
 BLOCKED_NAME = "judi-contoh.example"
 
 
-def start(tmp: Path, upstream: ProgrammableUpstream, extra: str = "", idle: float = IDLE) -> Blokir:
+def start(tmp: Path, upstream: FakeUpstream, extra: str = "", idle: float = IDLE) -> Blokir:
     server = Blokir(tmp, upstream.port, server_extra=extra)
     server.config.write_text(
         server.config.read_text().replace("tcp_idle_timeout = 2.0", f"tcp_idle_timeout = {idle}")
@@ -35,14 +35,14 @@ def start(tmp: Path, upstream: ProgrammableUpstream, extra: str = "", idle: floa
 
 
 @pytest.fixture
-def upstream() -> Iterator[ProgrammableUpstream]:
-    with ProgrammableUpstream() as fake:
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
         fake.add("www.allowed.example", "A", "198.51.100.1")
         yield fake
 
 
 @pytest.fixture
-def blokir(tmp_path: Path, upstream: ProgrammableUpstream) -> Iterator[Blokir]:
+def blokir(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Blokir]:
     server = start(tmp_path, upstream)
     try:
         yield server
@@ -188,7 +188,7 @@ def test_malformed_but_complete_message_is_answered_formerr(blokir: Blokir) -> N
 
 
 def test_connection_cap_refuses_extra_connections_at_once(
-    tmp_path: Path, upstream: ProgrammableUpstream
+    tmp_path: Path, upstream: FakeUpstream
 ) -> None:
     cap = 20
     server = start(tmp_path, upstream, f"tcp_max_connections = {cap}", idle=10.0)

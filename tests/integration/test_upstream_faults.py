@@ -1,4 +1,4 @@
-"""Dead, slow and lying upstreams against a real `blokir serve` (issue 6 items 4 and 6).
+"""Dead, slow and lying upstreams against a real `blokir serve`.
 
 Two programmable upstreams that can be stopped (their sockets closed: the kernel answers ICMP
 port unreachable), blackholed (alive but silent: every try times out) and restarted on the same
@@ -10,8 +10,6 @@ its real one.
 from __future__ import annotations
 
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +23,9 @@ import dns.rrset
 import pytest
 
 from tests.integration.dnsutil import free_port
-from tests.integration.fake_upstream import ProgrammableUpstream
 from tests.integration.test_metrics import sample, scrape
 from tests.integration.test_server import LOOPBACK, Blokir
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -40,47 +38,17 @@ ATTEMPTS = 2
 MARGIN = 0.5  # scheduling slack on a shared 2-CPU machine
 
 
-class Upstream(ProgrammableUpstream):
-    """A ProgrammableUpstream on a chosen port (to come back where blokir expects it), answering
-    every A query under .test with `address`, or nothing at all while `blackhole` is set."""
-
-    def __init__(self, address: str, port: int = 0) -> None:
-        super().__init__()
-        self.address = address
-        self.blackhole = False
-        if port:
-            self.udp.close()
-            self.tcp.close()
-            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.udp.bind((LOOPBACK, port))
-            self.udp.settimeout(0.1)
-            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.tcp.bind((LOOPBACK, port))
-            self.tcp.listen(16)
-            self.tcp.settimeout(0.1)
-            self.port = port
-
-    def answer(self, wire: bytes, transport: str) -> bytes | None:
-        query = dns.message.from_wire(wire)
-        name = query.question[0].name
-        with self._lock:
-            self.queries.append((transport, name.to_text().lower(), "A"))
-        if self.blackhole:
-            return None
-        response = dns.message.make_response(query)
-        response.answer.append(dns.rrset.from_text(name, 300, "IN", "A", self.address))
-        return response.to_wire()
+def start(address: str, port: int = 0) -> FakeUpstream:
+    """An upstream on `port` (to come back where blokir expects it; 0: any) answering every A
+    query with `address`."""
+    upstream = FakeUpstream(port=port)
+    upstream.program(answer=[address])
+    return upstream.start()
 
 
-def start(address: str, port: int = 0) -> Upstream:
-    upstream = Upstream(address, port)
-    upstream.__enter__()
-    return upstream
-
-
-def stop(upstream: Upstream) -> None:
-    upstream.__exit__(None, None, None)
+def blackhole(upstream: FakeUpstream, silent: bool = True) -> None:
+    """Alive but silent (or answering again)."""
+    upstream.program(drop=silent)
 
 
 def configure(server: Blokir, upstream_ports: list[int], cache: str = "", max_ttl: int = 1) -> None:
@@ -109,7 +77,7 @@ def ede_codes(reply: dns.message.Message) -> list[int]:
     return [o.code for o in reply.options if isinstance(o, dns.edns.EDEOption)]
 
 
-def up_metric(metrics_port: int, upstream: Upstream) -> float:
+def up_metric(metrics_port: int, upstream: FakeUpstream) -> float:
     return sample(
         scrape(metrics_port), "blokir_upstream_up", upstream=f"{LOOPBACK}:{upstream.port}"
     )
@@ -125,17 +93,16 @@ def wait_for(condition: object, seconds: float) -> bool:
 
 
 @pytest.fixture
-def pair() -> Iterator[list[Upstream]]:
+def pair() -> Iterator[list[FakeUpstream]]:
     upstreams = [start(PRIMARY_ADDRESS), start(SECONDARY_ADDRESS)]
     try:
         yield upstreams
     finally:
         for upstream in upstreams:
-            if not upstream._stop.is_set():
-                stop(upstream)
+            upstream.close()
 
 
-def serve(tmp_path: Path, upstreams: list[Upstream], cache: str = "") -> Blokir:
+def serve(tmp_path: Path, upstreams: list[FakeUpstream], cache: str = "") -> Blokir:
     server = Blokir(tmp_path, upstreams[0].port, timeout=TIMEOUT, metrics_port=free_port())
     configure(server, [u.port for u in upstreams], cache=cache)
     server.start()
@@ -143,7 +110,7 @@ def serve(tmp_path: Path, upstreams: list[Upstream], cache: str = "") -> Blokir:
 
 
 def test_failover_servfail_within_the_timeout_and_recovery(
-    tmp_path: Path, pair: list[Upstream]
+    tmp_path: Path, pair: list[FakeUpstream]
 ) -> None:
     primary, secondary = pair
     server = serve(tmp_path, pair)
@@ -154,12 +121,12 @@ def test_failover_servfail_within_the_timeout_and_recovery(
         assert primary.queries and secondary.queries  # both used while both are healthy
 
         port = primary.port
-        stop(primary)  # mid-run: ICMP port unreachable from now on
+        primary.close()  # mid-run: ICMP port unreachable from now on
         for i in range(20):
             reply = ask(server, f"failover{i}.test")
             assert addresses(reply) == [SECONDARY_ADDRESS], f"failover{i}: {reply}"
 
-        secondary.blackhole = True  # alive but silent: every try runs into the timeout
+        blackhole(secondary)  # alive but silent: every try runs into the timeout
         for i in range(3):
             started = time.monotonic()
             reply = ask(server, f"blackhole{i}.test")
@@ -167,7 +134,7 @@ def test_failover_servfail_within_the_timeout_and_recovery(
             assert reply.rcode() == dns.rcode.SERVFAIL
             assert elapsed < TIMEOUT * ATTEMPTS + MARGIN, elapsed
             assert dns.edns.EDECode.NO_REACHABLE_AUTHORITY in ede_codes(reply)
-        stop(secondary)  # dead too: still SERVFAIL, and as fast
+        secondary.close()  # dead too: still SERVFAIL, and as fast
         started = time.monotonic()
         reply = ask(server, "both-dead.test")
         assert reply.rcode() == dns.rcode.SERVFAIL
@@ -192,10 +159,10 @@ def test_failover_servfail_within_the_timeout_and_recovery(
 
 
 def test_serve_stale_answers_expired_entries_with_ede_3_and_recovers(
-    tmp_path: Path, pair: list[Upstream]
+    tmp_path: Path, pair: list[FakeUpstream]
 ) -> None:
     primary, secondary = pair
-    stop(secondary)  # one upstream is enough here
+    secondary.close()  # one upstream is enough here
     server = serve(
         tmp_path,
         [primary],
@@ -206,7 +173,7 @@ def test_serve_stale_answers_expired_entries_with_ede_3_and_recovers(
         for name, edns in (("stale.test", 0), ("stale.test", -1), ("slow.test", 0)):
             assert addresses(ask(server, name, edns)) == [PRIMARY_ADDRESS]
         time.sleep(1.2)  # max_ttl = 1: both entries have expired
-        stop(primary)
+        primary.close()
         reply = ask(server, "stale.test")
         assert reply.rcode() == dns.rcode.NOERROR
         assert addresses(reply) == [PRIMARY_ADDRESS] and reply.answer[0].ttl == 30
@@ -219,14 +186,14 @@ def test_serve_stale_answers_expired_entries_with_ede_3_and_recovers(
         assert wait_for(lambda: up_metric(metrics_port, primary) == 0, 5)  # 6 failed tries
 
         primary = pair[0] = start(PRIMARY_ADDRESS, port)
-        primary.blackhole = True  # slow rather than dead: the client timer answers stale
+        blackhole(primary)  # slow rather than dead: the client timer answers stale
         started = time.monotonic()
         reply = ask(server, "slow.test")
         elapsed = time.monotonic() - started
         assert ede_codes(reply) == [dns.edns.EDECode.STALE_ANSWER] and reply.answer[0].ttl == 30
         assert 0.3 <= elapsed < TIMEOUT + MARGIN, elapsed  # not the full timeout * attempts
 
-        primary.blackhole = False
+        blackhole(primary, silent=False)
         assert wait_for(lambda: not ede_codes(ask(server, "stale.test")), 15)
         fresh = ask(server, "stale.test")
         assert addresses(fresh) == [PRIMARY_ADDRESS] and fresh.answer[0].ttl > 30
@@ -243,99 +210,39 @@ def test_serve_stale_answers_expired_entries_with_ede_3_and_recovers(
 # -- spoofing (RFC 5452) ----------------------------------------------------------------------
 
 
-class RacingUpstream:
+def racing_upstream(late: tuple[str, ...]) -> FakeUpstream:
     """Answers each query with REAL after 30 ms, but first races forged answers (FORGED) at
     blokir's query socket: a wrong ID, a wrong question (other name, other type), the right ID
     and question from another source (another port on 127.0.0.1, and 127.0.0.2), and repeats
-    them after the real answer. Names starting "late" get no answer to their first try until
-    after blokir's timeout, and then a forged one (to a socket that has moved on)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((LOOPBACK, 0))
-        self.sock.settimeout(0.1)
-        self.port = int(self.sock.getsockname()[1])
-        self.spoofers = []
-        for source in (LOOPBACK, "127.0.0.2"):
-            spoofer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            spoofer.bind((source, 0))
-            self.spoofers.append(spoofer)
-        self.seen: dict[str, int] = {}
-        self.forged_sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-        for spoofer in self.spoofers:
-            spoofer.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, source = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._race, args=(data, source), daemon=True).start()
-
-    def _forged(self, query: dns.message.Message, **change: object) -> bytes:
-        qname = change.get("qname", query.question[0].name)
-        rdtype = change.get("rdtype", "A")
-        forged_query = dns.message.make_query(qname, rdtype)  # type: ignore[arg-type]
-        forged_query.id = int(change.get("qid", query.id))  # type: ignore[call-overload]
-        response = dns.message.make_response(forged_query)
-        response.answer.append(dns.rrset.from_text(qname, 300, "IN", "A", FORGED))  # type: ignore[arg-type]
-        self.forged_sent += 1
-        return response.to_wire()
-
-    def _race(self, data: bytes, source: tuple[str, int]) -> None:
-        query = dns.message.from_wire(data)
-        name = query.question[0].name.to_text(omit_final_dot=True).lower()
-        tries = self.seen[name] = self.seen.get(name, 0) + 1
-        if name.startswith("late") and tries == 1:
-            time.sleep(TIMEOUT + 0.2)  # blokir gave up on this try and asked again
-            self.sock.sendto(self._forged(query), source)
-            return
-        forgeries = [
-            (self.sock, self._forged(query, qid=query.id ^ 0x0101)),
-            (self.sock, self._forged(query, qname="other.test.")),
-            (self.sock, self._forged(query, rdtype="AAAA")),
-            (self.spoofers[0], self._forged(query)),
-            (self.spoofers[1], self._forged(query)),
-        ]
-        for sock, forged in forgeries:
-            sock.sendto(forged, source)
-        time.sleep(0.03)
-        real = dns.message.make_response(query)
-        real.answer.append(dns.rrset.from_text(query.question[0].name, 300, "IN", "A", REAL))
-        self.sock.sendto(real.to_wire(), source)
-        for sock, forged in forgeries:  # and again after it, at a socket about to close
-            sock.sendto(forged, source)
+    them after the real answer. The `late` names get no answer to their first try until after
+    blokir's timeout, and then a forged one (to a socket that has moved on)."""
+    racer = FakeUpstream()
+    kinds = ("id", "name", "type", "port", "address")
+    racer.program(answer=[REAL], delay=0.03, forge=kinds, forge_after=kinds)
+    for name in late:
+        racer.program(name, times=1, delay=TIMEOUT + 0.2, answer=[FORGED], forge=(), forge_after=())
+    return racer.start()
 
 
 def test_forged_answers_never_reach_a_client_or_the_cache(tmp_path: Path) -> None:
-    racer = RacingUpstream()
+    late = ("late1.test", "late2.test")
+    racer = racing_upstream(late)
     server = Blokir(tmp_path, racer.port, timeout=TIMEOUT)
     configure(server, [racer.port], max_ttl=300)
     try:
         server.start()
-        names = [f"victim{i}.test" for i in range(10)] + ["late1.test", "late2.test"]
+        names = [f"victim{i}.test" for i in range(10)] + list(late)
         for name in names:
             reply = ask(server, name)
             assert addresses(reply) == [REAL], f"{name}: {reply}"
-        assert racer.forged_sent >= 10 * 5 + 2
+        assert racer.forged >= 10 * 5 + 2
         time.sleep(0.2)  # forged answers sent after the real one have all arrived by now
-        asked = dict(racer.seen)
+        asked = racer.counts()
         for name in names:  # from the cache now: still the real answer
             reply = ask(server, name.upper())
             assert addresses(reply) == [REAL], f"{name}: {reply}"
-        assert racer.seen == asked  # those were cache hits, not new upstream queries
-        assert all(racer.seen[f"late{i}.test"] == 2 for i in (1, 2))
+        assert racer.counts() == asked  # those were cache hits, not new upstream queries
+        assert all(racer.seen(name) == 2 for name in late)
     finally:
         server.stop()
         racer.close()

@@ -1,6 +1,6 @@
 """`blokir verify` against real resolvers on loopback: blokir itself, Unbound loading an RPZ export
 of half the list, dnsmasq loading the hosts export, a control resolver with dead names, and the
-Prometheus endpoint. Every resolver listens on 127.0.0.1 and forwards to `HashUpstream` on
+Prometheus endpoint. Every resolver listens on 127.0.0.1 and forwards to `hash_upstream()` on
 127.0.0.1; every run is bounded by the sample size, the timeouts and a subprocess timeout."""
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from tests.integration.dnsutil import (
     serving,
     unbound_config,
 )
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -50,83 +50,31 @@ RUN_TIMEOUT = 120  # seconds for one `blokir verify` run
 FAST = ["--rate", "1000", "--concurrency", "40", "--timeout", "1", "--retries", "2"]
 
 
-class HashUpstream:
+def hash_ipv4(name: str) -> str:
+    h = xxhash.xxh3_64_intdigest(name.encode())
+    return f"198.{18 + (h >> 16 & 1)}.{h >> 8 & 0xFF}.{h & 0xFF}"
+
+
+def hash_ipv6(name: str) -> str:
+    h = xxhash.xxh3_64_intdigest(name.encode())
+    return f"2001:db8:{h >> 48 & 0xFFFF:x}:{h >> 32 & 0xFFFF:x}::{h & 0xFFFF:x}"
+
+
+def hash_upstream() -> FakeUpstream:
     """An upstream that answers every name like the real Internet would, each with its own
     addresses: A in 198.18.0.0/15 (RFC 2544, benchmarking) and AAAA in 2001:db8::/32, both
     derived from a hash of the name, so no two sites share an address and nothing looks like a
-    landing page. Names in `dead`, and every name below them, are NXDOMAIN."""
+    landing page. `kill` makes a name, and every name below it, NXDOMAIN."""
+    upstream = FakeUpstream()
+    upstream.program(answer=(), ttl=60)
+    upstream.program(rdtype="A", answer=lambda name, _: [hash_ipv4(name)])
+    upstream.program(rdtype="AAAA", answer=lambda name, _: [hash_ipv6(name)])
+    return upstream
 
-    def __init__(self) -> None:
-        import socket
 
-        self.dead: set[str] = set()
-        self.queries = 0
-        self._stop = threading.Event()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind((LOOPBACK, 0))
-        self._sock.settimeout(0.1)
-        self.port = int(self._sock.getsockname()[1])
-        self.label = f"{LOOPBACK}:{self.port}"
-        self._thread = threading.Thread(target=self._serve, name="hash-upstream", daemon=True)
-
-    def __enter__(self) -> HashUpstream:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
-
-    @staticmethod
-    def ipv4(name: str) -> str:
-        h = xxhash.xxh3_64_intdigest(name.encode())
-        return f"198.{18 + (h >> 16 & 1)}.{h >> 8 & 0xFF}.{h & 0xFF}"
-
-    @staticmethod
-    def ipv6(name: str) -> str:
-        h = xxhash.xxh3_64_intdigest(name.encode())
-        return f"2001:db8:{h >> 48 & 0xFFFF:x}:{h >> 32 & 0xFFFF:x}::{h & 0xFFFF:x}"
-
-    def is_dead(self, name: str) -> bool:
-        labels = name.split(".")
-        return any(".".join(labels[i:]) in self.dead for i in range(len(labels)))
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self._sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                reply = self._answer(data)
-            except Exception:
-                continue
-            with suppress(OSError):
-                self._sock.sendto(reply, peer)
-
-    def _answer(self, data: bytes) -> bytes:
-        query = dns.message.from_wire(data)
-        self.queries += 1
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.RA
-        question = query.question[0]
-        name = question.name.to_text(omit_final_dot=True).lower()
-        rdtype = dns.rdatatype.to_text(question.rdtype)
-        if self.is_dead(name):
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        elif rdtype in ("A", "AAAA"):
-            address = self.ipv4(name) if rdtype == "A" else self.ipv6(name)
-            response.answer.append(dns.rrset.from_text(question.name, 60, "IN", rdtype, address))
-        if not response.answer:
-            response.authority.append(
-                dns.rrset.from_text(
-                    "example.", 60, "IN", "SOA", "ns.example. host.example. 1 3600 600 86400 60"
-                )
-            )
-        return response.to_wire()
+def kill(upstream: FakeUpstream, names: set[str]) -> None:
+    for name in names:
+        upstream.program(name, subtree=True, rcode=dns.rcode.NXDOMAIN, answer=())
 
 
 def site_names(prefix: str, count: int, tld: str = "example") -> list[str]:
@@ -165,7 +113,7 @@ def load_json(path: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def blokir(tmp: Path, upstream: HashUpstream, lists_toml: str) -> Iterator[str]:
+def blokir(tmp: Path, upstream: FakeUpstream, lists_toml: str) -> Iterator[str]:
     """`blokir serve` on a free loopback port with these `[[lists]]`, forwarding to `upstream`."""
     port = free_port()
     config = tmp / "blokir.toml"
@@ -241,7 +189,7 @@ path = "{phishing}"
 category = "phishing"
 action = "nxdomain"
 """
-    with HashUpstream() as upstream, blokir(tmp_path, upstream, lists) as target:
+    with hash_upstream() as upstream, blokir(tmp_path, upstream, lists) as target:
         config = str(tmp_path / "blokir.toml")
         report = tmp_path / "listed.json"
         probes = tmp_path / "listed.csv"
@@ -347,7 +295,7 @@ def test_unbound_rpz_of_half_the_list(tmp_path: Path) -> None:
     port = free_port()
     html = tmp_path / "report.html"
     report = tmp_path / "report.json"
-    with HashUpstream() as upstream:
+    with hash_upstream() as upstream:
         config = unbound_conf(tmp_path, port, upstream.port, zonefile)
         with serving([unbound, "-d", "-c", str(config)], port, tmp_path / "unbound.out"):
             target = f"{LOOPBACK}:{port}"
@@ -457,7 +405,7 @@ def test_dnsmasq_hosts_export_is_landing_blocking(tmp_path: Path) -> None:
             landing_ipv6=LANDING_V6,
         )
     port = free_port()
-    with HashUpstream() as upstream:
+    with hash_upstream() as upstream:
         argv = [
             dnsmasq,
             "--no-daemon",
@@ -515,8 +463,8 @@ category = "scam"
 action = "nxdomain"
 ede = "none"
 """
-    with HashUpstream() as upstream, blokir(tmp_path, upstream, lists) as target:
-        upstream.dead.update(dead)
+    with hash_upstream() as upstream, blokir(tmp_path, upstream, lists) as target:
+        kill(upstream, dead)
         with_control = tmp_path / "control.json"
         run = verify("-c", str(tmp_path / "blokir.toml"), "--resolver", target, "--control",
                      upstream.label, "--all", "--json", str(with_control),
@@ -554,7 +502,7 @@ category = "gambling"
 """
     metrics_port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with HashUpstream() as upstream, blokir(tmp_path, upstream, lists) as target:
+    with hash_upstream() as upstream, blokir(tmp_path, upstream, lists) as target:
         argv = [
             sys.executable, "-m", "resolver", "verify", "-c", str(tmp_path / "blokir.toml"),
             "--resolver", target, "--resolver", upstream.label, "--control", upstream.label,

@@ -26,8 +26,8 @@ from pathlib import Path
 import dns.message
 import pytest
 
-from tests.integration.fake_upstream import ProgrammableUpstream
 from tests.integration.test_server import LOOPBACK, Blokir
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,7 @@ def clients_of(server: Blokir, clients: Clients, stopped: int) -> set[int]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Blokir]:
-    with ProgrammableUpstream() as upstream:
+    with FakeUpstream() as upstream:
         blokir = Blokir(tmp_path, upstream.port, workers=2)
         blokir.start()
         try:

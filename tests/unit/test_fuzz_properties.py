@@ -1,6 +1,6 @@
 """Property tests for hostile input: wire.parse_query and Resolver.handle on arbitrary bytes and
 on packets that are structured but wrong (lying counts and lengths, odd labels, bad OPT records,
-extra records, trailing bytes). bench/fuzz.py runs the same invariants for a million inputs;
+extra records, trailing bytes). tests/fuzz/ runs the same invariants for a million inputs;
 these keep a few hundred examples per property so the file takes seconds.
 
 Invariants: nothing raises but wire.ParseError; a packet with QR=1 or shorter than a header is
@@ -237,7 +237,7 @@ def test_the_differential_check_is_not_vacuous() -> None:
             agrees_with_dnspython(data, query)
 
 
-# -- the fuzz campaign's harness (bench/fuzz.py) is not vacuous ------------------------------------
+# -- the fuzz campaign's harness (tests/fuzz/) is not vacuous ------------------------------------
 
 
 def test_fuzz_harness_reports_an_injected_reflection_bug(
@@ -245,9 +245,9 @@ def test_fuzz_harness_reports_an_injected_reflection_bug(
 ) -> None:
     """A handler that answered QR=1 packets (a reflection loop) must show up as crashes with
     their inputs saved; the real handler gives none on the same inputs."""
-    from bench import fuzz
+    from tests.fuzz import campaign
 
-    clean = fuzz.run_builtin("handle_udp", 1500, 3, tmp_path / "clean")
+    clean = campaign.run_builtin("handle_udp", 1500, 3, tmp_path / "clean")
     assert clean.inputs == 1500 and clean.crashes == 0
 
     handle = Resolver.handle
@@ -258,7 +258,7 @@ def test_fuzz_harness_reports_an_injected_reflection_bug(
         return handle(self, data, client, udp)
 
     monkeypatch.setattr(Resolver, "handle", reflecting)
-    buggy = fuzz.run_builtin("handle_udp", 1500, 3, tmp_path / "buggy")
+    buggy = campaign.run_builtin("handle_udp", 1500, 3, tmp_path / "buggy")
     assert buggy.crashes > 0
     assert list(buggy.signatures) == [
         "invariant: answered a packet shorter than a header or with QR=1"

@@ -23,10 +23,10 @@ import pytest
 
 from resolver.message import MessageError
 from resolver.upstream import BACKOFF_INITIAL, DOWN_AFTER, UpstreamPool
+from tests.support.upstream import FakeUpstream, Request
 
 LOOPBACK = "127.0.0.1"
 REAL = "192.0.2.1"
-FORGED = "203.0.113.66"
 TEST_LIMIT = 2.5  # seconds; every test must finish in under 3
 
 
@@ -42,162 +42,46 @@ def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
     return wrapper
 
 
-def _answer(query: bytes, address: str = REAL, rcode: dns.rcode.Rcode = dns.rcode.NOERROR) -> bytes:
-    request = dns.message.from_wire(query)
-    response = dns.message.make_response(request)
-    response.set_rcode(rcode)
-    if rcode == dns.rcode.NOERROR:
-        qname = request.question[0].name
-        response.answer.append(dns.rrset.from_text(qname, 300, "IN", "A", address))
-    return response.to_wire()
-
-
-def _with_id(wire: bytes, qid: int) -> bytes:
-    return qid.to_bytes(2, "big") + wire[2:]
-
-
 def _addresses(wire: bytes) -> list[str]:
     return [rdata.to_text() for rrset in dns.message.from_wire(wire).answer for rdata in rrset]
 
 
-class FakeUpstream:
-    """UDP and TCP on the same port of 127.0.0.1 (or ::1). `mode` decides how UDP answers;
-    TCP always answers properly unless `tcp_wrong_id_first` is set."""
-
-    def __init__(self, mode: str = "normal", host: str = LOOPBACK) -> None:
-        self.mode = mode
-        self.host = host
-        self.tcp_wrong_id_first = False
-        self.udp_requests: list[tuple[bytes, tuple[Any, ...]]] = []
-        self.tcp_requests: list[bytes] = []
-        self.port = 0
-        self._udp: asyncio.DatagramTransport | None = None
-        self._spoofer: socket.socket | None = None
-        self._tcp: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-    async def __aenter__(self) -> FakeUpstream:
-        loop = asyncio.get_running_loop()
-        for _ in range(20):  # find a port free for both UDP and TCP
-            udp, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(self.host, 0)
-            )
-            port = udp.get_extra_info("sockname")[1]
-            try:
-                self._tcp = await asyncio.start_server(self._serve_tcp, self.host, port)
-            except OSError:
-                udp.close()
-                continue
-            self._udp, self.port = udp, port
-            break
-        else:
-            raise RuntimeError("no port free for both UDP and TCP")
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self._spoofer = socket.socket(family, socket.SOCK_DGRAM)
-        self._spoofer.bind((self.host, 0))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        if self._udp is not None:
-            self._udp.close()
-        if self._spoofer is not None:
-            self._spoofer.close()
-        if self._tcp is not None:
-            self._tcp.close()
-            await self._tcp.wait_closed()
-
-    # -- UDP ------------------------------------------------------------------------------
-
-    def on_datagram(self, data: bytes, source: tuple[Any, ...]) -> None:
-        self.udp_requests.append((data, source))
-        task = asyncio.get_running_loop().create_task(self._reply(data, source))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _reply(self, data: bytes, source: tuple[Any, ...]) -> None:
-        assert self._udp is not None and self._spoofer is not None
-        send = functools.partial(self._udp.sendto, addr=source)
-        qid = int.from_bytes(data[:2], "big")
-        mode = self.mode
-        if mode == "silent":
-            return
-        if mode == "normal":
-            send(_answer(data))
-        elif mode == "servfail":
-            send(_answer(data, rcode=dns.rcode.SERVFAIL))
-        elif mode == "refused":
-            send(_answer(data, rcode=dns.rcode.REFUSED))
-        elif mode == "tc":
-            reply = dns.message.make_response(dns.message.from_wire(data))
-            reply.flags |= dns.flags.TC
-            send(reply.to_wire())
-        elif mode == "wrong_id_first":
-            send(_with_id(_answer(data, FORGED), qid ^ 0x5A5A))
-            await asyncio.sleep(0.02)
-            send(_answer(data))
-        elif mode == "wrong_question_first":
-            request = dns.message.from_wire(data)
-            for qname, qtype, qclass in (
-                ("other.example.", dns.rdatatype.A, dns.rdataclass.IN),
-                (request.question[0].name, dns.rdatatype.AAAA, dns.rdataclass.IN),
-                (request.question[0].name, dns.rdatatype.A, dns.rdataclass.CH),
-            ):
-                other = dns.message.make_query(qname, qtype, qclass)
-                other.id = qid
-                forged = dns.message.make_response(other)
-                forged.answer.append(dns.rrset.from_text(qname, 300, "IN", "A", FORGED))
-                send(forged.to_wire())
-            send(data)  # the query itself: QR=0
-            send(b"\x00")  # junk
-            await asyncio.sleep(0.02)
-            send(_answer(data))
-        elif mode == "spoof":
-            # An off-path attacker who knows the port and the ID, sending from elsewhere.
-            self._spoofer.sendto(_answer(data, FORGED), source[:2])
-            await asyncio.sleep(0.05)
-            send(_answer(data))
-        elif mode == "lowercase_question":
-            request = dns.message.from_wire(data)
-            lowered = dns.message.make_query(
-                request.question[0].name.to_text().lower(), request.question[0].rdtype
-            )
-            lowered.id = qid
-            send(_answer(lowered.to_wire()))
-        else:
-            raise AssertionError(f"unknown mode {mode}")
-
-    # -- TCP ------------------------------------------------------------------------------
-
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                size = int.from_bytes(await reader.readexactly(2), "big")
-                data = await reader.readexactly(size)
-                self.tcp_requests.append(data)
-                replies = [_answer(data)]
-                if self.tcp_wrong_id_first:
-                    replies.insert(0, _with_id(_answer(data, FORGED), data[0] << 8 ^ 0xFFFF))
-                for reply in replies:
-                    writer.write(len(reply).to_bytes(2, "big") + reply)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+# How each mode answers over UDP; TCP always answers properly (see `tcp_wrong_id_first`).
+MODES: dict[str, dict[str, Any]] = {
+    "normal": {},
+    "silent": {"drop": True},
+    "servfail": {"rcode": dns.rcode.SERVFAIL, "answer": ()},
+    "refused": {"rcode": dns.rcode.REFUSED, "answer": ()},
+    "tc": {"tc": True},
+    "wrong_id_first": {"forge": ("id",), "delay": 0.02},
+    # Answers to other questions (name, type, class), the query itself (QR=0) and junk.
+    "wrong_question_first": {"forge": ("name", "type", "class", "query", "junk"), "delay": 0.02},
+    # An off-path attacker who knows the port and the ID, sending from elsewhere.
+    "spoof": {"forge": ("port",), "delay": 0.05},
+    "lowercase_question": {"lower_question": True},
+}
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, upstream: FakeUpstream) -> None:
-        self.upstream = upstream
+def set_mode(upstream: FakeUpstream, mode: str) -> None:
+    """Every query answered with REAL, except as `mode` says over UDP."""
+    upstream.clear()
+    upstream.program(answer=[REAL])
+    upstream.program(transport="udp", **MODES[mode])
 
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.upstream.on_datagram(data, addr)
+
+def fake(mode: str = "normal", host: str = LOOPBACK) -> FakeUpstream:
+    upstream = FakeUpstream(host)
+    set_mode(upstream, mode)
+    return upstream.start()
+
+
+def tcp_wrong_id_first(upstream: FakeUpstream) -> None:
+    """Over TCP, a wrong-ID answer before the right one: validated like UDP's."""
+    upstream.program(transport="tcp", forge=("id",))
+
+
+def udp_requests(upstream: FakeUpstream) -> list[Request]:
+    return upstream.requests("udp")
 
 
 def _query(name: str = "www.Example.com.", rdtype: str = "A", qid: int = 0xBEEF) -> bytes:
@@ -224,18 +108,18 @@ async def _timed(call: Awaitable[bytes | None]) -> tuple[bytes | None, float]:
 
 @run_async
 async def test_normal_answer_gets_the_request_id_back_and_fresh_ids_and_ports() -> None:
-    async with FakeUpstream() as upstream:
+    with fake() as upstream:
         pool = UpstreamPool([upstream.address], timeout=1.0, attempts=1)
         for _ in range(6):
             response = await pool.query(_query(qid=0xBEEF))
             assert response is not None
             assert response[:2] == b"\xbe\xef"
             assert _addresses(response) == [REAL]
-        ids = {data[:2] for data, _ in upstream.udp_requests}
-        ports = {source[1] for _, source in upstream.udp_requests}
+        ids = {request.wire[:2] for request in udp_requests(upstream)}
+        ports = {request.source[1] for request in udp_requests(upstream)}
         assert len(ids) > 1 and len(ports) > 1  # a fresh ID and socket per query (RFC 5452)
         # the upstream saw the client's query, apart from the ID
-        assert all(data[2:] == _query()[2:] for data, _ in upstream.udp_requests)
+        assert all(request.wire[2:] == _query()[2:] for request in udp_requests(upstream))
         stats = pool.stats[0]
         assert (stats.requests, stats.responses, stats.timeouts, stats.errors) == (6, 6, 0, 0)
         assert stats.up and stats.rtt_ewma > 0
@@ -244,7 +128,7 @@ async def test_normal_answer_gets_the_request_id_back_and_fresh_ids_and_ports() 
 
 @run_async
 async def test_question_case_does_not_matter() -> None:
-    async with FakeUpstream("lowercase_question") as upstream:
+    with fake("lowercase_question") as upstream:
         pool = UpstreamPool([upstream.address], timeout=1.0, attempts=1)
         response = await pool.query(_query("WWW.EXAMPLE.COM."))
         assert response is not None and _addresses(response) == [REAL]
@@ -252,21 +136,21 @@ async def test_question_case_does_not_matter() -> None:
 
 @run_async
 async def test_truncated_answer_is_asked_again_over_tcp() -> None:
-    async with FakeUpstream("tc") as upstream:
-        upstream.tcp_wrong_id_first = True  # the TCP answer is validated like UDP's
+    with fake("tc") as upstream:
+        tcp_wrong_id_first(upstream)
         pool = UpstreamPool([upstream.address], timeout=1.0, attempts=1)
         response = await pool.query(_query())
         assert response is not None
         assert response[:2] == b"\xbe\xef"
         assert not dns.message.from_wire(response).flags & dns.flags.TC
         assert _addresses(response) == [REAL]
-        assert len(upstream.tcp_requests) == 1
+        assert len(upstream.requests("tcp")) == 1
         assert pool.stats[0].tcp_fallbacks == 1
 
 
 @run_async
 async def test_answer_with_wrong_id_is_ignored() -> None:
-    async with FakeUpstream("wrong_id_first") as upstream:
+    with fake("wrong_id_first") as upstream:
         pool = UpstreamPool([upstream.address], timeout=1.0, attempts=1)
         response = await pool.query(_query())
         assert response is not None and _addresses(response) == [REAL]
@@ -274,16 +158,16 @@ async def test_answer_with_wrong_id_is_ignored() -> None:
 
 @run_async
 async def test_answers_to_other_questions_queries_and_junk_are_ignored() -> None:
-    async with FakeUpstream("wrong_question_first") as upstream:
+    with fake("wrong_question_first") as upstream:
         pool = UpstreamPool([upstream.address], timeout=1.0, attempts=1)
         response = await pool.query(_query())
         assert response is not None and _addresses(response) == [REAL]
-        assert len(upstream.udp_requests) == 1  # all in one try
+        assert len(udp_requests(upstream)) == 1  # all in one try
 
 
 @run_async
 async def test_spoofed_answer_from_another_port_is_never_accepted() -> None:
-    async with FakeUpstream("spoof") as upstream:
+    with fake("spoof") as upstream:
         pool = UpstreamPool([upstream.address], timeout=1.0, attempts=1)
         for _ in range(3):
             response = await pool.query(_query())
@@ -295,19 +179,19 @@ async def test_spoofed_answer_from_another_port_is_never_accepted() -> None:
 
 @run_async
 async def test_silent_upstream_gives_none_within_timeout_times_attempts() -> None:
-    async with FakeUpstream("silent") as one, FakeUpstream("silent") as two:
+    with fake("silent") as one, fake("silent") as two:
         pool = UpstreamPool([one.address, two.address], timeout=0.2, attempts=3)
         response, elapsed = await _timed(pool.query(_query()))
         assert response is None
         assert 0.55 <= elapsed < 0.6 + 0.25
-        assert len(one.udp_requests) == 2 and len(two.udp_requests) == 1
+        assert len(udp_requests(one)) == 2 and len(udp_requests(two)) == 1
         assert pool.stats[0].timeouts == 2 and pool.stats[1].timeouts == 1
         assert pool.stats[0].rtt_ewma >= 0.2  # a timeout counts as a slow answer
 
 
 @run_async
 async def test_failover_from_dead_to_live_server() -> None:
-    async with FakeUpstream() as live:
+    with fake() as live:
         pool = UpstreamPool([(LOOPBACK, _dead_port()), live.address], timeout=1.0, attempts=2)
         response, elapsed = await _timed(pool.query(_query()))
         assert response is not None and _addresses(response) == [REAL]
@@ -318,7 +202,7 @@ async def test_failover_from_dead_to_live_server() -> None:
 
 @run_async
 async def test_failover_from_silent_to_live_server() -> None:
-    async with FakeUpstream("silent") as silent, FakeUpstream() as live:
+    with fake("silent") as silent, fake() as live:
         pool = UpstreamPool([silent.address, live.address], timeout=0.2, attempts=2)
         response, elapsed = await _timed(pool.query(_query()))
         assert response is not None and _addresses(response) == [REAL]
@@ -326,13 +210,13 @@ async def test_failover_from_silent_to_live_server() -> None:
         # the silent server now has a worse RTT, so the live one goes first
         response = await pool.query(_query())
         assert response is not None
-        assert len(silent.udp_requests) == 1 and len(live.udp_requests) == 2
+        assert len(udp_requests(silent)) == 1 and len(udp_requests(live)) == 2
 
 
 @pytest.mark.parametrize("mode", ["servfail", "refused"])
 @run_async
 async def test_servfail_and_refused_fail_over_and_end_in_none(mode: str) -> None:
-    async with FakeUpstream(mode) as bad, FakeUpstream() as good:
+    with fake(mode) as bad, fake() as good:
         pool = UpstreamPool([bad.address, good.address], timeout=1.0, attempts=2)
         response = await pool.query(_query())
         assert response is not None and _addresses(response) == [REAL]
@@ -345,7 +229,7 @@ async def test_servfail_and_refused_fail_over_and_end_in_none(mode: str) -> None
 @run_async
 async def test_health_goes_down_and_comes_back() -> None:
     clock = [100.0]
-    async with FakeUpstream("servfail") as flaky, FakeUpstream() as steady:
+    with fake("servfail") as flaky, fake() as steady:
         pool = UpstreamPool(
             [flaky.address, steady.address], timeout=0.5, attempts=2, clock=lambda: clock[0]
         )
@@ -355,22 +239,22 @@ async def test_health_goes_down_and_comes_back() -> None:
             assert await pool.query(_query()) is not None  # the steady server answers
             assert flaky_stats.consecutive_failures == n
             assert flaky_stats.up is (n < DOWN_AFTER)
-        assert len(flaky.udp_requests) == DOWN_AFTER
-        flaky.mode = "normal"
+        assert len(udp_requests(flaky)) == DOWN_AFTER
+        set_mode(flaky, "normal")
         # down, and its back-off has not run out: not asked, even though it would answer now
         assert await pool.query(_query()) is not None
-        assert len(flaky.udp_requests) == DOWN_AFTER
+        assert len(udp_requests(flaky)) == DOWN_AFTER
         clock[0] += BACKOFF_INITIAL + 0.1
         # the back-off ran out: the next query probes it first, and one answer brings it back
         assert await pool.query(_query()) is not None
-        assert len(flaky.udp_requests) == DOWN_AFTER + 1
+        assert len(udp_requests(flaky)) == DOWN_AFTER + 1
         assert flaky_stats.up and flaky_stats.consecutive_failures == 0
 
 
 @run_async
 async def test_failed_probe_doubles_the_back_off() -> None:
     clock = [100.0]
-    async with FakeUpstream("servfail") as flaky, FakeUpstream() as steady:
+    with fake("servfail") as flaky, fake() as steady:
         pool = UpstreamPool(
             [flaky.address, steady.address], timeout=0.5, attempts=2, clock=lambda: clock[0]
         )
@@ -380,23 +264,23 @@ async def test_failed_probe_doubles_the_back_off() -> None:
         assert not pool.stats[0].up
         clock[0] += BACKOFF_INITIAL + 0.1
         await pool.query(_query())  # the probe fails
-        assert len(flaky.udp_requests) == DOWN_AFTER + 1 and not pool.stats[0].up
+        assert len(udp_requests(flaky)) == DOWN_AFTER + 1 and not pool.stats[0].up
         clock[0] += BACKOFF_INITIAL + 0.1  # not enough: the back-off is now twice as long
         await pool.query(_query())
-        assert len(flaky.udp_requests) == DOWN_AFTER + 1
+        assert len(udp_requests(flaky)) == DOWN_AFTER + 1
         clock[0] += BACKOFF_INITIAL
         await pool.query(_query())
-        assert len(flaky.udp_requests) == DOWN_AFTER + 2
+        assert len(udp_requests(flaky)) == DOWN_AFTER + 2
 
 
 @run_async
 async def test_a_lone_down_server_is_still_asked() -> None:
-    async with FakeUpstream("servfail") as only:
+    with fake("servfail") as only:
         pool = UpstreamPool([only.address], timeout=0.5, attempts=1)
         for _ in range(DOWN_AFTER):
             assert await pool.query(_query()) is None
         assert not pool.stats[0].up
-        only.mode = "normal"
+        set_mode(only, "normal")
         response = await pool.query(_query())
         assert response is not None and pool.stats[0].up
 
@@ -404,7 +288,7 @@ async def test_a_lone_down_server_is_still_asked() -> None:
 @run_async
 async def test_with_one_attempt_a_down_server_is_probed_on_the_side_and_comes_back() -> None:
     clock = [100.0]
-    async with FakeUpstream("servfail") as flaky, FakeUpstream() as steady:
+    with fake("servfail") as flaky, fake() as steady:
         pool = UpstreamPool(
             [flaky.address, steady.address], timeout=0.5, attempts=1, clock=lambda: clock[0]
         )
@@ -413,27 +297,27 @@ async def test_with_one_attempt_a_down_server_is_probed_on_the_side_and_comes_ba
             assert await pool.query(_query()) is None  # one try, and it went to the flaky one
         assert not pool.stats[0].up
         assert await pool.query(_query()) is not None  # down: the steady server is asked
-        flaky.mode = "normal"
+        set_mode(flaky, "normal")
         clock[0] += BACKOFF_INITIAL + 0.1
         # The back-off ran out. The query's only try goes to the steady server; the flaky one
         # gets a copy on the side, and its answer brings it back.
         response = await pool.query(_query())
-        assert response is not None and len(steady.udp_requests) == 2
+        assert response is not None and len(udp_requests(steady)) == 2
         for _ in range(50):
             if pool.stats[0].up:
                 break
             await asyncio.sleep(0.01)
-        assert pool.stats[0].up and len(flaky.udp_requests) == DOWN_AFTER + 1
+        assert pool.stats[0].up and len(udp_requests(flaky)) == DOWN_AFTER + 1
         # Back up with a fresh RTT, so it is first again rather than stuck behind.
         assert await pool.query(_query()) is not None
-        assert len(flaky.udp_requests) == DOWN_AFTER + 2 and len(steady.udp_requests) == 2
+        assert len(udp_requests(flaky)) == DOWN_AFTER + 2 and len(udp_requests(steady)) == 2
         pool.close()
 
 
 @run_async
 async def test_a_server_back_from_down_is_ordered_by_its_new_rtt() -> None:
     clock = [100.0]
-    async with FakeUpstream("silent") as primary, FakeUpstream() as secondary:
+    with fake("silent") as primary, fake() as secondary:
         pool = UpstreamPool(
             [primary.address, secondary.address], timeout=0.1, attempts=2, clock=lambda: clock[0]
         )
@@ -441,14 +325,14 @@ async def test_a_server_back_from_down_is_ordered_by_its_new_rtt() -> None:
             pool.stats[0].rtt_ewma, pool.stats[1].rtt_ewma = 0.0001, 1.0  # primary first
             assert await pool.query(_query()) is not None
         assert not pool.stats[0].up and pool.stats[0].rtt_ewma >= 0.03
-        primary.mode = "normal"
+        set_mode(primary, "normal")
         clock[0] += BACKOFF_INITIAL + 0.1
         assert await pool.query(_query()) is not None  # the probe goes first and answers
         assert pool.stats[0].up and pool.stats[0].rtt_ewma < 0.05
         pool.stats[1].rtt_ewma = 0.05  # the secondary is a little slower than the primary now
-        asked = len(primary.udp_requests)
+        asked = len(udp_requests(primary))
         assert await pool.query(_query()) is not None
-        assert len(primary.udp_requests) == asked + 1
+        assert len(udp_requests(primary)) == asked + 1
 
 
 # -- other --------------------------------------------------------------------------------
@@ -466,7 +350,7 @@ def _has_ipv6_loopback() -> bool:
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
 @run_async
 async def test_ipv6_upstream() -> None:
-    async with FakeUpstream("tc", host="::1") as upstream:
+    with fake("tc", host="::1") as upstream:
         pool = UpstreamPool([upstream.address], timeout=1.0, attempts=1)
         response = await pool.query(_query())
         assert response is not None and _addresses(response) == [REAL]

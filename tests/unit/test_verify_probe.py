@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 
-import dns.message
-import dns.rrset
 import pytest
 
 from resolver.verify.probe import Settings, Target, TokenBucket, parse_target, run_probes
+from tests.support.upstream import FakeUpstream
 
 
 def test_parse_target() -> None:
@@ -41,49 +36,22 @@ def test_token_bucket_keeps_the_rate() -> None:
         TokenBucket(rate=0.0, burst=1.0, now=0.0)
 
 
-@contextmanager
-def responder(silent: bool = False) -> Iterator[tuple[int, list[float]]]:
-    """A loopback UDP server answering every A query with 192.0.2.1 (or nothing), recording
-    when each query arrived."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(0.05)
-    stop = threading.Event()
-    seen: list[float] = []
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                data, peer = sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            seen.append(time.monotonic())
-            if silent:
-                continue
-            query = dns.message.from_wire(data)
-            reply = dns.message.make_response(query)
-            name = query.question[0].name
-            reply.answer.append(dns.rrset.from_text(name, 60, "IN", "A", "192.0.2.1"))
-            with suppress(OSError):
-                sock.sendto(reply.to_wire(), peer)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield int(sock.getsockname()[1]), seen
-    finally:
-        stop.set()
-        thread.join(2)
-        sock.close()
+def responder(silent: bool = False) -> FakeUpstream:
+    """A loopback upstream answering every A query with 192.0.2.1 (or nothing), recording each
+    query it saw."""
+    upstream = FakeUpstream()
+    if silent:
+        upstream.program(drop=True)
+    else:
+        upstream.program(answer=["192.0.2.1"], ttl=60)
+    return upstream
 
 
 def test_probes_respect_the_rate_limit() -> None:
     jobs = [(f"n{i}.example", "A") for i in range(30)]
     settings = Settings(rate=100.0, concurrency=5, timeout=1.0, retries=0)
-    with responder() as (port, seen):
-        target = Target("127.0.0.1", port)
+    with responder() as upstream:
+        target = Target("127.0.0.1", upstream.port)
         started = time.monotonic()
         results = asyncio.run(run_probes([target], jobs, settings))
         elapsed = time.monotonic() - started
@@ -92,18 +60,18 @@ def test_probes_respect_the_rate_limit() -> None:
     assert all(r.addresses == ("192.0.2.1",) for r in answers.values())
     # A burst of 5, then 25 more at 100/s: at least 0.25 s.
     assert elapsed >= 0.24
-    assert len(seen) == 30
+    assert len(upstream.queries) == 30
 
 
 def test_timeouts_are_retried_a_bounded_number_of_times() -> None:
     jobs = [("silent.example", "A"), ("silent.example", "AAAA")]
     settings = Settings(rate=1000.0, concurrency=2, timeout=0.2, retries=2)
-    with responder(silent=True) as (port, seen):
-        target = Target("127.0.0.1", port)
+    with responder(silent=True) as upstream:
+        target = Target("127.0.0.1", upstream.port)
         started = time.monotonic()
         results = asyncio.run(run_probes([target], jobs, settings))
         elapsed = time.monotonic() - started
     for response in results[target].values():
         assert response.rcode is None and response.error == "timeout" and response.attempts == 3
-    assert len(seen) == 6
+    assert len(upstream.queries) == 6
     assert elapsed < 2.0

@@ -1,10 +1,10 @@
-"""The fault suite (issue 6 item 10): every hardening claim tried against live blokir servers.
+"""The fault suite: every hardening claim tried against live blokir servers.
 
     scripts/fault-suite            # everything (< 2 min)
     scripts/fault-suite --quick    # the same scenarios, fewer repetitions (< 45 s; CI)
 
-It starts its own upstream (a small UDP server on 127.0.0.1 this file controls: it can answer,
-go silent, or race forged answers) and several `blokir serve` processes on loopback, each with
+It starts its own upstream (tests/support/upstream.py on 127.0.0.1, programmed to answer, go
+silent, or race forged answers) and several `blokir serve` processes on loopback, each with
 the settings its scenarios need, then prints one row per scenario:
 
     scenario | what was sent | expected | observed | PASS/FAIL/SKIP
@@ -29,7 +29,6 @@ import statistics
 import struct
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -45,16 +44,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from bench.servers import (
-    LOOPBACK,
-    ManagedProcess,
-    free_port,
-    metric_sum,
-    process_tree,
-    scrape_metrics,
-    start_blokir,
-    tail,
-)
+from tests.support.processes import LOOPBACK, ManagedProcess, free_port, process_tree, tail
+from tests.support.servers import metric_sum, scrape_metrics, start_blokir
+from tests.support.upstream import FakeUpstream
 
 BLOCKED = "judi-contoh.example"
 LANDING = "192.0.2.10"
@@ -121,9 +113,6 @@ def guarded(report: Report, scenario: str, sent: str, expected: str) -> Callable
 # -- the upstream -------------------------------------------------------------------------------
 
 
-FLOOD_LABELS = b"\x05flood\x07example\x00"
-
-
 def raw_answer(query: bytes) -> bytes:
     """An A answer built from the query's bytes (no parsing library: the flood must not make
     the test's upstream the bottleneck): QR, RD copied, RA; the question; one A record."""
@@ -139,94 +128,29 @@ def raw_query(qid: int, labels: list[bytes]) -> bytes:
     return struct.pack("!HHHHHH", qid & 0xFFFF, 0x0100, 1, 0, 0, 0) + name + b"\x00\x01\x00\x01"
 
 
-class Upstream:
-    """UDP on 127.0.0.1: answers A queries with REAL (TTL 300; STALE_NAME with TTL 1),
-    NXDOMAIN under flood.example, nothing while `silent`, and for spoof.example races forged
-    answers (wrong ID, wrong question, wrong source port) before the real one and a late
-    forged one after it."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((LOOPBACK, 0))
-        self.sock.settimeout(0.1)
-        self.port = int(self.sock.getsockname()[1])
-        self.other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the wrong source
-        self.other.bind((LOOPBACK, 0))
-        self.silent = False
-        self.queries = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-        self.other.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.queries += 1
-            if self.silent:
-                continue
-            if FLOOD_LABELS in data[12:].lower():
-                with suppress(Exception):
-                    self.sock.sendto(raw_answer(data), peer)
-                continue
-            with suppress(Exception):
-                self._answer(dns.message.from_wire(data), peer)
-
-    def _answer(self, query: dns.message.Message, peer: tuple[str, int]) -> None:
-        question = query.question[0]
-        name = question.name.to_text(omit_final_dot=True).lower()
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.RA
-        if name.endswith("flood.example"):
-            response.set_rcode(dns.rcode.NXDOMAIN)
-            self.sock.sendto(response.to_wire(), peer)
-            return
-        if question.rdtype == dns.rdatatype.A:
-            ttl = 1 if name == STALE_NAME else 300
-            response.answer.append(dns.rrset.from_text(question.name, ttl, "IN", "A", REAL))
-        if name == "spoof.example":
-            self._race(query, peer)
-            time.sleep(0.05)
-        self.sock.sendto(response.to_wire(), peer)
-        if name == "spoof.example":
-            time.sleep(0.02)
-            self.sock.sendto(self._forged(query).to_wire(), peer)  # late
-
-    def _forged(self, query: dns.message.Message) -> dns.message.Message:
-        forged = dns.message.make_response(query)
-        rrset = dns.rrset.from_text(query.question[0].name, 300, "IN", "A", FORGED)
-        forged.answer.append(rrset)
-        return forged
-
-    def _race(self, query: dns.message.Message, peer: tuple[str, int]) -> None:
-        wrong_id = self._forged(query)
-        wrong_id.id = (query.id + 1) & 0xFFFF
-        self.sock.sendto(wrong_id.to_wire(), peer)
-        wrong_question = dns.message.make_query("spoof-other.example", "A")
-        wrong_question.id = query.id
-        wrong_question.flags |= dns.flags.QR
-        wrong_question.answer.append(
-            dns.rrset.from_text("spoof-other.example.", 300, "IN", "A", FORGED)
-        )
-        self.sock.sendto(wrong_question.to_wire(), peer)
-        self.other.sendto(self._forged(query).to_wire(), peer)  # right ID, wrong port
+def fault_upstream() -> FakeUpstream:
+    """The upstream on 127.0.0.1: A queries get REAL (TTL 300; STALE_NAME TTL 1), other types
+    an empty NOERROR; names under flood.example get REAL built from the query's octets; for
+    spoof.example it races forged answers (wrong ID, wrong question, wrong source port) before
+    the real one and a late forged one after it. `dead_upstream` silences it for a while."""
+    upstream = FakeUpstream()
+    upstream.program(answer=())
+    upstream.program(rdtype="A", answer=[REAL])
+    upstream.program(STALE_NAME, ttl=1)
+    upstream.program("flood.example", subtree=True, respond=raw_answer)
+    upstream.program(
+        "spoof.example", forge=("id", "name", "port"), delay=0.05, forge_after=("same",)
+    )
+    return upstream.start()
 
 
 # -- blokir instances ---------------------------------------------------------------------------
 
 
 class Instance:
-    def __init__(self, workdir: Path, tag: str, upstream: Upstream, server: str, extra: str = ""):
+    def __init__(
+        self, workdir: Path, tag: str, upstream: FakeUpstream, server: str, extra: str = ""
+    ):
         self.tag = tag
         self.dir = workdir / tag
         self.dir.mkdir(mode=0o755)
@@ -589,7 +513,7 @@ def flood(report: Report, main: Instance, seconds: float) -> None:
     )
 
 
-def dead_upstream(report: Report, main: Instance, upstream: Upstream) -> None:
+def dead_upstream(report: Report, main: Instance, upstream: FakeUpstream) -> None:
     # Each worker has its own cache and SO_REUSEPORT picks the worker by source port: prime
     # and ask from one socket. Primed here (again), since the flood may have evicted it.
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -597,7 +521,7 @@ def dead_upstream(report: Report, main: Instance, upstream: Upstream) -> None:
     stale_query = dns.message.make_query(STALE_NAME, "A")
     dns.query.udp(stale_query, LOOPBACK, port=main.port, timeout=2, sock=client)
     time.sleep(1.3)  # TTL 1: expired
-    upstream.silent = True
+    upstream.program(drop=True)
     try:
         started = time.monotonic()
         reply = ask(main.port, "dead-1.example", timeout=5)
@@ -624,7 +548,7 @@ def dead_upstream(report: Report, main: Instance, upstream: Upstream) -> None:
             got == [(REAL, 30)],
         )
     finally:
-        upstream.silent = False
+        upstream.program(drop=False)
         client.close()
     started = time.monotonic()
     observed = "no NOERROR answer within 10 s"
@@ -838,7 +762,7 @@ def tcp_abuse(report: Report, tcp: Instance, connections: int) -> None:
     )
 
 
-def privilege_drop(report: Report, workdir: Path, upstream: Upstream) -> None:
+def privilege_drop(report: Report, workdir: Path, upstream: FakeUpstream) -> None:
     sent = 'blokir serve as root, [server] user = "nobody"'
     expected = "supervisor and workers uid/gid nobody, no capabilities; answers"
     if os.geteuid() != 0:
@@ -892,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     report = Report()
-    upstream = Upstream()
+    upstream = fault_upstream()
     instances: list[Instance] = []
     try:
         with workspace() as workdir:

@@ -87,7 +87,18 @@ def test_steal_is_read_per_cpu_and_for_the_machine() -> None:
     assert servers.cpu_steal_seconds({1}, PROC_STAT) == 17167 / ticks
     assert servers.cpu_steal_seconds({0, 1}, PROC_STAT) == (9060 + 17167) / ticks
     assert servers.cpu_steal_seconds(None, PROC_STAT) == 26227 / ticks
-    assert servers.cpu_steal_seconds({0}) >= 0  # the real file parses
+    assert servers.cpu_steal_seconds({7}, PROC_STAT) == 0.0  # a CPU the file does not list
+
+
+def test_steal_is_the_eighth_count_of_this_machines_proc_stat() -> None:
+    """The parser against this kernel's /proc/stat, read once (the counts move while it runs):
+    the first line is the machine's, and its steal is the eighth count (proc(5)). A kernel
+    that lays the file out otherwise fails here, where the known text above cannot tell."""
+    real = Path("/proc/stat").read_text()
+    name, *counts = real.splitlines()[0].split()
+    assert name == "cpu" and len(counts) >= 8
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert servers.cpu_steal_seconds(None, real) == int(counts[7]) / ticks
 
 
 def test_goal_row_gives_the_run_pairs() -> None:

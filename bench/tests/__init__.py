@@ -1,0 +1,1 @@
+"""Tests of the benchmark code: collected with the suite (pyproject testpaths)."""

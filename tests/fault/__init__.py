@@ -1,0 +1,1 @@
+"""The fault suite (scripts/fault-suite): `python -m tests.fault --help`."""

@@ -1,0 +1,5 @@
+"""`python -m tests.fault`: the fault suite (tests/fault/suite.py)."""
+
+from tests.fault.suite import main
+
+raise SystemExit(main())

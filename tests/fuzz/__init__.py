@@ -1,0 +1,1 @@
+"""The fuzz campaign (scripts/fuzz): `python -m tests.fuzz --help`."""

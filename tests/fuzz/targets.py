@@ -1,0 +1,329 @@
+"""The fuzz targets: what each one feeds its input to, and the invariants checked on every
+output (see tests/fuzz/campaign.py for the list). A target is a `Target` in TARGETS: its name,
+how to build its check (and clean up after), its input count in a quick run, and whether it
+takes list text or DNS packets. Invariants on handle_udp/handle_tcp answers are the functions
+in ANSWER_INVARIANTS."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.fuzz.seeds import ROOT
+
+Check = Callable[[bytes], None]
+Cleanup = Callable[[], None]
+
+
+class Violation(Exception):
+    """An invariant broken by a target's output (as opposed to an exception it raised)."""
+
+
+# -- targets ----------------------------------------------------------------------------------
+
+
+def parse_query_check() -> Check:
+    import dns.flags
+    import dns.message
+
+    from resolver import wire
+
+    rcodes = {wire.FORMERR, wire.NOTIMP, wire.BADVERS}
+
+    def check(data: bytes) -> None:
+        try:
+            query = wire.parse_query(data)
+        except wire.ParseError as error:
+            if error.rcode is None:
+                if len(data) >= 12 and not data[2] & 0x80:
+                    raise Violation("dropped a well-formed header without QR") from None
+                return
+            if len(data) < 12 or data[2] & 0x80:
+                raise Violation("answers a short packet or a response") from None
+            if error.rcode not in rcodes:
+                raise Violation(f"unexpected rcode {error.rcode}") from None
+            answer = wire.error_response(data, error.rcode, error.query, 1232)
+            message = dns.message.from_wire(answer)
+            if message.id != int.from_bytes(data[:2], "big") or not message.flags & dns.flags.QR:
+                raise Violation("error response ID or QR") from None
+            return
+        if query.id != int.from_bytes(data[:2], "big"):
+            raise Violation("query ID")
+        if data[12 : query.question_end] != query.question or data[2] & 0x80:
+            raise Violation("question or QR")
+        if query.qname != query.qname.lower():
+            raise Violation("qname not lower case")
+        if not query.unmatchable and (len(query.qname) > 253 or b"\\" in query.qname):
+            raise Violation("qname longer than 253 or escaped without being unmatchable")
+        # What goes upstream: parses the same way, asks the same, holds no hop option.
+        sent = wire.upstream_request(data, query)
+        if not query.hop_options:
+            if sent is not data:
+                raise Violation("a query without hop options was changed for upstream")
+            return
+        again = wire.parse_query(sent)  # a ParseError here is a crash: it must parse
+        if again.question != query.question or again.hop_options or len(sent) >= len(data):
+            raise Violation("upstream request: question changed or hop options left")
+        if (again.edns, again.do, again.payload) != (query.edns, query.do, query.payload):
+            raise Violation("upstream request: EDNS settings changed")
+
+    return check
+
+
+def answer_options_check() -> Check:
+    """message.without_options over hostile upstream answers: never raises; a changed answer
+    is shorter, still walks, and holds none of the removed options."""
+    import struct
+
+    from resolver import message, wire
+
+    def check(data: bytes) -> None:
+        cleaned = message.without_options(data, wire.HOP_BY_HOP_OPTIONS)
+        if cleaned is data:
+            return
+        if len(cleaned) >= len(data):
+            raise Violation("removing options did not shorten the answer")
+        for record in message.walk(cleaned)[1]:  # a MessageError here is a crash
+            if record.section != message.ADDITIONAL or record.rtype != message.TYPE_OPT:
+                continue
+            pos, end = record.rdata_offset, record.rdata_offset + record.rdlength
+            while pos + 4 <= end:
+                code, length = struct.unpack_from("!HH", cleaned, pos)
+                if code in wire.HOP_BY_HOP_OPTIONS:
+                    raise Violation(f"option {code} left in the answer")
+                pos += 4 + length
+
+    return check
+
+
+@dataclass
+class HandleTarget:
+    """A resolver compiled from the sample lists, reused for every input; `cleanup` removes the
+    temporary index and config directory."""
+
+    resolver: Any
+    paths: list[Path] = field(default_factory=list)
+
+    def cleanup(self) -> None:
+        self.resolver.index.close()
+        for path in self.paths:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def build_resolver() -> HandleTarget:
+    """Every block action and an allowlist, ACL = loopback only, a rate limit for one client
+    prefix, and a cache warmed with answers for some seed names (so cache hits get patched)."""
+    import dns.message
+    import dns.rrset
+
+    from resolver import wire
+    from resolver.compile import compile_temporary
+    from resolver.config import parse_config
+    from resolver.server import Resolver
+
+    workdir = Path(tempfile.mkdtemp(prefix="blokir-fuzz-"))
+    lists = ROOT / "blocklists"
+    text = f"""
+[server]
+allow = ["127.0.0.0/8", "::1/128"]
+[upstream]
+servers = ["127.0.0.1:9"]
+[blocking]
+landing_ipv4 = "192.0.2.10"
+landing_ipv6 = "2001:db8::10"
+[[allowlists]]
+name = "allow"
+path = "{lists / "sample-allow.txt"}"
+[[lists]]
+name = "domains"
+path = "{lists / "sample-domains.txt"}"
+[[lists]]
+name = "hosts"
+path = "{lists / "sample-hosts.txt"}"
+action = "nxdomain"
+[[lists]]
+name = "adblock"
+path = "{lists / "sample-adblock.txt"}"
+action = "refused"
+[[lists]]
+name = "rpz"
+path = "{lists / "sample-rpz.rpz"}"
+"""
+    config = parse_config(text, workdir / "blokir.toml")
+    index, index_path = compile_temporary(config.list_specs(), prefix="blokir-fuzz-")
+    resolver = Resolver(config, index)
+    for name, rdtype, value in (
+        ("cached.example.net", "A", "192.0.2.44"),
+        ("allowed.example.org", "AAAA", "2001:db8::44"),
+    ):
+        for edns in (-1, 0):
+            query_wire = dns.message.make_query(name, rdtype, use_edns=edns).to_wire()
+            response = dns.message.make_response(dns.message.from_wire(query_wire))
+            response.answer.append(dns.rrset.from_text(name + ".", 300, "IN", rdtype, value))
+            parsed = wire.parse_query(query_wire)
+            resolver.cache.put(resolver._cache_key(parsed), response.to_wire())
+    return HandleTarget(resolver, [workdir, index_path])
+
+
+CLIENTS = ("127.0.0.1", "127.0.0.1", "127.0.0.1", "::1", "192.0.2.200")  # the last one: REFUSED
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A query and the answer Resolver.handle gave to it, as the answer invariants see them."""
+
+    query: bytes
+    answer: bytes
+    message: Any  # the answer as dnspython parsed it (dns.message.Message)
+    udp: bool
+    resolver: Any
+
+
+def answer_id_and_qr(exchange: Exchange) -> None:
+    import dns.flags
+
+    message = exchange.message
+    if message.id != int.from_bytes(exchange.query[:2], "big") or not message.flags & dns.flags.QR:
+        raise Violation("answer ID or QR")
+
+
+def answer_question_is_the_querys(exchange: Exchange) -> None:
+    answer, data = exchange.answer, exchange.query
+    if answer[4:6] != b"\x00\x00":  # a question: byte for byte the query's (0x20 case)
+        question_end = _question_end(answer)
+        if answer[12:question_end] != data[12:question_end]:
+            raise Violation("answer's question is not the query's")
+
+
+def udp_answer_fits(exchange: Exchange) -> None:
+    from resolver import wire
+
+    if exchange.udp and len(exchange.answer) > 512:
+        try:
+            query = wire.parse_query(exchange.query)
+        except wire.ParseError:
+            raise Violation("large answer to an unparsable query") from None
+        if len(exchange.answer) > exchange.resolver.udp_limit(query):
+            raise Violation("UDP answer larger than the client's limit")
+
+
+# Checked, in order, on every answer of handle_udp and handle_tcp that dnspython parses: one
+# function per invariant, raising Violation; a new invariant on answers is one more entry.
+ANSWER_INVARIANTS: list[Callable[[Exchange], None]] = [
+    answer_id_and_qr,
+    answer_question_is_the_querys,
+    udp_answer_fits,
+]
+
+
+def handle_check(target: HandleTarget, udp: bool) -> Check:
+    import dns.message
+
+    from resolver import wire
+
+    resolver = target.resolver
+
+    def check(data: bytes) -> None:
+        client = CLIENTS[len(data) % len(CLIENTS)]
+        result = resolver.handle(data, client, udp=udp)
+        if result is None:
+            return
+        if len(data) < 12 or data[2] & 0x80:
+            raise Violation("answered a packet shorter than a header or with QR=1")
+        if isinstance(result, wire.Query):
+            if result.id != int.from_bytes(data[:2], "big") or result.flags & wire.QR:
+                raise Violation("forwarded query ID or QR")
+            if data[12 : result.question_end] != result.question:
+                raise Violation("forwarded query's question")
+            return
+        if not isinstance(result, bytes):
+            raise Violation(f"handle returned {type(result).__name__}")
+        try:
+            message = dns.message.from_wire(result)
+        except Exception as exc:
+            raise Violation(f"answer dnspython cannot parse: {type(exc).__name__}") from None
+        exchange = Exchange(data, result, message, udp, resolver)
+        for invariant in ANSWER_INVARIANTS:
+            invariant(exchange)
+
+    return check
+
+
+def _question_end(message: bytes) -> int:
+    pos = 12
+    while message[pos]:
+        pos += message[pos] + 1
+    return pos + 5
+
+
+def lists_check() -> Check:
+    from resolver.lists import FORMATS, parse_list
+    from resolver.lists.model import ListSpec, ParseReport
+    from resolver.lists.normalise import Rejected, normalise
+    from resolver.policy import PolicyTable
+
+    def check(data: bytes) -> None:
+        if not data:
+            return
+        fmt = FORMATS[data[0] % len(FORMATS)]
+        spec = ListSpec(name="fuzz", path="fuzz.txt", format=fmt)
+        report = ParseReport(path="fuzz.txt")
+        for batch in parse_list(io.BytesIO(data[1:]), spec, PolicyTable(), report):
+            for name in batch.names:
+                if not isinstance(name, bytes):
+                    raise Violation("name is not bytes")
+                try:
+                    text = name.decode("ascii")
+                    normal = normalise(text)
+                except (UnicodeDecodeError, Rejected):
+                    raise Violation("yielded a name normalise rejects") from None
+                if normal.name != text or normal.wildcard or normal.is_ip:
+                    raise Violation("yielded a name that is not normalised")
+
+    return check
+
+
+def _without_cleanup(make: Callable[[], Check]) -> Callable[[], tuple[Check, Cleanup]]:
+    return lambda: (make(), lambda: None)
+
+
+def _handle(udp: bool) -> Callable[[], tuple[Check, Cleanup]]:
+    def make() -> tuple[Check, Cleanup]:
+        built = build_resolver()
+        return handle_check(built, udp=udp), built.cleanup
+
+    return make
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    make: Callable[[], tuple[Check, Cleanup]]
+    quick_inputs: int  # inputs in a --quick run (CI: about 20k over all targets)
+    text: bool = False  # list text (list seeds and text mutations) rather than DNS packets
+
+
+TARGETS: dict[str, Target] = {
+    target.name: target
+    for target in (
+        Target("parse_query", _without_cleanup(parse_query_check), 8000),
+        Target("handle_udp", _handle(udp=True), 5000),
+        Target("handle_tcp", _handle(udp=False), 3000),
+        Target("answer_options", _without_cleanup(answer_options_check), 3000),
+        Target("lists", _without_cleanup(lists_check), 1500, text=True),
+    )
+}
+
+
+def make_check(target: str) -> tuple[Check, Cleanup]:
+    if target not in TARGETS:
+        raise SystemExit(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    return TARGETS[target].make()

@@ -1,0 +1,178 @@
+"""DNS servers as managed child processes on free 127.0.0.1 ports: NSD (an authoritative
+upstream) and `blokir serve` from this checkout, with bounded waits until they answer, and
+blokir's Prometheus endpoint read back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+
+from tests.support.processes import (
+    LOOPBACK,
+    REPO,
+    Deadline,
+    ManagedProcess,
+    SetupError,
+    find_binary,
+    free_port,
+    require_binary,
+    tail,
+)
+
+
+def ask(port: int, name: str, rdtype: str = "A", timeout: float = 1.0) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype)
+    return dns.query.udp(query, LOOPBACK, port=port, timeout=timeout)
+
+
+def addresses(reply: dns.message.Message, rdtype: str = "A") -> list[str]:
+    wanted = dns.rdatatype.from_text(rdtype)
+    return [rd.to_text() for rrset in reply.answer if rrset.rdtype == wanted for rd in rrset]
+
+
+def describe(reply: dns.message.Message) -> str:
+    answer = "; ".join(rrset.to_text().replace("\n", "; ") for rrset in reply.answer)
+    return f"{dns.rcode.to_text(reply.rcode())} [{answer or 'no answer'}]"
+
+
+def wait_for_answer(
+    server: ManagedProcess,
+    port: int,
+    name: str,
+    deadline: float,
+    want_address: str | None = None,
+    rdtype: str = "A",
+) -> float:
+    """Poll until `name` gets NOERROR (and `want_address` among the answers, if given); the
+    seconds since the server was started. Raises when the server dies or time runs out."""
+    last = "no reply"
+    while time.monotonic() < deadline:
+        server.check_alive()
+        try:
+            reply = ask(port, name, rdtype, timeout=0.2)
+        except (dns.exception.Timeout, OSError) as exc:
+            last = type(exc).__name__
+            time.sleep(0.02)
+            continue
+        last = describe(reply)
+        if reply.rcode() == dns.rcode.NOERROR and (
+            want_address is None or want_address in addresses(reply, rdtype)
+        ):
+            return time.perf_counter() - server.started
+        time.sleep(0.02)
+    raise SetupError(
+        f"{server.name} did not answer {name} {rdtype} as expected in time (last: {last}); "
+        f"last lines of {server.log}:\n{tail(server.log)}"
+    )
+
+
+# -- NSD --------------------------------------------------------------------------------------
+
+
+def start_nsd(
+    workdir: Path, zone: str, zonefile: Path, probe: str, deadline: Deadline
+) -> tuple[ManagedProcess, int]:
+    """NSD serving `zonefile` on a free port, rate limiting off; returns once it answers."""
+    nsd = require_binary("nsd")
+    checkconf = find_binary("nsd-checkconf")
+    port = free_port()
+    conf = workdir / "nsd.conf"
+
+    def render(rrl: bool) -> str:
+        limits = "    rrl-ratelimit: 0\n    rrl-whitelist-ratelimit: 0\n" if rrl else ""
+        return f"""server:
+    ip-address: {LOOPBACK}@{port}
+    port: {port}
+    do-ip4: yes
+    do-ip6: no
+    username: ""
+    chroot: ""
+    zonesdir: "{workdir}"
+    pidfile: "{workdir}/nsd.pid"
+    xfrdfile: "{workdir}/nsd-xfrd.state"
+    xfrd-reload-timeout: 1
+    database: ""
+    zonelistfile: "{workdir}/nsd-zone.list"
+    logfile: "{workdir}/nsd.log"
+    verbosity: 0
+    server-count: 1
+    hide-version: yes
+{limits}remote-control:
+    control-enable: no
+zone:
+    name: "{zone}"
+    zonefile: "{zonefile}"
+"""
+
+    conf.write_text(render(rrl=True))
+    if checkconf:
+        checked = subprocess.run([checkconf, str(conf)], capture_output=True, text=True)
+        if checked.returncode != 0:
+            # An NSD built without rate limiting rejects the rrl options, and has no RRL anyway.
+            conf.write_text(render(rrl=False))
+            checked = subprocess.run([checkconf, str(conf)], capture_output=True, text=True)
+            if checked.returncode != 0:
+                raise SetupError(f"nsd-checkconf rejected {conf}: {checked.stderr.strip()}")
+    server = ManagedProcess(
+        "nsd", [nsd, "-d", "-c", str(conf)], workdir / "nsd.stdout", under_test=False
+    )
+    try:
+        wait_for_answer(server, port, probe, time.monotonic() + deadline.cap(60))
+    except BaseException:
+        server.stop()
+        raise
+    return server, port
+
+
+# -- blokir -----------------------------------------------------------------------------------
+
+
+def start_blokir(
+    config: Path,
+    tag: str,
+    log: Path | None = None,
+    *,
+    pure_python: bool = False,
+    checkout: str | None = None,
+) -> ManagedProcess:
+    """`python -m resolver serve -c config` from this checkout, or from `checkout` with its own
+    .venv (the benchmark's base<N> peers); its output in `log` (default: the config's name with
+    .log). `pure_python`: the plain sources even where the checkout has a compiled build
+    (BLOKIR_PURE_PYTHON, docs/architecture.md "Compiled hot path")."""
+    python = str(Path(checkout) / ".venv" / "bin" / "python") if checkout else sys.executable
+    return ManagedProcess(
+        tag,
+        [python, "-m", "resolver", "serve", "-c", str(config)],
+        log or config.with_suffix(".log"),
+        cwd=Path(checkout) if checkout else REPO,
+        env={"BLOKIR_PURE_PYTHON": "1"} if pure_python else None,
+    )
+
+
+def scrape_metrics(port: int, timeout: float) -> str:
+    """The text of blokir's Prometheus endpoint on 127.0.0.1:port; raises OSError when it does
+    not answer."""
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=timeout) as reply:
+        text: str = reply.read().decode()
+    return text
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of metric `name` in a Prometheus text exposition whose labels
+    include all of `labels` (0.0 when there is none)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            series, number = line.rsplit(" ", 1)
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += float(number)
+    return total
