@@ -60,11 +60,16 @@ def parse_query_check() -> Check:
             raise Violation("qname not lower case")
         if not query.unmatchable and (len(query.qname) > 253 or b"\\" in query.qname):
             raise Violation("qname longer than 253 or escaped without being unmatchable")
-        # What goes upstream: parses the same way, asks the same, holds no hop option.
+        # What goes upstream: parses the same way, asks the same, holds no hop option, and asks
+        # for recursion and AD (RFC 6840 5.7) with the asker's CD, unless signed (RFC 8945).
         sent = wire.upstream_request(data, query)
+        signed = int.from_bytes(data[10:12], "big") > query.edns
+        wanted = query.flags if signed else 0x0120 | (query.flags & 0x7810)  # RD AD | OPCODE CD
+        if int.from_bytes(sent[2:4], "big") != wanted:
+            raise Violation("upstream request's header flags")
         if not query.hop_options:
-            if sent is not data:
-                raise Violation("a query without hop options was changed for upstream")
+            if sent[:2] + sent[4:] != data[:2] + data[4:]:
+                raise Violation("a query without hop options was changed beyond its flags")
             return
         again = wire.parse_query(sent)  # a ParseError here is a crash: it must parse
         if again.question != query.question or again.hop_options or len(sent) >= len(data):
@@ -121,6 +126,7 @@ class HandleTarget:
 def build_resolver() -> HandleTarget:
     """Every block action and an allowlist, ACL = loopback only, a rate limit for one client
     prefix, and a cache warmed with answers for some seed names (so cache hits get patched)."""
+    import dns.flags
     import dns.message
     import dns.rrset
 
@@ -167,6 +173,8 @@ path = "{lists / "sample-rpz.rpz"}"
         for edns in (-1, 0):
             query_wire = dns.message.make_query(name, rdtype, use_edns=edns).to_wire()
             response = dns.message.make_response(dns.message.from_wire(query_wire))
+            # An authoritative upstream's header, with Z set: never to reach a client.
+            response.flags |= dns.flags.AA | 0x0040
             response.answer.append(dns.rrset.from_text(name + ".", 300, "IN", rdtype, value))
             parsed = wire.parse_query(query_wire)
             resolver.cache.put(resolver._cache_key(parsed), response.to_wire())
@@ -215,10 +223,32 @@ def udp_answer_fits(exchange: Exchange) -> None:
             raise Violation("UDP answer larger than the client's limit")
 
 
+_OPCODE, _RD, _CD, _AA, _TC, _RA, _Z = 0x7800, 0x0100, 0x0010, 0x0400, 0x0200, 0x0080, 0x0040
+
+
+def answer_header_bits(exchange: Exchange) -> None:
+    """RFC 1035 4.1.1 and RFC 4035 3.2.2: OPCODE, RD and CD copied from the query into every
+    answer, whatever path made it (block, cache, memo, error); AA never set (blokir is
+    authoritative for nothing, and relays upstream answers: the cache here is warmed with
+    answers that carry AA and Z); RA set exactly for a QUERY; Z clear; TC only over UDP."""
+    asked = int.from_bytes(exchange.query[2:4], "big")
+    flags = int.from_bytes(exchange.answer[2:4], "big")
+    copied = _OPCODE | _RD | _CD
+    if flags & copied != asked & copied:
+        raise Violation("answer's OPCODE, RD or CD differ from the query's")
+    if flags & (_AA | _Z):
+        raise Violation("answer has AA or Z set")
+    if bool(flags & _RA) != (not asked & _OPCODE):
+        raise Violation("answer's RA does not say recursion for a QUERY only")
+    if flags & _TC and not exchange.udp:
+        raise Violation("TC set over TCP")
+
+
 # Checked, in order, on every answer of handle_udp and handle_tcp that dnspython parses: one
 # function per invariant, raising Violation; a new invariant on answers is one more entry.
 ANSWER_INVARIANTS: list[Callable[[Exchange], None]] = [
     answer_id_and_qr,
+    answer_header_bits,
     answer_question_is_the_querys,
     udp_answer_fits,
 ]
