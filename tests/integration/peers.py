@@ -49,6 +49,7 @@ __all__ = [
     "NX_ONLY",
     "OPTION_EDE",
     "ZONE",
+    "ZONE_TTL",
     "Z_BIT",
     "Peers",
     "exchange_tcp",
@@ -61,6 +62,8 @@ __all__ = [
 ZONE = "peer.example."
 NX_ONLY = "nx-only.example"  # the "nx" list of the Blokir helper's configuration
 BIG_TXT = 24  # TXT records of 200 octets at big.peer.example.: about 5 KB, truncated over UDP
+MID_TXT = 5  # at mid.peer.example.: about 1.1 KB, truncated or not by the client's UDP size
+ZONE_TTL = 300  # the longest TTL in the zone
 START_SECONDS = 60.0
 Z_BIT = 0x0040  # the header's reserved bit (RFC 1035 4.1.1: must be zero)
 OPTION_EDE = 15  # RFC 8914
@@ -72,7 +75,7 @@ def zone_text() -> str:
     UDP, and names with data of one type only (NODATA for the others)."""
     lines = [
         f"$ORIGIN {ZONE}",
-        "$TTL 300",
+        f"$TTL {ZONE_TTL}",
         "@ SOA ns hostmaster 1 3600 600 86400 60",
         "@ NS ns",
         "@ MX 10 mail",
@@ -103,6 +106,8 @@ def zone_text() -> str:
             lines.append(f"h{i} MX {i} mail")
     for i in range(BIG_TXT):
         lines.append(f'big TXT "{i:03d}{"x" * 197}"')
+    for i in range(MID_TXT):
+        lines.append(f'mid TXT "{i:03d}{"y" * 197}"')
     return "\n".join(lines) + "\n"
 
 

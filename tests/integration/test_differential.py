@@ -4,8 +4,8 @@ both forwarding to the same NSD upstream (tests/integration/peers.py), and the a
 The corpus mixes query types (A, AAAA, TXT, MX, NS, SOA, CNAME, SRV, unknown types, ANY), header
 bits (RD, CD, AD, Z on and off), EDNS (none, or UDP sizes 512..4096 and a few below 512, DO on
 and off, an unknown option, NSID, COOKIE), 0x20 letter case, names behind CNAME chains,
-wildcards, NXDOMAIN, NODATA, an answer too large for UDP, and blocked names. Every query goes
-over UDP, a tenth of them and every ANY over TCP too.
+wildcards, NXDOMAIN, NODATA, answers too large for UDP at any size or at some, and blocked
+names. Every query goes over UDP, a tenth of them and every ANY over TCP too.
 
 Compared after normalising what the RFCs let servers differ in: TTLs (each cache counts them
 down on its own clock; RFC 1035 3.2.1, RFC 2181 8), the order of records within a section
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import dns.edns
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
@@ -43,6 +44,7 @@ from tests.integration.peers import (
     OPTION_EDE,
     Z_BIT,
     ZONE,
+    ZONE_TTL,
     Peers,
     exchange_tcp,
     exchange_udp,
@@ -150,7 +152,15 @@ def name_for(rng: random.Random) -> tuple[str, bool]:
     """A name and whether a blokir list blocks it."""
     kind = weighted(
         rng,
-        [("positive", 45), ("chain", 12), ("wild", 8), ("nx", 15), ("big", 5), ("blocked", 8)],
+        [
+            ("positive", 45),
+            ("chain", 12),
+            ("wild", 8),
+            ("nx", 15),
+            ("big", 3),
+            ("mid", 5),
+            ("blocked", 8),
+        ],
     )
     if kind == "blocked":
         return rng.choice(BLOCKED_NAMES), True
@@ -163,7 +173,7 @@ def name_for(rng: random.Random) -> tuple[str, bool]:
     elif kind == "nx":
         label = f"nx{rng.randrange(10_000)}" + (".deep" if rng.random() < 0.3 else "")
     else:
-        label = "big"
+        label = kind
     return (ZONE if label == "@" else f"{label}.{ZONE}").rstrip("."), False
 
 
@@ -184,6 +194,10 @@ def corpus(size: int, seed: int) -> list[Probe]:
             payload = rng.choice(PAYLOADS) if roll < 0.7 else rng.randint(512, 4096)
             if roll > 0.95:  # below the floor, which means 512 (RFC 6891 6.2.5)
                 payload = rng.randint(0, 511)
+            elif name.startswith("mid.") and roll > 0.4:
+                # Around the mid answer's size, with and without the upstream's referral data:
+                # TC only where the answer itself does not fit (RFC 2181 9).
+                payload = rng.randint(1000, 1300)
         options: tuple[int, ...] = ()
         if edns:
             roll = rng.random()
@@ -229,16 +243,30 @@ def records(section: list[dns.rrset.RRset]) -> Records:
     return tuple(sorted(out))
 
 
-FIELDS = ("rcode", "flags", "question", "edns", "options", "answer", "authority", "additional")
+FIELDS = (
+    "rcode",
+    "flags",
+    "ttl",
+    "question",
+    "edns",
+    "options",
+    "answer",
+    "authority",
+    "additional",
+)
 
 
 def normal(reply: dns.message.Message) -> dict[str, object]:
-    flags = reply.flags & (dns.flags.QR | dns.flags.AA | dns.flags.TC | dns.flags.RD)
-    flags |= reply.flags & (dns.flags.RA | dns.flags.AD | dns.flags.CD | Z_BIT)
     truncated = bool(reply.flags & dns.flags.TC)
+    sections = (reply.answer, reply.authority, reply.additional)
     return {
         "rcode": dns.rcode.to_text(reply.rcode()),
-        "flags": flags | (reply.opcode() << 11),
+        "flags": " ".join(  # every header bit but the RCODE's
+            [dns.opcode.to_text(reply.opcode()), dns.flags.to_text(reply.flags)]
+            + (["Z"] if reply.flags & Z_BIT else [])
+        ),
+        # Each cache counts TTLs down on its own clock; neither may stretch them past the zone's.
+        "ttl": all(rrset.ttl <= ZONE_TTL for section in sections for rrset in section),
         "question": tuple(rrset.to_text() for rrset in reply.question),  # case kept
         "edns": None if reply.edns < 0 else (reply.edns, reply.ednsflags),
         "options": tuple(sorted(int(o.otype) for o in reply.options)),
