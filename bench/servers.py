@@ -46,6 +46,8 @@ from tests.support.servers import metric_sum as metric_sum
 from tests.support.servers import scrape_metrics as scrape_metrics
 from tests.support.servers import start_blokir as start_blokir
 from tests.support.servers import start_nsd as start_nsd
+from tests.support.servers import start_unbound as start_unbound
+from tests.support.servers import unbound_conf as unbound_conf
 from tests.support.servers import wait_for_answer as wait_for_answer
 
 # -- process trees -----------------------------------------------------------------------------
@@ -152,52 +154,6 @@ def wait_for_any_reply(server: ManagedProcess, port: int, deadline: float) -> fl
 
 
 # -- Unbound ----------------------------------------------------------------------------------
-
-
-def unbound_conf(
-    workdir: Path, port: int, threads: int, rpz: Path, upstream_port: int, tag: str
-) -> Path:
-    conf = workdir / f"unbound-{tag}.conf"
-    conf.write_text(f"""server:
-    interface: {LOOPBACK}
-    port: {port}
-    do-ip4: yes
-    do-ip6: no
-    num-threads: {threads}
-    so-reuseport: yes
-    chroot: ""
-    username: ""
-    directory: "{workdir}"
-    pidfile: "{workdir}/unbound-{tag}.pid"
-    use-syslog: no
-    logfile: "{workdir}/unbound-{tag}.log"
-    verbosity: 0
-    module-config: "respip iterator"
-    do-not-query-localhost: no
-    statistics-cumulative: no
-    extended-statistics: no
-remote-control:
-    control-enable: yes
-    control-interface: "{workdir}/unbound-{tag}.ctl"
-    control-use-cert: no
-rpz:
-    name: "rpz.blokir."
-    zonefile: "{rpz}"
-forward-zone:
-    name: "."
-    forward-addr: {LOOPBACK}@{upstream_port}
-""")
-    checkconf = find_binary("unbound-checkconf")
-    if checkconf:
-        checked = subprocess.run([checkconf, str(conf)], capture_output=True, text=True)
-        if checked.returncode != 0:
-            raise BenchError(f"unbound-checkconf rejected {conf}: {checked.stdout}{checked.stderr}")
-    return conf
-
-
-def start_unbound(conf: Path, tag: str) -> ManagedProcess:
-    unbound = require_binary("unbound")
-    return ManagedProcess(tag, [unbound, "-d", "-c", str(conf)], conf.with_suffix(".stdout"))
 
 
 def unbound_stats(conf: Path, reset: bool) -> dict[str, float]:

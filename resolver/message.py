@@ -31,6 +31,7 @@ __all__ = [
     "remove_options",
     "skip_name",
     "walk",
+    "within_limit",
     "without_options",
 ]
 
@@ -57,6 +58,9 @@ TYPE_CNAME = 5
 TYPE_SOA = 6
 TYPE_DNAME = 39  # RFC 6672
 TYPE_OPT = 41  # RFC 6891: its TTL field is the extended RCODE and flags, not a TTL
+TYPE_NS = 2
+TYPE_SIG = 24  # SIG(0), RFC 2931: signs the whole message, as TSIG does
+TYPE_TSIG = 250  # RFC 8945
 
 _HEADER = struct.Struct("!HHHHHH")
 _OPTION_HEAD = struct.Struct("!HH")  # OPTION-CODE, OPTION-LENGTH (RFC 6891 6.1.2)
@@ -296,3 +300,45 @@ def remove_options(msg: bytes, start: int, end: int, codes: frozenset[int]) -> b
     if pos != end or len(options) == end - start:
         return msg  # malformed, or nothing to remove
     return msg[: start - 2] + len(options).to_bytes(2, "big") + options + msg[end:]
+
+
+def within_limit(msg: bytes, limit: int) -> bytes | None:
+    """`msg` without the records an answer does not require, if that fits in `limit` octets;
+    None when it does not (the caller sets TC), or when nothing may be taken out.
+
+    RFC 2181 9: TC is set only when a required RRset does not fit, "not merely because some
+    extra information could have been included". First the additional section goes (glue, but
+    the OPT record stays: RFC 6891 7); then, for an answer with records, an authority section
+    of NS records only (an upstream's referral data; an NSEC or SOA there is part of the
+    answer, RFC 4035 3.1.3, RFC 2308 3). Records kept are a prefix of the message, so their
+    compression pointers, which only point backwards (RFC 1035 4.1.4), stay valid; the OPT
+    record holds no names. A signed message (TSIG, SIG(0)) is left whole."""
+    try:
+        question_end, records = walk(msg)
+    except MessageError:
+        return None
+    answer_end = authority_end = question_end
+    answers = 0
+    only_ns = True
+    opt = b""
+    for record in records:
+        end = record.rdata_offset + record.rdlength
+        if record.section == ANSWER:
+            answers += 1
+            answer_end = authority_end = end
+        elif record.section == AUTHORITY:
+            authority_end = end
+            only_ns = only_ns and record.rtype == TYPE_NS
+        elif record.rtype == TYPE_TSIG or record.rtype == TYPE_SIG:
+            return None
+        elif record.rtype == TYPE_OPT and msg[record.name_offset] == 0:
+            opt = msg[record.name_offset : end]
+    arcount = b"\x00\x01" if opt else b"\x00\x00"
+    kept = msg[:10] + arcount + msg[HEADER_LEN:authority_end] + opt
+    if len(kept) <= limit:
+        return kept
+    if answers and only_ns:
+        kept = msg[:8] + b"\x00\x00" + arcount + msg[HEADER_LEN:answer_end] + opt
+        if len(kept) <= limit:
+            return kept
+    return None

@@ -40,7 +40,7 @@ from resolver.cache import (
 from resolver.config import CacheConfig, Config, ConfigError
 from resolver.index import Index, IndexError_, open_index
 from resolver.inflight import EDE_OTHER, InflightTable, zone_of
-from resolver.message import MessageError, cname_targets, without_options
+from resolver.message import MessageError, cname_targets, within_limit, without_options
 from resolver.metrics import TopCounter, WorkerStats
 from resolver.ratelimit import RateLimiter
 from resolver.upstream import UpstreamPool
@@ -420,8 +420,12 @@ class Resolver:
         return tail
 
     def fit_udp(self, answer: bytes, query: wire.Query) -> bytes:
-        if len(answer) <= wire.MIN_UDP_PAYLOAD or len(answer) <= self.udp_limit(query):
+        limit = self.udp_limit(query)
+        if len(answer) <= wire.MIN_UDP_PAYLOAD or len(answer) <= limit:
             return answer
+        trimmed = within_limit(answer, limit)  # TC only if a required RRset does not fit
+        if trimmed is not None:
+            return trimmed
         self.stats.truncated += 1
         return wire.truncated(answer, query, self._payload)
 

@@ -136,6 +136,52 @@ zone:
 # -- blokir -----------------------------------------------------------------------------------
 
 
+def unbound_conf(
+    workdir: Path, port: int, threads: int, rpz: Path, upstream_port: int, tag: str
+) -> Path:
+    conf = workdir / f"unbound-{tag}.conf"
+    conf.write_text(f"""server:
+    interface: {LOOPBACK}
+    port: {port}
+    do-ip4: yes
+    do-ip6: no
+    num-threads: {threads}
+    so-reuseport: yes
+    chroot: ""
+    username: ""
+    directory: "{workdir}"
+    pidfile: "{workdir}/unbound-{tag}.pid"
+    use-syslog: no
+    logfile: "{workdir}/unbound-{tag}.log"
+    verbosity: 0
+    module-config: "respip iterator"
+    do-not-query-localhost: no
+    statistics-cumulative: no
+    extended-statistics: no
+remote-control:
+    control-enable: yes
+    control-interface: "{workdir}/unbound-{tag}.ctl"
+    control-use-cert: no
+rpz:
+    name: "rpz.blokir."
+    zonefile: "{rpz}"
+forward-zone:
+    name: "."
+    forward-addr: {LOOPBACK}@{upstream_port}
+""")
+    checkconf = find_binary("unbound-checkconf")
+    if checkconf:
+        checked = subprocess.run([checkconf, str(conf)], capture_output=True, text=True)
+        if checked.returncode != 0:
+            raise SetupError(f"unbound-checkconf rejected {conf}: {checked.stdout}{checked.stderr}")
+    return conf
+
+
+def start_unbound(conf: Path, tag: str) -> ManagedProcess:
+    unbound = require_binary("unbound")
+    return ManagedProcess(tag, [unbound, "-d", "-c", str(conf)], conf.with_suffix(".stdout"))
+
+
 def start_blokir(
     config: Path,
     tag: str,
