@@ -48,6 +48,7 @@ import dns.message
 import dns.name
 import dns.query
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.serial
 import dns.tsig
@@ -132,8 +133,13 @@ class _Zone(dns.zone.Zone):
 
     __slots__ = ["replaced"]
 
-    def __init__(self, origin: dns.name.Name, relativize: bool = False) -> None:
-        super().__init__(origin, relativize=relativize)
+    def __init__(
+        self,
+        origin: dns.name.Name | str | None,
+        rdclass: dns.rdataclass.RdataClass = dns.rdataclass.IN,
+        relativize: bool = False,
+    ) -> None:
+        super().__init__(origin, rdclass, relativize=relativize)
         self.replaced = False
 
     def writer(self, replacement: bool = False) -> Any:
@@ -287,7 +293,7 @@ class Secondary:
         query = dns.message.make_query(self.origin, dns.rdatatype.SOA)
         args = self._tsig_args()
         if args:
-            query.use_tsig(args["keyring"], args["keyname"], args["keyalgorithm"])
+            query.use_tsig(args["keyring"], args["keyname"], algorithm=args["keyalgorithm"])
         what = f"SOA query to {self.source.url}"
         try:
             reply, _ = dns.query.udp_with_fallback(
