@@ -121,6 +121,15 @@ def setting(
     return {_SETTING: Setting(doc, type, low, high, choices, allowed, default)}
 
 
+def _in_networks(client: str, networks: Iterable[Network]) -> bool:
+    """Whether an address (text) falls in one of `networks`; False for what is no address."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 def _values(choices: Iterable[StrEnum]) -> tuple[str, ...]:
     return tuple(choice.value for choice in choices)
 
@@ -224,11 +233,7 @@ class ServerConfig:
 
     def allows(self, client: str) -> bool:
         """Whether a client address falls in one of the `allow` networks."""
-        try:
-            address = ipaddress.ip_address(client)
-        except ValueError:
-            return False
-        return any(address in network for network in self.allow)
+        return _in_networks(client, self.allow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,11 +582,7 @@ class RpzConfig:
     )
 
     def notify_allowed(self, client: str) -> bool:
-        try:
-            address = ipaddress.ip_address(client)
-        except ValueError:
-            return False
-        return any(address in network for network in self.notify_from)
+        return _in_networks(client, self.notify_from)
 
 
 # ---- end of [rpz], secondary side -------------------------------------------------------------

@@ -17,8 +17,6 @@ import re
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -34,24 +32,17 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from tests.integration.dnsutil import (
-    UPSTREAM_IPV4,
-    FakeUpstream,
-    free_port,
-    require_binary,
-    serving,
-)
+from bench.servers import Deadline, ManagedProcess, find_binary, start_nsd
+from tests.integration.dnsutil import UPSTREAM_IPV4, FakeUpstream, free_port
+from tests.integration.test_live_updates import LANDING, STAYING, LiveBlokir
 
 pytestmark = pytest.mark.integration
 
 LOOPBACK = "127.0.0.1"
-ROOT = Path(__file__).resolve().parents[2]
 ZONE = "rpz.example."
 KEY_NAME = "xfr-key."
 SECRET = "c2VjcmV0LWZvci10aGUtdGVzdC1wcmltYXJ5LTAx"  # base64 of a 30-byte test secret
 WRONG_SECRET = "d3Jvbmctc2VjcmV0LWZvci10aGUtdGVzdC0wMQ=="
-STAYING = [f"stay{i}.example" for i in range(20)]  # keeps shrink guards out of the way
-START_TIMEOUT = 30.0
 APPLY_WITHIN = 5.0  # seconds from the primary's reload to the new answer (NOTIFY+IXFR+build)
 
 
@@ -62,29 +53,29 @@ def zone_text(serial: int, blocked: list[str]) -> str:
         f"@ SOA ns.{ZONE} hostmaster.{ZONE} {serial} 3600 600 86400 60",
         f"@ NS ns.{ZONE}",
     ]
-    lines += [f"{name} CNAME ." for name in [*STAYING, *blocked]]
+    # The names LiveBlokir.start() waits for, as RPZ local data (a landing answer).
+    lines += [f"{name} A {LANDING}" for name in STAYING]
+    lines += [f"{name} CNAME ." for name in blocked]
     return "\n".join(lines) + "\n"
 
 
-class Blokir:
-    """`blokir serve` with one axfr:// list, its status and metrics."""
+class XfrBlokir(LiveBlokir):
+    """`blokir serve` (tests/integration/test_live_updates.py) with one axfr:// list."""
 
     def __init__(
-        self, tmp: Path, primary_port: int, upstream_port: int, secret: str | None
+        self,
+        tmp: Path,
+        upstream_port: int,
+        primary_port: int,
+        secret: str | None,
+        notify_port: int | None = None,
     ) -> None:
-        self.tmp = tmp
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.notify_port = free_port()
-        self.primary_port = primary_port
-        self.config = tmp / "blokir.toml"
-        self.log = tmp / "serve.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.write_config(secret)
+        self.notify_port = notify_port or free_port()
+        self.secret = secret
+        super().__init__(tmp, upstream_port, f"axfr://{LOOPBACK}:{primary_port}/{ZONE}")
 
-    def write_config(self, secret: str | None) -> None:
-        tsig = f'tsig = {{ name = "{KEY_NAME}", secret = "{secret}" }}' if secret else ""
+    def write_config(self, extra_list: str = "") -> None:
+        tsig = f'tsig = {{ name = "{KEY_NAME}", secret = "{self.secret}" }}' if self.secret else ""
         self.config.write_text(
             f"""
 [server]
@@ -107,70 +98,25 @@ notify_listen = "{LOOPBACK}:{self.notify_port}"
 notify_from = ["127.0.0.1/32"]
 [[lists]]
 name = "regulator"
-path = "axfr://{LOOPBACK}:{self.primary_port}/{ZONE}"
+path = "{self.url}"
 {tsig}
 """
         )
 
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "resolver", "serve", "-c", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"blokir exited early:\n{self.log.read_text()}")
-            try:
-                self.answer(STAYING[0])
-                return
-            except (dns.exception.Timeout, OSError):
-                time.sleep(0.1)
-        raise AssertionError(f"blokir did not answer in time:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def answer(self, name: str) -> str:
-        """The A address answered, or the rcode's name when there is none."""
-        query = dns.message.make_query(name, "A")
-        reply = dns.query.udp(query, LOOPBACK, port=self.port, timeout=2)
-        for rrset in reply.answer:
-            for rdata in rrset:
-                return str(rdata.address)
-        return dns.rcode.to_text(reply.rcode())
+    def use_secret(self, secret: str) -> None:
+        self.secret = secret
+        self.write_config()
 
     def wait_answer(self, name: str, expected: str, within: float) -> float:
         """Seconds until `name` is answered `expected`; fails after `within`."""
         started = time.monotonic()
-        seen = ""
+        seen: str | None = ""
         while time.monotonic() - started < within:
-            seen = self.answer(name)
+            seen = self.address(name)
             if seen == expected:
                 return time.monotonic() - started
             time.sleep(0.05)
         raise AssertionError(f"{name}: {seen}, not {expected}, after {within} s\n{self.tail()}")
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        return subprocess.run(
-            [sys.executable, "-m", "resolver", *args, "-c", str(self.config)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
 
     def list_status(self) -> dict[str, object]:
         done = self.cli("status", "--json")
@@ -188,43 +134,28 @@ path = "axfr://{LOOPBACK}:{self.primary_port}/{ZONE}"
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
 
-def nsd_conf(workdir: Path, port: int, zonefile: Path, notify_port: int) -> Path:
-    """NSD as an RPZ primary: TSIG-only transfers to loopback, IXFR data created from the zone
-    file on every reload (create-ixfr + store-ixfr), NOTIFY to blokir's listener."""
-    conf = workdir / "nsd.conf"
-    conf.write_text(
-        f"""server:
-    ip-address: {LOOPBACK}@{port}
-    port: {port}
-    do-ip4: yes
-    do-ip6: no
-    username: ""
-    chroot: ""
-    zonesdir: "{workdir}"
-    pidfile: "{workdir}/nsd.pid"
-    xfrdfile: "{workdir}/nsd-xfrd.state"
-    xfrd-reload-timeout: 1
-    database: ""
-    zonelistfile: "{workdir}/nsd-zone.list"
-    logfile: "{workdir}/nsd.log"
-    verbosity: 2
-    server-count: 1
-remote-control:
-    control-enable: no
-key:
+def start_primary(workdir: Path, zonefile: Path, notify_port: int) -> tuple[ManagedProcess, int]:
+    """NSD as an RPZ primary: transfers to loopback signed with the key only, IXFR data made
+    from the zone file on every reload (create-ixfr + store-ixfr), NOTIFY to blokir."""
+    key = f"""key:
     name: "{KEY_NAME}"
     algorithm: hmac-sha256
     secret: "{SECRET}"
-zone:
-    name: "{ZONE}"
-    zonefile: "{zonefile}"
-    provide-xfr: 127.0.0.1 {KEY_NAME}
+"""
+    options = f"""    provide-xfr: 127.0.0.1 {KEY_NAME}
     store-ixfr: yes
     create-ixfr: yes
     notify: 127.0.0.1@{notify_port} {KEY_NAME}
 """
+    return start_nsd(
+        workdir,
+        ZONE,
+        zonefile,
+        f"{STAYING[0]}.{ZONE}",
+        Deadline(60),
+        clauses=key,
+        zone_options=options,
     )
-    return conf
 
 
 @pytest.fixture
@@ -234,96 +165,100 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 def test_nsd_primary_feeds_blokir_by_axfr_then_ixfr(tmp_path: Path, upstream: FakeUpstream) -> None:
-    nsd = require_binary("nsd")
+    if find_binary("nsd") is None:
+        pytest.skip("nsd not installed (scripts/install-test-deps installs it)")
     workdir = tmp_path / "nsd"
     workdir.mkdir()
     zonefile = workdir / "rpz.zone"
     zonefile.write_text(zone_text(1, ["bad.example"]))
-    nsd_port = free_port()
-    blokir = Blokir(tmp_path, nsd_port, upstream.port, SECRET)
-    conf = nsd_conf(workdir, nsd_port, zonefile, blokir.notify_port)
-    with serving([nsd, "-d", "-c", str(conf)], nsd_port, workdir / "nsd.out") as primary:
-        pid = primary.pid
+    notify_port = free_port()
+    primary, nsd_port = start_primary(workdir, zonefile, notify_port)
+    blokir = XfrBlokir(tmp_path, upstream.port, nsd_port, SECRET, notify_port)
+    try:
         blokir.start()
-        try:
-            # AXFR at start.
-            assert blokir.answer("bad.example") == "NXDOMAIN"
-            assert blokir.answer("www.bad.example") == UPSTREAM_IPV4  # no wildcard owner
-            assert blokir.answer("new.example") == UPSTREAM_IPV4
-            entry = blokir.list_status()
-            assert (entry["kind"], entry["serial"], entry["transfer"]) == ("axfr", 1, "AXFR")
+        # AXFR at start.
+        assert blokir.address("bad.example") == "NXDOMAIN"
+        assert blokir.address("www.bad.example") == UPSTREAM_IPV4  # no wildcard owner
+        assert blokir.address("new.example") == UPSTREAM_IPV4
+        entry = blokir.list_status()
+        assert (entry["kind"], entry["serial"], entry["transfer"]) == ("axfr", 1, "AXFR")
 
-            # The zone changes; NSD reloads and sends NOTIFY; blokir takes it by IXFR.
-            zonefile.write_text(zone_text(2, ["bad.example", "new.example", "*.wild.example"]))
-            os.kill(pid, signal.SIGHUP)
-            took = blokir.wait_answer("new.example", "NXDOMAIN", APPLY_WITHIN)
-            assert blokir.answer("x.wild.example") == "NXDOMAIN"
-            entry = blokir.list_status()
-            assert (entry["serial"], entry["transfer"], entry["last_result"]) == (
-                2,
-                "IXFR",
-                "updated",
-            ), entry
-            assert "ixfr for rpz.example." in (workdir / "nsd.log").read_text()
-            metrics = blokir.metrics()
-            assert re.search(r'^blokir_list_zone_serial\{list="regulator"\} 2\.0$', metrics, re.M)
-            assert re.search(
-                r'^blokir_list_transfers_total\{kind="IXFR",list="regulator",result="updated"\} '
-                r"1\.0$",
-                metrics,
-                re.M,
-            ), metrics
-            print(f"IXFR applied {took:.2f} s after the primary's reload")
+        # The zone changes; NSD reloads and sends NOTIFY; blokir takes it by IXFR.
+        zonefile.write_text(zone_text(2, ["bad.example", "new.example", "*.wild.example"]))
+        os.kill(primary.pid, signal.SIGHUP)
+        took = blokir.wait_answer("new.example", "NXDOMAIN", APPLY_WITHIN)
+        assert blokir.address("x.wild.example") == "NXDOMAIN"
+        entry = blokir.list_status()
+        assert (entry["serial"], entry["transfer"], entry["last_result"]) == (
+            2,
+            "IXFR",
+            "updated",
+        ), entry
+        metrics = blokir.metrics()
+        assert re.search(r'^blokir_list_zone_serial\{list="regulator"\} 2\.0$', metrics, re.M)
+        assert re.search(
+            r'^blokir_list_transfers_total\{kind="IXFR",list="regulator",result="updated"\} '
+            r"1\.0$",
+            metrics,
+            re.M,
+        ), metrics
+        print(f"IXFR applied {took:.2f} s after the primary's reload")
 
-            # A serial that goes backwards (RFC 1982) is refused; the old policy stays.
-            zonefile.write_text(zone_text(1, ["bad.example", "back.example"]))
-            os.kill(pid, signal.SIGHUP)
-            time.sleep(1.5)  # NSD's reload
-            done = blokir.cli("reload")
-            assert done.returncode == 1, done.stdout + done.stderr
-            assert "serial_backwards" in done.stdout, done.stdout
-            assert blokir.answer("back.example") == UPSTREAM_IPV4
-            assert blokir.answer("new.example") == "NXDOMAIN"
-            entry = blokir.list_status()
-            assert (entry["serial"], entry["last_result"]) == (2, "serial_backwards"), entry
-            status = blokir.cli("status").stdout
-            assert "regulator: serial 2 by IXFR" in status, status
-            assert "last transfer failed" in status, status
+        # A serial that goes backwards (RFC 1982) is refused; the old policy stays.
+        zonefile.write_text(zone_text(1, ["bad.example", "back.example"]))
+        os.kill(primary.pid, signal.SIGHUP)
+        time.sleep(1.5)  # NSD's reload
+        done = blokir.cli("reload")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "serial_backwards" in done.stdout, done.stdout
+        assert blokir.address("back.example") == UPSTREAM_IPV4
+        assert blokir.address("new.example") == "NXDOMAIN"
+        entry = blokir.list_status()
+        assert (entry["serial"], entry["last_result"]) == (2, "serial_backwards"), entry
+        status = blokir.cli("status").stdout
+        assert "regulator: serial 2 by IXFR" in status, status
+        assert "last transfer failed" in status, status
 
-            # A wrong TSIG secret: the primary refuses our queries, and its NOTIFY (signed with
-            # the right key) does not verify here; nothing changes.
-            blokir.write_config(WRONG_SECRET)
-            blokir.cli("reload")  # takes the new config
-            zonefile.write_text(zone_text(3, ["bad.example", "new.example", "third.example"]))
-            os.kill(pid, signal.SIGHUP)
-            time.sleep(1.5)
-            assert blokir.answer("third.example") == UPSTREAM_IPV4
-            assert "NOTIFY from 127.0.0.1: TSIG check failed" in blokir.tail()
-            done = blokir.cli("reload")
-            assert done.returncode == 1, done.stdout + done.stderr
-            assert "(tsig)" in done.stdout, done.stdout
-            assert blokir.answer("third.example") == UPSTREAM_IPV4
-            assert blokir.answer("new.example") == "NXDOMAIN"
-            assert blokir.list_status()["last_result"] == "tsig"
+        # A wrong TSIG secret: the primary refuses our queries, and its NOTIFY (signed with the
+        # right key) does not verify here; nothing changes.
+        blokir.use_secret(WRONG_SECRET)
+        blokir.cli("reload")  # takes the new config
+        zonefile.write_text(zone_text(3, ["bad.example", "new.example", "third.example"]))
+        os.kill(primary.pid, signal.SIGHUP)
+        time.sleep(1.5)
+        assert blokir.address("third.example") == UPSTREAM_IPV4
+        assert "NOTIFY from 127.0.0.1: TSIG check failed" in blokir.tail()
+        done = blokir.cli("reload")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "(tsig)" in done.stdout, done.stdout
+        assert blokir.address("third.example") == UPSTREAM_IPV4
+        assert blokir.address("new.example") == "NXDOMAIN"
+        assert blokir.list_status()["last_result"] == "tsig"
 
-            # The right secret again: serial 3 arrives. NSD keeps no 2 -> 3 difference (the zone
-            # went 2 -> 1 -> 3), so it answers our IXFR AXFR-style (RFC 1995 section 4), which
-            # replaces the zone whole.
-            ixfrs = (workdir / "nsd.log").read_text().count("ixfr for rpz.example.")
-            blokir.write_config(SECRET)
-            done = blokir.cli("reload")
-            assert done.returncode == 0, done.stdout + done.stderr
-            assert blokir.answer("third.example") == "NXDOMAIN"
-            assert blokir.answer("back.example") == UPSTREAM_IPV4
-            entry = blokir.list_status()
-            assert (entry["serial"], entry["transfer"]) == (3, "AXFR"), entry
-            assert (workdir / "nsd.log").read_text().count("ixfr for rpz.example.") == ixfrs + 1
-        finally:
-            blokir.stop()
+        # The right secret again: serial 3 arrives. NSD keeps no 2 -> 3 difference (the zone
+        # went 2 -> 1 -> 3), so it answers our IXFR AXFR-style (RFC 1995 section 4): one
+        # attempt that replaces the zone whole, no second AXFR query.
+        blokir.use_secret(SECRET)
+        done = blokir.cli("reload")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert blokir.address("third.example") == "NXDOMAIN"
+        assert blokir.address("back.example") == UPSTREAM_IPV4
+        entry = blokir.list_status()
+        assert (entry["serial"], entry["transfer"]) == (3, "AXFR"), entry
+        # Counted since the key changed; SOA-only checks (NSD repeats its NOTIFY) aside.
+        transfers = entry["transfers"]
+        assert isinstance(transfers, dict)
+        assert {k: v for k, v in transfers.items() if not k.startswith("SOA")} == {
+            "AXFR updated": 1
+        }, transfers
+        assert "trying AXFR" not in blokir.tail()
+    finally:
+        blokir.stop()
+        primary.stop()
     # After a restart the last good copy serves while the primary is gone.
     blokir.start()
     try:
-        assert blokir.answer("third.example") == "NXDOMAIN"
+        assert blokir.address("third.example") == "NXDOMAIN"
         assert "serving the last good transfer, serial 3" in blokir.tail()
     finally:
         blokir.stop()
@@ -405,7 +340,9 @@ class FakePrimary:
             _send(conn, reply.to_wire())
             return
         reply.answer.append(self._soa())
-        for name in [*STAYING, *self.blocked]:
+        for name in STAYING:
+            reply.answer.append(dns.rrset.from_text(f"{name}.{ZONE}", 60, "IN", "A", LANDING))
+        for name in self.blocked:
             reply.answer.append(dns.rrset.from_text(f"{name}.{ZONE}", 60, "IN", "CNAME", "."))
         reply.answer.append(self._soa())
         wire = reply.to_wire()
@@ -443,10 +380,10 @@ def fake_primary() -> Iterator[FakePrimary]:
 def test_broken_transfers_keep_the_old_policy_and_ixfr_falls_back_to_axfr(
     tmp_path: Path, upstream: FakeUpstream, fake_primary: FakePrimary
 ) -> None:
-    blokir = Blokir(tmp_path, fake_primary.port, upstream.port, None)
+    blokir = XfrBlokir(tmp_path, upstream.port, fake_primary.port, None)
     blokir.start()
     try:
-        assert blokir.answer("bad.example") == "NXDOMAIN"
+        assert blokir.address("bad.example") == "NXDOMAIN"
         assert fake_primary.asked == ["AXFR"]
 
         fake_primary.serial, fake_primary.blocked = 2, ["bad.example", "new.example"]
@@ -455,8 +392,8 @@ def test_broken_transfers_keep_the_old_policy_and_ixfr_falls_back_to_axfr(
             done = blokir.cli("reload")
             assert done.returncode == 1, done.stdout + done.stderr
             assert reason in done.stdout, (mode, done.stdout)
-            assert blokir.answer("new.example") == UPSTREAM_IPV4
-            assert blokir.answer("bad.example") == "NXDOMAIN"
+            assert blokir.address("new.example") == UPSTREAM_IPV4
+            assert blokir.address("bad.example") == "NXDOMAIN"
             entry = blokir.list_status()
             assert entry["serial"] == 1 and entry["last_error"], entry
 
@@ -466,7 +403,7 @@ def test_broken_transfers_keep_the_old_policy_and_ixfr_falls_back_to_axfr(
         done = blokir.cli("reload")
         assert done.returncode == 0, done.stdout + done.stderr
         assert fake_primary.asked == ["IXFR", "AXFR"]
-        assert blokir.answer("new.example") == "NXDOMAIN"
+        assert blokir.address("new.example") == "NXDOMAIN"
         entry = blokir.list_status()
         assert (entry["serial"], entry["transfer"], entry["last_result"]) == (2, "AXFR", "updated")
 
