@@ -379,18 +379,19 @@ class Secondary:
         if self._zone is not None or not self.has_copy():
             return self._zone
         try:
+            # No origin check: a policy zone needs its SOA here, not an NS.
             zone = dns.zone.from_file(
                 str(self.copy),
                 origin=self.origin,
                 relativize=False,
                 zone_factory=_Zone,
-                check_origin=True,
+                check_origin=False,
             )
+            serial = _soa(zone).serial
         except (dns.exception.DNSException, OSError, ValueError) as exc:
             log.warning("list %s: cannot read back %s (%s); next: AXFR", self.name, self.copy, exc)
             return None
-        assert isinstance(zone, _Zone)
-        if _soa(zone).serial != self.state.serial:
+        if not isinstance(zone, _Zone) or serial != self.state.serial:
             return None
         self._zone = zone
         return zone

@@ -424,3 +424,17 @@ def test_broken_transfers_keep_the_old_policy_and_ixfr_falls_back_to_axfr(
         assert reply.rcode() == dns.rcode.NOTAUTH
     finally:
         blokir.stop()
+    # After a restart the copy (a zone without NS) is read back, so the next refresh is an
+    # IXFR from its serial; this primary answers it AXFR-style.
+    fake_primary.mode, fake_primary.serial = "ok", 3
+    fake_primary.blocked = ["bad.example", "new.example", "third.example"]
+    fake_primary.asked.clear()
+    blokir.start()
+    try:
+        assert blokir.address("new.example") == "NXDOMAIN"
+        done = blokir.cli("reload")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert fake_primary.asked == ["IXFR"]
+        assert blokir.address("third.example") == "NXDOMAIN"
+    finally:
+        blokir.stop()
