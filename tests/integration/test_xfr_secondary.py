@@ -20,7 +20,7 @@ import struct
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dns.exception
@@ -32,7 +32,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from bench.servers import Deadline, ManagedProcess, find_binary, start_nsd
+from bench.servers import Deadline, ManagedProcess, find_binary, start_nsd, wait_for_answer
 from tests.integration.dnsutil import UPSTREAM_IPV4, FakeUpstream, free_port
 from tests.integration.test_live_updates import LANDING, STAYING, LiveBlokir
 
@@ -51,7 +51,7 @@ def zone_text(serial: int, blocked: list[str]) -> str:
         f"$ORIGIN {ZONE}",
         "$TTL 60",
         f"@ SOA ns.{ZONE} hostmaster.{ZONE} {serial} 3600 600 86400 60",
-        f"@ NS ns.{ZONE}",
+        "@ NS localhost.",
     ]
     # The names LiveBlokir.start() waits for, as RPZ local data (a landing answer).
     lines += [f"{name} A {LANDING}" for name in STAYING]
@@ -134,7 +134,9 @@ path = "{self.url}"
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
 
-def start_primary(workdir: Path, zonefile: Path, notify_port: int) -> tuple[ManagedProcess, int]:
+def start_nsd_primary(
+    workdir: Path, zonefile: Path, notify_port: int
+) -> tuple[ManagedProcess, int]:
     """NSD as an RPZ primary: transfers to loopback signed with the key only, IXFR data made
     from the zone file on every reload (create-ixfr + store-ixfr), NOTIFY to blokir."""
     key = f"""key:
@@ -158,6 +160,23 @@ def start_primary(workdir: Path, zonefile: Path, notify_port: int) -> tuple[Mana
     )
 
 
+StartPrimary = Callable[[Path, Path, int], tuple[ManagedProcess, int]]
+
+
+def feeding_blokir(
+    tmp_path: Path, upstream: FakeUpstream, start: StartPrimary
+) -> tuple[ManagedProcess, XfrBlokir, Path]:
+    """A primary started on the zone at serial 1 (NOTIFY to blokir's listener) and a blokir,
+    not started yet, whose list it feeds; and the zone file."""
+    workdir = tmp_path / "primary"
+    workdir.mkdir()
+    zonefile = workdir / "rpz.zone"
+    zonefile.write_text(zone_text(1, ["bad.example"]))
+    notify_port = free_port()
+    primary, port = start(workdir, zonefile, notify_port)
+    return primary, XfrBlokir(tmp_path, upstream.port, port, SECRET, notify_port), zonefile
+
+
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream() as fake:
@@ -167,13 +186,7 @@ def upstream() -> Iterator[FakeUpstream]:
 def test_nsd_primary_feeds_blokir_by_axfr_then_ixfr(tmp_path: Path, upstream: FakeUpstream) -> None:
     if find_binary("nsd") is None:
         pytest.skip("nsd not installed (scripts/install-test-deps installs it)")
-    workdir = tmp_path / "nsd"
-    workdir.mkdir()
-    zonefile = workdir / "rpz.zone"
-    zonefile.write_text(zone_text(1, ["bad.example"]))
-    notify_port = free_port()
-    primary, nsd_port = start_primary(workdir, zonefile, notify_port)
-    blokir = XfrBlokir(tmp_path, upstream.port, nsd_port, SECRET, notify_port)
+    primary, blokir, zonefile = feeding_blokir(tmp_path, upstream, start_nsd_primary)
     try:
         blokir.start()
         # AXFR at start.
@@ -262,6 +275,71 @@ def test_nsd_primary_feeds_blokir_by_axfr_then_ixfr(tmp_path: Path, upstream: Fa
         assert "serving the last good transfer, serial 3" in blokir.tail()
     finally:
         blokir.stop()
+
+
+def start_bind(workdir: Path, zonefile: Path, notify_port: int) -> tuple[ManagedProcess, int]:
+    """BIND 9 as an RPZ primary: TSIG-only transfers, IXFR computed from the edited zone file
+    (ixfr-from-differences), NOTIFY to blokir's listener only (notify explicit)."""
+    named = find_binary("named")
+    if named is None:
+        pytest.skip("named not installed (scripts/install-test-deps installs bind9)")
+    port = free_port()
+    conf = workdir / "named.conf"
+    conf.write_text(
+        f"""options {{
+    directory "{workdir}";
+    pid-file "{workdir}/named.pid";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;  # no trust-anchor fetch: nothing leaves loopback
+    notify-source 127.0.0.1;
+}};
+controls {{ }};
+key "{KEY_NAME}" {{
+    algorithm hmac-sha256;
+    secret "{SECRET}";
+}};
+zone "{ZONE}" {{
+    type primary;
+    file "{zonefile}";
+    allow-transfer {{ key "{KEY_NAME}"; }};
+    also-notify {{ 127.0.0.1 port {notify_port} key "{KEY_NAME}"; }};
+    notify explicit;
+    notify-delay 0;
+    ixfr-from-differences yes;
+}};
+"""
+    )
+    server = ManagedProcess("named", [named, "-g", "-c", str(conf)], workdir / "named.log")
+    try:
+        wait_for_answer(server, port, f"{STAYING[0]}.{ZONE}", time.monotonic() + 30)
+    except BaseException:
+        server.stop()
+        raise
+    return server, port
+
+
+def test_bind_primary_feeds_blokir_by_axfr_then_ixfr(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    primary, blokir, zonefile = feeding_blokir(tmp_path, upstream, start_bind)
+    workdir = zonefile.parent
+    try:
+        blokir.start()
+        assert blokir.address("bad.example") == "NXDOMAIN"
+        assert blokir.address("new.example") == UPSTREAM_IPV4
+        zonefile.write_text(zone_text(2, ["bad.example", "new.example"]))
+        os.kill(primary.pid, signal.SIGHUP)  # named reloads the changed zone and notifies
+        took = blokir.wait_answer("new.example", "NXDOMAIN", APPLY_WITHIN)
+        entry = blokir.list_status()
+        assert (entry["serial"], entry["transfer"]) == (2, "IXFR"), entry
+        log = (workdir / "named.log").read_text()
+        assert "IXFR started: TSIG xfr-key (serial 1 -> 2)" in log, log[-2000:]
+        print(f"IXFR from BIND applied {took:.2f} s after its reload")
+    finally:
+        blokir.stop()
+        primary.stop()
 
 
 # -- a fake primary for what a real one does not do ---------------------------------------------
