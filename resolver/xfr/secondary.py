@@ -224,8 +224,9 @@ class Secondary:
 
     def _refresh(self, timeout: float) -> TransferResult:
         zone = self._held_zone()
-        ours = self.state.serial if zone is not None else None
-        if zone is not None and ours is not None:
+        # The copy's serial: even when it cannot be read back for IXFR, nothing older replaces it.
+        ours = self.state.serial if self.has_copy() else None
+        if ours is not None:
             theirs = self._primary_serial(timeout)
             if theirs == ours:
                 return TransferResult(
@@ -239,7 +240,8 @@ class Secondary:
                     SOA_CHECK,
                 )
             try:
-                return self._ixfr(zone, ours, timeout)
+                if zone is not None:
+                    return self._ixfr(zone, ours, timeout)
             except _Failure as exc:
                 if not exc.reason.startswith(_FALLBACK_PREFIXES):
                     raise

@@ -200,6 +200,7 @@ def held(tmp_path: Path, serial: int) -> Secondary:
         origin=ZONE,
         relativize=False,
     )
+    zone.to_file(str(secondary.copy), relativize=False)
     secondary._zone = zone  # type: ignore[assignment]
     secondary.state.serial = serial
     return secondary
@@ -235,6 +236,24 @@ def test_serial_arithmetic(
         assert asked == []
         assert (outcome.reason or outcome.outcome) == result
         assert secondary.state.last_result == result
+
+
+def test_a_copy_that_cannot_be_read_back_still_guards_its_serial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secondary = held(tmp_path, 7)
+    secondary._zone = None
+    secondary.copy.write_text("this is no zone file (\n")
+    monkeypatch.setattr(secondary, "_primary_serial", lambda timeout: 8)
+    asked: list[int | None] = []
+
+    def fake_axfr(ours: int | None, timeout: float) -> Any:
+        asked.append(ours)
+        raise _Failure("network", "stopped by the test", "AXFR")
+
+    monkeypatch.setattr(secondary, "_axfr", fake_axfr)
+    secondary.transfer(1.0)
+    assert asked == [7]  # AXFR (no zone to apply an IXFR to), refusing anything not after 7
 
 
 def test_timers_follow_soa_refresh_retry_and_notify(tmp_path: Path) -> None:
