@@ -330,8 +330,30 @@ def test_bind_primary_feeds_blokir_by_axfr_then_ixfr(
         assert blokir.address("bad.example") == "NXDOMAIN"
         assert blokir.address("new.example") == UPSTREAM_IPV4
         zonefile.write_text(zone_text(2, ["bad.example", "new.example"]))
+        # Queries go on while the transfer is applied (index rebuilt and swapped): none lost.
+        lost: list[str] = []
+        stop = threading.Event()
+
+        def ask_meanwhile() -> None:
+            for _ in range(5000):  # bounded; stopped once the change is in
+                if stop.is_set():
+                    return
+                try:
+                    if blokir.address(STAYING[1]) != LANDING:
+                        lost.append("wrong answer")
+                except (dns.exception.Timeout, OSError) as exc:
+                    lost.append(type(exc).__name__)
+
+        asker = threading.Thread(target=ask_meanwhile, daemon=True)
+        asker.start()
         os.kill(primary.pid, signal.SIGHUP)  # named reloads the changed zone and notifies
-        took = blokir.wait_answer("new.example", "NXDOMAIN", APPLY_WITHIN)
+        try:
+            took = blokir.wait_answer("new.example", "NXDOMAIN", APPLY_WITHIN)
+            time.sleep(0.3)  # the swap's tail
+        finally:
+            stop.set()
+            asker.join(10)
+        assert lost == []
         entry = blokir.list_status()
         assert (entry["serial"], entry["transfer"]) == (2, "IXFR"), entry
         log = (workdir / "named.log").read_text()
