@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"plugin_bench: {exc}", file=sys.stderr)
         return 1
+    finally:
+        ManagedProcess.stop_all()  # whatever ended the run, no server is left behind
     for line in verdict(rows):
         print(line)
     return 0
