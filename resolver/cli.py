@@ -106,6 +106,19 @@ def _build_parser() -> argparse.ArgumentParser:
     export_cmd.add_argument("--zone", default="rpz.blokir.", help="RPZ zone name")
     export_cmd.set_defaults(handler=_cmd_export)
 
+    plugin_cmd = sub.add_parser("plugin", help="run blokir's blocking inside another resolver")
+    plugin_sub = plugin_cmd.add_subparsers(title="resolvers")
+    unbound_cmd = plugin_sub.add_parser(
+        "unbound",
+        help="print the unbound.conf lines and environment for the Unbound plugin",
+        description="Print what Unbound needs to run blokir's blocking as a Python module "
+        "(docs/plugin-unbound.md); --check starts Unbound with it on a throwaway loopback port.",
+    )
+    unbound_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
+    unbound_cmd.add_argument("--check", action="store_true", help="load it in a real Unbound")
+    unbound_cmd.add_argument("--unbound", default="unbound", help="the unbound binary")
+    unbound_cmd.set_defaults(handler=_cmd_plugin_unbound)
+
     verify_cmd = sub.add_parser(
         "verify",
         help="measure how well resolvers enforce the lists",
@@ -449,6 +462,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
         stats = export(named, args.format, sys.stdout, **kwargs)
     print(f"blokir export: {stats}", file=sys.stderr)
     return EXIT_OK
+
+
+# -- plugin -----------------------------------------------------------------------------------
+
+
+def _cmd_plugin_unbound(args: argparse.Namespace) -> int:
+    from resolver.plugins.unbound_setup import check, plugin_setup
+
+    config = _config(args.config)  # validated here, so a broken config fails before Unbound
+    path = args.config or os.environ.get(CONFIG_ENV)
+    setup = plugin_setup(Path(path) if path else None, args.unbound)
+    if not args.check:
+        print(setup.render(), end="")
+        return EXIT_OK
+    ok, detail = check(setup, args.unbound)
+    print(f"{'ok' if ok else 'failed'}: {detail}")
+    if ok:
+        print(f"index {config.blocking.index_path}")
+    return EXIT_OK if ok else EXIT_ERROR
 
 
 # -- verify -----------------------------------------------------------------------------------

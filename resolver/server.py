@@ -126,18 +126,7 @@ class Resolver:
                 self.ratelimiter.refused = previous.refused
                 self.ratelimiter.dropped = previous.dropped
                 self.ratelimiter.slipped = previous.slipped
-        blocking = config.blocking
-        self._settings = BlockSettings(
-            ttl=blocking.ttl,
-            landing_ipv4=blocking.landing_ipv4,
-            landing_ipv6=blocking.landing_ipv6,
-            soa_mname=blocking.soa_mname,
-            soa_rname=blocking.soa_rname,
-            contact=blocking.contact,
-            justification=blocking.justification,
-            organisation=blocking.organisation,
-            udp_payload_size=self._payload,
-        )
+        self._settings = BlockSettings.from_config(config)
 
     def reconfigure(self, config: Config, index: Index) -> None:
         """A reload: new settings (when they changed) and a new index, from the next query on."""

@@ -463,6 +463,20 @@ class MetricsConfig:
             "How many most-blocked names the metrics report.", INTEGER, low=0, high=1000
         ),
     )
+    textfile: Path | None = field(
+        default=None,
+        metadata=setting(
+            "Plugin mode (`blokir plugin unbound`): the Prometheus textfile the resolver plugin "
+            "writes its metrics to, for node_exporter's textfile collector (a `.prom` file in its "
+            "`--collector.textfile.directory`). Not used by `blokir serve`.",
+            "path",
+            default='`""` (none)',
+        ),
+    )
+    textfile_interval: float = field(
+        default=15.0,
+        metadata=setting("Plugin mode: how often the metrics textfile is rewritten.", SECONDS),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -406,10 +406,13 @@ class _Context(ValueParsers):
         listen = t.get(
             "listen", MetricsConfig().listen, lambda p, v: self.host_port(p, v, required_port=True)
         )
+        textfile = t.get_str("textfile")
         return MetricsConfig(
             enabled=t.get_bool("enabled"),
             listen=listen,
             top_k=t.get_int("top_k"),
+            textfile=self.resolve_path(textfile) if textfile.strip() else None,
+            textfile_interval=t.get_float("textfile_interval"),
         )
 
     def _updates(self, t: _Table, index_path: Path) -> UpdatesConfig:
