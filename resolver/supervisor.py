@@ -39,6 +39,7 @@ from resolver import NATIVE
 from resolver import metrics as m
 from resolver.config import Config
 from resolver.control import ControlError, ControlServer
+from resolver.landing import process as landing
 from resolver.privileges import PrivilegeError, drop_privileges
 from resolver.reload import RESULTS, Reloader, ReloadError, ReloadOutcome
 from resolver.server import DRAIN_SECONDS, Worker
@@ -183,6 +184,7 @@ class Supervisor:
         self.stopping = False
         self.sighup = False
         self.control: ControlServer | None = None
+        self.landing: landing.LandingProcess | None = None
         self.reloader = Reloader(config, load_config, self.swap_workers, self._count_outcome)
 
     # -- start ---------------------------------------------------------------------------
@@ -210,10 +212,30 @@ class Supervisor:
             self.control.start()
         except (ControlError, OSError) as exc:
             raise ServeError(f"control socket: {exc}") from exc
+        self._bind_landing()
         self._drop_privileges()
         for number in range(config.server.workers):
             self._start_worker(number)
+        if self.landing is not None:
+            self.landing.start()
         self.reloader.start()
+
+    def _bind_landing(self) -> None:
+        """The landing page's sockets and certificate, while still root (resolver/landing)."""
+        if not landing.enabled(self.config):
+            return
+        try:
+            listeners = landing.Listeners.bind(self.config)
+        except landing.LandingError as exc:
+            raise ServeError(str(exc)) from exc
+        slots = self.hub.landing if self.hub is not None else None
+        self.landing = landing.LandingProcess(
+            self.config,
+            self.reloader.index_path,
+            listeners,
+            slots,
+            lambda: self._close_inherited(-1),
+        )
 
     def _drop_privileges(self) -> None:
         """After binding (port 53 needs root), run as `[server] user` (README "Security and
@@ -270,6 +292,8 @@ class Supervisor:
             child.channel.close()
         if self.control is not None:
             self.control.close_in_child()
+        if self.landing is not None and number >= 0:  # a DNS worker: the landing sockets too
+            self.landing.listeners.close()
 
     # -- reloads -------------------------------------------------------------------------
 
@@ -287,6 +311,8 @@ class Supervisor:
                 send_message(child.channel, message)
             except OSError as exc:
                 problems.append(f"worker {child.number}: cannot send the swap: {exc}")
+        if self.landing is not None:
+            self.landing.swap(config, index_path)
         for child in children:
             try:
                 child.channel.settimeout(10.0)
@@ -355,9 +381,13 @@ class Supervisor:
                 if self.sighup:
                     self.sighup = False
                     self.reloader.request("SIGHUP")
+                if self.landing is not None:
+                    self.landing.poll()
                 if not self._reap():
                     time.sleep(POLL_SECONDS)
             self._stop_workers()
+            if self.landing is not None:
+                self.landing.stop()
         finally:
             self.reloader.stop()
             if self.control is not None:
