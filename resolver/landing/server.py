@@ -36,12 +36,11 @@ from resolver.config import Config
 from resolver.index import Index, IndexError_, open_index
 from resolver.landing.page import ABOUT, BLOCKED, UNBLOCKED, Pages, choose_language, notice_for
 from resolver.landing.stats import NOT_BLOCKED, OWN_NAME, LandingStats
+from resolver.landing.streams import Stream, TlsStream
 
 log = logging.getLogger("blokir.landing")
 
 MAX_REQUESTS_PER_CONNECTION = 100  # keep-alive is bounded too
-READ_CHUNK = 4096
-WRITE_TIMEOUT = 10.0  # a client that does not read its (small) answer is dropped
 INDEX_CHECK_SECONDS = 1.0  # how often the index file is looked at for a replacement
 TLS_HANDSHAKE_TIMEOUT = 10.0
 MAX_HOST = 253  # RFC 1035 section 2.3.4, without the trailing dot
@@ -122,8 +121,8 @@ def host_of(request: h11.Request) -> str:
         raise BadRequest(400, "Host too long or not ASCII")
     text = raw.decode("ascii").strip().lower()
     if text.startswith("["):  # an IPv6 literal, with or without a port
-        literal, _, rest = text[1:].partition("]")
-        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        literal, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
             raise BadRequest(400, "bad Host")
         try:
             return str(ipaddress.IPv6Address(literal))
@@ -240,19 +239,14 @@ class Server:
         self.stats = landing.stats
         self.servers: list[asyncio.Server] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        self.context: ssl.SSLContext | None = None
 
     async def start(self, plain: list[Any], tls: list[Any], context: ssl.SSLContext | None) -> None:
+        self.context = context
         for sock in plain:
             self.servers.append(await asyncio.start_server(self._plain, sock=sock))
         for sock in tls:
-            self.servers.append(
-                await asyncio.start_server(
-                    self._tls,
-                    sock=sock,
-                    ssl=context,
-                    ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-                )
-            )
+            self.servers.append(await asyncio.start_server(self._tls, sock=sock))
 
     async def drain(self, seconds: float) -> None:
         """Stop accepting, give open connections `seconds` to finish, then cut them."""
@@ -265,40 +259,38 @@ class Server:
             task.cancel()
 
     async def _plain(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._connection(reader, writer, "http")
+        await self._connection(Stream(reader, writer), "http")
 
     async def _tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._connection(reader, writer, "https")
+        assert self.context is not None
+        await self._connection(TlsStream(reader, writer, self.context), "https")
 
-    async def _connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str
-    ) -> None:
+    async def _connection(self, stream: Stream, scheme: str) -> None:
         if self.stats.connections >= self.settings.max_connections:
             self.stats.reject("connection_cap")
-            writer.transport.abort()
+            stream.abort()
             return
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
         self.stats.connections += 1
         try:
-            await self._serve(reader, writer, scheme)
+            if await asyncio.wait_for(stream.start(), TLS_HANDSHAKE_TIMEOUT):
+                await self._serve(stream, scheme)
         except (ConnectionError, TimeoutError, ssl.SSLError):
             pass
         finally:
             self.stats.connections -= 1
             if task is not None:
                 self.tasks.discard(task)
-            writer.transport.abort() if writer.transport.is_closing() else writer.close()
+            stream.close()
 
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str
-    ) -> None:
+    async def _serve(self, stream: Stream, scheme: str) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.settings.max_header_bytes)
         for _ in range(MAX_REQUESTS_PER_CONNECTION):
             try:
                 request = await asyncio.wait_for(
-                    self._read_request(conn, reader), self.settings.header_timeout
+                    self._read_request(conn, stream), self.settings.header_timeout
                 )
                 if request is None:
                     return  # the client closed between requests
@@ -306,14 +298,15 @@ class Server:
             except TimeoutError:
                 if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
                     return  # an idle keep-alive connection: just close
-                await self._refuse(writer, BadRequest(408, "slow request head", "timeout"))
+                await self._refuse(stream, BadRequest(408, "slow request head", "timeout"))
                 return
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint if exc.error_status_hint in _REASONS else 400
-                await self._refuse(writer, BadRequest(status, str(exc)))
+                counter = "header_too_large" if status == 431 else "bad_request"
+                await self._refuse(stream, BadRequest(status, str(exc), counter))
                 return
             except BadRequest as exc:
-                await self._refuse(writer, exc, peer=writer.get_extra_info("peername"))
+                await self._refuse(stream, exc)
                 return
             if reply.category is not None:
                 self.stats.count(reply.category, scheme)
@@ -325,28 +318,19 @@ class Server:
             ]
             if has_body:
                 headers.append(("Connection", "close"))
-            data = (
-                conn.send(
-                    h11.Response(
-                        status_code=reply.status,
-                        headers=headers,
-                        reason=_REASONS.get(reply.status, b""),
-                    )
-                )
-                or b""
+            response = h11.Response(
+                status_code=reply.status, headers=headers, reason=_REASONS.get(reply.status, b"")
             )
+            data = conn.send(response) or b""
             if request.method != b"HEAD":
                 data += conn.send(h11.Data(data=reply.body)) or b""
             data += conn.send(h11.EndOfMessage()) or b""
-            writer.write(data)
-            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            await stream.write(data)
             if has_body or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
 
-    async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader
-    ) -> h11.Request | None:
+    async def _read_request(self, conn: h11.Connection, stream: Stream) -> h11.Request | None:
         received = 0
         while True:
             event = conn.next_event()
@@ -355,11 +339,13 @@ class Server:
                     k == b"content-length" for k, _ in event.headers
                 ):
                     raise BadRequest(400, "both Content-Length and Transfer-Encoding")
+                if not _has_body(event):
+                    conn.next_event()  # its EndOfMessage, so the connection can be reused
                 return event
             if event is h11.NEED_DATA:
                 if received > self.settings.max_header_bytes:
                     raise BadRequest(431, "request head too large", "header_too_large")
-                data = await reader.read(READ_CHUNK)
+                data = await stream.read()
                 received += len(data)
                 if not data and conn.their_state is h11.IDLE and not received:
                     return None
@@ -369,14 +355,12 @@ class Server:
                 return None
             raise BadRequest(400, f"unexpected {type(event).__name__}")
 
-    async def _refuse(
-        self, writer: asyncio.StreamWriter, problem: BadRequest, peer: object = None
-    ) -> None:
+    async def _refuse(self, stream: Stream, problem: BadRequest) -> None:
         """A short plain answer and close; written by hand because h11 may be in its error
         state by now."""
         self.stats.reject(problem.counter)
-        if self.settings.log_clients and peer is not None:
-            log.info("landing: %s from %s: %s", problem.status, peer, problem)
+        if self.settings.log_clients:
+            log.info("landing: %s to %s: %s", problem.status, stream.peer, problem)
         body = f"{problem.status} {_REASONS[problem.status].decode()}\n".encode()
         extra = "Allow: GET, HEAD\r\n" if problem.status == 405 else ""
         head = (
@@ -384,9 +368,8 @@ class Server:
             f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n{extra}"
             "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
         )
-        writer.write(head.encode() + body)
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        with contextlib.suppress(ConnectionError, TimeoutError, ssl.SSLError):
+            await stream.write(head.encode() + body)
 
 
 def _has_body(request: h11.Request) -> bool:
