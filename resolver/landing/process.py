@@ -35,7 +35,7 @@ log = logging.getLogger("blokir.landing")
 
 DRAIN_SECONDS = 5.0  # an old landing process finishes open connections for this long
 NICENESS = 10  # below the DNS workers when the CPU is contended
-RESTART_BACKOFF = 1.0
+RESTART_BACKOFF = 0.2  # as the DNS workers: the supervisor's loop waits this long
 BACKLOG = 1024
 
 

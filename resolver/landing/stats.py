@@ -104,7 +104,7 @@ def landing_metrics(totals: LandingStats) -> Iterator[Metric]:
         "the category of that name",
         labels=["category"],
     )
-    for category, n in sorted(totals.tls_refused.items()):
+    for category, n in sorted({NOT_BLOCKED: 0, **totals.tls_refused}.items()):
         refused.add_metric([category], n)
     yield refused
     rejected = CounterMetricFamily(
