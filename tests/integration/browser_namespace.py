@@ -177,7 +177,8 @@ def main(out: Path) -> int:
         http = {"blocked": fetch(f"http://{BLOCKED}/"), "allowed": fetch(f"http://{ALLOWED}/")}
         (out / "blocked.html").write_text(blocked_dom)
         (out / "allowed.html").write_text(allowed_dom)
-        (out / "results.json").write_text(json.dumps({"before": before, "after": after, "http": http}))
+        results = {"before": before, "after": after, "http": http}
+        (out / "results.json").write_text(json.dumps(results))
     finally:
         if blokir is not None:
             blokir.stop()

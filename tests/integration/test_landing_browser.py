@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.browser_namespace import ALLOWED, ALLOWED_TEXT, BLOCKED
+from tests.integration.browser_namespace import ALLOWED_TEXT, BLOCKED
 
 pytestmark = pytest.mark.integration
 
