@@ -356,6 +356,7 @@ class Supervisor:
             "pid": os.getpid(),
             "workers": [{"number": n, "pid": p} for n, p in workers],
             "listen": [f"{h}:{p}" for h, p in self.config.server.listen],
+            **({"landing_pid": self.landing.pid} if self.landing is not None else {}),
             **(m.serving_summary(self.hub.totals()) if self.hub is not None else {}),
         }
 
