@@ -287,7 +287,7 @@ class Server:
 
     async def _serve(self, stream: Stream, scheme: str) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.settings.max_header_bytes)
-        for _ in range(MAX_REQUESTS_PER_CONNECTION):
+        for number in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
             try:
                 request = await asyncio.wait_for(
                     self._read_request(conn, stream), self.settings.header_timeout
@@ -310,13 +310,15 @@ class Server:
                 return
             if reply.category is not None:
                 self.stats.count(reply.category, scheme)
-            has_body = _has_body(request)
+            # The last answer on this connection says so (RFC 9112 section 9.6), as does one to
+            # a request with a body: the body is not read.
+            closing = _has_body(request) or number == MAX_REQUESTS_PER_CONNECTION
             headers = [
                 ("Content-Length", str(len(reply.body))),
                 ("Cache-Control", "no-store"),
                 *reply.headers,
             ]
-            if has_body:
+            if closing:
                 headers.append(("Connection", "close"))
             response = h11.Response(
                 status_code=reply.status, headers=headers, reason=_REASONS.get(reply.status, b"")
@@ -326,7 +328,7 @@ class Server:
                 data += conn.send(h11.Data(data=reply.body)) or b""
             data += conn.send(h11.EndOfMessage()) or b""
             await stream.write(data)
-            if has_body or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            if closing or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import h11
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from resolver.landing.page import Notice, Pages, choose_language, page_values
 from resolver.landing.server import BadRequest, IndexFollower, Landing, Reply, host_of
@@ -21,7 +23,7 @@ from tests.unit.landing_support import (
 
 
 def request(
-    host: str | bytes, target: str = "/", method: str = "GET", **headers: str
+    host: str | bytes, target: str | bytes = "/", method: str = "GET", **headers: str
 ) -> h11.Request:
     fields = [("Host", host)] + [(k.replace("_", "-"), v) for k, v in headers.items()]
     return h11.Request(method=method, target=target, headers=fields)
@@ -209,3 +211,23 @@ def test_counters_survive_a_restart_and_sum_over_slots() -> None:
         for s in names["blokir_landing_requests"].samples
     }
     assert samples[("gambling", "http")] == 3 and samples[("not_blocked", "http")] == 0
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(host=st.binary(max_size=300), target=st.binary(min_size=1, max_size=80))
+def test_any_host_and_target_give_a_page_or_a_bad_request(
+    landing: Landing, host: bytes, target: bytes
+) -> None:
+    try:
+        reply = request(host, b"/" + target.strip())
+    except h11.LocalProtocolError:
+        return  # h11 itself refuses to represent it: a real client's bytes never get this far
+    try:
+        answer = landing.answer(reply)
+    except BadRequest as exc:
+        assert exc.status == 400
+        return
+    assert answer.status in (200, 204, 451)
+    assert b"<script" not in answer.body.lower() and b"\x00" not in answer.body

@@ -19,7 +19,13 @@ import pytest
 
 from resolver.config import Config
 from resolver.landing.process import bind_listeners
-from resolver.landing.server import Landing, Server, refuse_foreign_names, tls_context
+from resolver.landing.server import (
+    MAX_REQUESTS_PER_CONNECTION,
+    Landing,
+    Server,
+    refuse_foreign_names,
+    tls_context,
+)
 from tests.unit.landing_support import BLOCKED, OWN_NAME, landing_config
 
 HOST = "127.0.0.1"
@@ -258,3 +264,15 @@ def test_tls_for_a_blocked_name_ends_with_an_alert_at_once(tls_server: Running) 
         tls_get(tls_server, "www.example.org")
     assert tls_server.stats.tls_refused == {"gambling": 1, "not_blocked": 1}
     assert status_of(tls_get(tls_server, OWN_NAME)) == 200  # and it still serves
+
+
+def test_keep_alive_is_bounded_and_the_last_answer_says_close(server: Running) -> None:
+    with socket.create_connection((HOST, server.port), timeout=3) as sock:
+        sock.sendall(get("www.example.org", method=b"HEAD") * (MAX_REQUESTS_PER_CONNECTION + 5))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    answers = data.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert len(answers) == MAX_REQUESTS_PER_CONNECTION
+    assert all(b"Connection: close" not in a for a in answers[:-1])
+    assert b"Connection: close" in answers[-1]
