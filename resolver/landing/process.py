@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -164,6 +165,8 @@ class LandingProcess:
     generation: int = 0
     draining: dict[int, float] = field(default_factory=dict)  # old pid -> when to kill it
     slot_of: dict[int, int] = field(default_factory=dict)  # live pid -> the slot it writes
+    # swap() runs on the reloader's thread, poll() and stop() on the main thread.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
         # Each generation writes the other slot than its predecessor, which may still drain:
@@ -208,23 +211,38 @@ class LandingProcess:
     def swap(self, config: Config, index_path: str) -> None:
         """A reload: a successor with the new settings (and certificate, if it can be read
         now), then the old process drains."""
-        self.config, self.index_path = config, index_path
+        old_landing, new_landing = self.config.landing, config.landing
+        if (new_landing.listen, new_landing.tls_listen) != (
+            old_landing.listen,
+            old_landing.tls_listen,
+        ):
+            log.warning("landing: new listen addresses take effect at the next restart")
         try:
             context = load_tls(config)
         except LandingError as exc:
             log.error("%s; keeping the certificate loaded before", exc)
-        else:
+            context = None
+        with self.lock:
+            self.config, self.index_path = config, index_path
             if context is not None:
                 self.listeners.context = context
-        old = self.pid
-        self.start()
-        if old:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(old, signal.SIGTERM)
-            self.draining[old] = time.monotonic() + DRAIN_SECONDS + 2
+            old = self.pid
+            self.start()
+            if old:
+                self.draining[old] = time.monotonic() + DRAIN_SECONDS + 2
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(old, signal.SIGTERM)
 
     def poll(self) -> None:
         """From the supervisor's main loop: reap drained processes, restart a dead one."""
+        if not self.lock.acquire(blocking=False):
+            return  # a swap is under way; the next poll looks again
+        try:
+            self._poll()
+        finally:
+            self.lock.release()
+
+    def _poll(self) -> None:
         for pid, kill_at in list(self.draining.items()):
             if self._reaped(pid):
                 del self.draining[pid]
@@ -236,6 +254,10 @@ class LandingProcess:
             self.start()
 
     def stop(self) -> None:
+        with self.lock:
+            self._stop()
+
+    def _stop(self) -> None:
         pids = [p for p in (self.pid, *self.draining) if p]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
