@@ -142,6 +142,7 @@ def run_landing(
             if publish is not None:
                 publish(landing.stats)
         await server.drain(DRAIN_SECONDS)
+        landing.stats.connections = 0  # exiting: its slot must not keep a gauge of cut ones
         if publish is not None:
             publish(landing.stats)
 
