@@ -77,6 +77,16 @@ def _build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve_cmd.set_defaults(handler=_cmd_serve)
 
+    landing_cmd = sub.add_parser(
+        "landing",
+        help="run only the block-notice web server (docs/landing.md)",
+        description="Serve the landing page of [landing] on its own, for a separate host: the "
+        "index at [blocking] index_path is followed when it is replaced.",
+    )
+    landing_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
+    landing_cmd.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    landing_cmd.set_defaults(handler=_cmd_landing)
+
     reload_cmd = sub.add_parser(
         "reload",
         help="reload the lists and config of the running server",
@@ -380,19 +390,34 @@ def check_names(index: Index, names: Sequence[str], out: TextIO) -> int:
 # -- serve ----------------------------------------------------------------------------------
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _setup_logging(verbose: bool) -> None:
     import logging
 
-    from resolver.supervisor import ServeError, serve
-
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s blokir[%(process)d] %(levelname)s %(message)s",
     )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from resolver.supervisor import ServeError, serve
+
+    _setup_logging(args.verbose)
     config = _config(args.config)
     try:
         return serve(config, load_config=lambda: _config(args.config))
     except ServeError as exc:
+        print(f"blokir: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _cmd_landing(args: argparse.Namespace) -> int:
+    from resolver.landing.process import LandingError, run_standalone
+
+    _setup_logging(args.verbose)
+    try:
+        return run_standalone(_config(args.config))
+    except LandingError as exc:
         print(f"blokir: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
