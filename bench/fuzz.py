@@ -199,14 +199,16 @@ def parse_query_check() -> Check:
     import dns.flags
     import dns.message
 
-    from resolver import wire
+    from resolver.dns.constants import BADVERS, FORMERR, NOTIMP
+    from resolver.dns.query import ParseError, parse_query, upstream_request
+    from resolver.dns.response import error_response
 
-    rcodes = {wire.FORMERR, wire.NOTIMP, wire.BADVERS}
+    rcodes = {FORMERR, NOTIMP, BADVERS}
 
     def check(data: bytes) -> None:
         try:
-            query = wire.parse_query(data)
-        except wire.ParseError as error:
+            query = parse_query(data)
+        except ParseError as error:
             if error.rcode is None:
                 if len(data) >= 12 and not data[2] & 0x80:
                     raise Violation("dropped a well-formed header without QR") from None
@@ -215,7 +217,7 @@ def parse_query_check() -> Check:
                 raise Violation("answers a short packet or a response") from None
             if error.rcode not in rcodes:
                 raise Violation(f"unexpected rcode {error.rcode}") from None
-            answer = wire.error_response(data, error.rcode, error.query, 1232)
+            answer = error_response(data, error.rcode, error.query, 1232)
             message = dns.message.from_wire(answer)
             if message.id != int.from_bytes(data[:2], "big") or not message.flags & dns.flags.QR:
                 raise Violation("error response ID or QR") from None
@@ -229,12 +231,12 @@ def parse_query_check() -> Check:
         if not query.unmatchable and (len(query.qname) > 253 or b"\\" in query.qname):
             raise Violation("qname longer than 253 or escaped without being unmatchable")
         # What goes upstream: parses the same way, asks the same, holds no hop option.
-        sent = wire.upstream_request(data, query)
+        sent = upstream_request(data, query)
         if not query.hop_options:
             if sent is not data:
                 raise Violation("a query without hop options was changed for upstream")
             return
-        again = wire.parse_query(sent)  # a ParseError here is a crash: it must parse
+        again = parse_query(sent)  # a ParseError here is a crash: it must parse
         if again.question != query.question or again.hop_options or len(sent) >= len(data):
             raise Violation("upstream request: question changed or hop options left")
         if (again.edns, again.do, again.payload) != (query.edns, query.do, query.payload):
@@ -244,25 +246,27 @@ def parse_query_check() -> Check:
 
 
 def answer_options_check() -> Check:
-    """message.without_options over hostile upstream answers: never raises; a changed answer
+    """without_options over hostile upstream answers: never raises; a changed answer
     is shorter, still walks, and holds none of the removed options."""
     import struct
 
-    from resolver import message, wire
+    from resolver.dns.constants import TYPE_OPT
+    from resolver.dns.message import ADDITIONAL, walk, without_options
+    from resolver.dns.query import HOP_BY_HOP_OPTIONS
 
     def check(data: bytes) -> None:
-        cleaned = message.without_options(data, wire.HOP_BY_HOP_OPTIONS)
+        cleaned = without_options(data, HOP_BY_HOP_OPTIONS)
         if cleaned is data:
             return
         if len(cleaned) >= len(data):
             raise Violation("removing options did not shorten the answer")
-        for record in message.walk(cleaned)[1]:  # a MessageError here is a crash
-            if record.section != message.ADDITIONAL or record.rtype != message.TYPE_OPT:
+        for record in walk(cleaned)[1]:  # a MessageError here is a crash
+            if record.section != ADDITIONAL or record.rtype != TYPE_OPT:
                 continue
             pos, end = record.rdata_offset, record.rdata_offset + record.rdlength
             while pos + 4 <= end:
                 code, length = struct.unpack_from("!HH", cleaned, pos)
-                if code in wire.HOP_BY_HOP_OPTIONS:
+                if code in HOP_BY_HOP_OPTIONS:
                     raise Violation(f"option {code} left in the answer")
                 pos += 4 + length
 
@@ -292,10 +296,10 @@ def build_resolver() -> HandleTarget:
     import dns.message
     import dns.rrset
 
-    from resolver import wire
     from resolver.compile import compile_temporary
     from resolver.config import parse_config
-    from resolver.server import Resolver
+    from resolver.dns.query import parse_query
+    from resolver.pipeline import Resolver
 
     workdir = Path(tempfile.mkdtemp(prefix="blokir-fuzz-"))
     lists = ROOT / "blocklists"
@@ -336,7 +340,7 @@ path = "{lists / "sample-rpz.rpz"}"
             query_wire = dns.message.make_query(name, rdtype, use_edns=edns).to_wire()
             response = dns.message.make_response(dns.message.from_wire(query_wire))
             response.answer.append(dns.rrset.from_text(name + ".", 300, "IN", rdtype, value))
-            parsed = wire.parse_query(query_wire)
+            parsed = parse_query(query_wire)
             resolver.cache.put(resolver._cache_key(parsed), response.to_wire())
     return HandleTarget(resolver, [workdir, index_path])
 
@@ -348,19 +352,20 @@ def handle_check(target: HandleTarget, udp: bool) -> Check:
     import dns.flags
     import dns.message
 
-    from resolver import wire
+    from resolver.dns.constants import QR
+    from resolver.dns.query import ParseError, Query, parse_query
 
     resolver = target.resolver
 
     def check(data: bytes) -> None:
         client = CLIENTS[len(data) % len(CLIENTS)]
-        result = resolver.handle(data, client, udp=udp)
+        result = resolver.handle(data, client, udp=udp)[0]
         if result is None:
             return
         if len(data) < 12 or data[2] & 0x80:
             raise Violation("answered a packet shorter than a header or with QR=1")
-        if isinstance(result, wire.Query):
-            if result.id != int.from_bytes(data[:2], "big") or result.flags & wire.QR:
+        if isinstance(result, Query):
+            if result.id != int.from_bytes(data[:2], "big") or result.flags & QR:
                 raise Violation("forwarded query ID or QR")
             if data[12 : result.question_end] != result.question:
                 raise Violation("forwarded query's question")
@@ -379,8 +384,8 @@ def handle_check(target: HandleTarget, udp: bool) -> Check:
                 raise Violation("answer's question is not the query's")
         if udp and len(result) > 512:
             try:
-                query = wire.parse_query(data)
-            except wire.ParseError:
+                query = parse_query(data)
+            except ParseError:
                 raise Violation("large answer to an unparsable query") from None
             if len(result) > resolver.udp_limit(query):
                 raise Violation("UDP answer larger than the client's limit")
@@ -664,9 +669,9 @@ def atheris_worker(target: str, crash_dir: Path, summary: Path, libfuzzer_args: 
     if target != "lists":
         exclude += [f"resolver.lists.{name}" for name in LIST_MODULES] + ["resolver.lists"]
     with atheris.instrument_imports(include=["resolver"], exclude=exclude):
+        import resolver.dns.query
         import resolver.lists
-        import resolver.server
-        import resolver.wire  # noqa: F401
+        import resolver.pipeline  # noqa: F401
     check, _cleanup = make_check(target)
     result = Result(target, "atheris")
     recorder = Recorder(result, check, crash_dir)

@@ -351,7 +351,7 @@ def check_names(index: Index, names: Sequence[str], out: TextIO) -> int:
             write(f"allowed  {name.name}  (no list entry)\n")
             status = max(status, EXIT_NOT_ALL_BLOCKED)
             continue
-        policy = index.policy(found.pid)
+        policy = index.policy(found.policy_id)
         rule = found.name.decode("ascii")
         rule = f"*.{rule}" if found.as_parent else rule
         verdict = "allowed " if policy.is_allow else "blocked "

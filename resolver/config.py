@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from resolver.control import MAX_PATH_BYTES
+from resolver.dns.constants import MAX_TTL
 from resolver.lists import FORMATS as LIST_FORMATS
 from resolver.lists.model import ListSpec
 from resolver.policy import Action, Ede, MatchMode
@@ -84,7 +85,6 @@ DEFAULT_ALLOW: tuple[Network, ...] = tuple(
 )
 
 LIST_ACTIONS = (Action.LANDING, Action.NXDOMAIN, Action.NODATA, Action.REFUSED)
-MAX_TTL = 2**31 - 1  # RFC 2181 section 8
 MAX_SDE_TEXT = 256  # keeps the structured DNS error JSON (EDE EXTRA-TEXT) well inside a UDP answer
 
 _URL_RE = re.compile(r"\s*https?://", re.IGNORECASE)

@@ -117,8 +117,8 @@ class TopCounter:
         self.sketch: dict[tuple[str, str], int] = {}
         self.untracked = 0
 
-    def fold(self, list_of_pid: Any) -> None:
-        """Merge the interval into the sketch; `list_of_pid(pid)` names the list."""
+    def fold(self, list_of: Any) -> None:
+        """Merge the interval into the sketch; `list_of(policy_id)` names the list."""
         if not self.capacity:
             self.interval.clear()
             return
@@ -130,8 +130,8 @@ class TopCounter:
         self.untracked += len(self.interval) - len(items)
         self.interval = {}
         sketch = self.sketch
-        for (name, pid), count in items:
-            key = (name.decode("ascii", "replace"), list_of_pid(pid))
+        for (name, policy_id), count in items:
+            key = (name.decode("ascii", "replace"), list_of(policy_id))
             if key in sketch:
                 sketch[key] += count
             elif len(sketch) < self.capacity:
@@ -146,7 +146,7 @@ class WorkerStats:
     """A worker's counters: plain ints and lists, updated inline by the server."""
 
     cells: list[int] = field(default_factory=lambda: [0] * N_CELLS)
-    blocked_by_pid: dict[int, int] = field(default_factory=dict)
+    blocked_by_policy_id: dict[int, int] = field(default_factory=dict)
     blocked_by_labels: dict[tuple[str, str, str], int] = field(default_factory=dict)
     histogram: list[int] = field(default_factory=lambda: [0] * (N_OUTCOMES * (N_BUCKETS + 1)))
     duration_sum: list[float] = field(default_factory=lambda: [0.0] * N_OUTCOMES)

@@ -9,7 +9,8 @@ per listen address per worker), so that
   for it wait there instead of being lost.
 
 Each worker also gets one end of a Unix socket pair, the channel the supervisor uses to swap the
-index and settings in every worker (`Worker._on_control`) and to learn that the worker confirmed.
+index and settings in every worker (`Worker._on_control`, resolver/channel.py) and to learn that
+the worker confirmed.
 The reloader (resolver/reload.py) runs in a thread here; the control socket (`blokir reload`,
 `blokir status`) and the metrics endpoint are served from threads too. The main thread only
 watches the workers and the signals.
@@ -27,7 +28,6 @@ import os
 import pickle
 import signal
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -37,11 +37,12 @@ from typing import Any
 
 from resolver import NATIVE
 from resolver import metrics as m
+from resolver.channel import recv_message, send_message
 from resolver.config import Config
 from resolver.control import ControlError, ControlServer
 from resolver.privileges import PrivilegeError, drop_privileges
 from resolver.reload import RESULTS, Reloader, ReloadError, ReloadOutcome
-from resolver.server import DRAIN_SECONDS, Worker
+from resolver.worker import DRAIN_SECONDS, Worker
 
 log = logging.getLogger("blokir")
 
@@ -49,7 +50,6 @@ RESTART_BACKOFF = 0.2  # seconds between restarts of a crashing worker (bounded 
 POLL_SECONDS = 0.05  # how often the main thread looks at its workers and signals
 CONTROL_WAIT = 1800.0  # how long `blokir reload` waits for its outcome
 GC_GEN0_THRESHOLD = 100_000  # allocations between young-generation collections (default 700)
-_LENGTH = struct.Struct("!I")
 
 Sockets = tuple[list[socket.socket], list[socket.socket]]
 
@@ -97,38 +97,6 @@ def bind_sockets(config: Config) -> Sockets:
                 ) from exc
             bucket.append(sock)
     return udp, tcp
-
-
-# -- the supervisor <-> worker channel ---------------------------------------------------------
-
-
-def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
-    """Length-prefixed pickle. Both ends are this program (a socket pair made before fork), so
-    pickle carries the frozen Config as it is, with no second serialiser to keep in step."""
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    sock.sendall(_LENGTH.pack(len(body)) + body)
-
-
-def recv_message(sock: socket.socket) -> dict[str, Any] | None:
-    """One message, or None when the other end has closed."""
-    prefix = _recv_exactly(sock, _LENGTH.size)
-    if prefix is None:
-        return None
-    body = _recv_exactly(sock, _LENGTH.unpack(prefix)[0])
-    if body is None:
-        return None
-    message = pickle.loads(body)
-    return message if isinstance(message, dict) else None
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            return None
-        chunks += chunk
-    return bytes(chunks)
 
 
 @dataclass(slots=True)

@@ -235,7 +235,7 @@ def blocked_by(index: Index, name: str) -> Policy | None:
     found = index.match(encoded)
     if found is None:
         return None
-    policy = index.policy(found.pid)
+    policy = index.policy(found.policy_id)
     return None if policy.is_allow else policy
 
 
