@@ -144,6 +144,8 @@ class UpstreamPool:
             raise ValueError("timeout must be > 0 and attempts >= 1")
         self.timeout = timeout
         self.attempts = attempts
+        # The longest `query` takes (scheduling aside): what anyone waiting on it should allow.
+        self.query_bound = timeout * attempts
         self._clock = clock
         self._servers: list[_Server] = []
         for host, port in servers:
@@ -245,11 +247,11 @@ class UpstreamPool:
     async def query(self, request: bytes) -> bytes | None:
         """The upstream answer to `request` (the client's query, any ID) with the request's ID
         restored, or None when no try got an acceptable answer that is not SERVFAIL or REFUSED.
-        Returns within `timeout * attempts` (plus scheduling slack). Raises MessageError if the
-        request does not hold exactly one well-formed question."""
+        Returns within `query_bound`, timeout x attempts (plus scheduling slack). Raises
+        MessageError if the request does not hold exactly one well-formed question."""
         question = _Question(request)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout * self.attempts
+        deadline = loop.time() + self.query_bound
         order, side_probe = self._order()
         if side_probe is not None:
             self._probe_on_the_side(side_probe, request, question)

@@ -35,6 +35,10 @@ log = logging.getLogger("blokir")
 UDP_BATCH: Final = 64  # packets per wake-up before yielding to TCP, timers and upstream replies
 MAX_UDP_MESSAGE: Final = 65535
 DRAIN_SECONDS: Final = 3.0  # SIGTERM: how long in-flight upstream queries may finish
+# A TCP connection the client ends with forwarded queries still open waits for their answers as
+# long as a forward may take: the upstream pool's bound (UpstreamPool.query_bound; a coalesced
+# query joins one that started earlier and ends no later) and this much for the event loop.
+TCP_FORWARD_SLACK: Final = 0.5
 
 
 class Worker:
@@ -389,7 +393,8 @@ class Worker:
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             if pending and not aborted:
-                await asyncio.wait(pending, timeout=self.config.upstream.timeout * 2)
+                wait = self.resolver.upstream.query_bound + TCP_FORWARD_SLACK
+                await asyncio.wait(pending, timeout=wait)
         finally:
             self.tcp_active -= 1
             writer.close()
