@@ -709,8 +709,9 @@ def _list_metrics(hub: MetricsHub) -> Iterator[Metric]:
 # -- HTTP: /metrics, /healthz, /readyz, /api/top -------------------------------------------------
 
 
-def start_http(hub: MetricsHub, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve in a daemon thread of the supervisor; returns the server (`.server_address`)."""
+def bind_http(hub: MetricsHub, host: str, port: int) -> ThreadingHTTPServer:
+    """The endpoint, bound but not yet serving (`serve_http`): the supervisor binds before it
+    drops privileges and forks, and starts the thread after."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BlokirCollector(hub))
 
@@ -742,5 +743,9 @@ def start_http(hub: MetricsHub, host: str, port: int) -> ThreadingHTTPServer:
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server
+
+
+def serve_http(server: ThreadingHTTPServer) -> None:
+    """Serve `server` (from bind_http) in a daemon thread of the supervisor."""
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()

@@ -12,8 +12,10 @@ Each worker also gets one end of a Unix socket pair, the channel the supervisor 
 index and settings in every worker (`Worker._on_control`, resolver/channel.py) and to learn that
 the worker confirmed.
 The reloader (resolver/reload.py) runs in a thread here; the control socket (`blokir reload`,
-`blokir status`) and the metrics endpoint are served from threads too. The main thread only
-watches the workers and the signals.
+`blokir status`) and the metrics endpoint are served from threads too, all started after the
+workers are forked (a process forked while another thread holds a lock, such as logging's,
+inherits it held by a thread that does not exist there). The main thread only watches the
+workers and the signals.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +148,7 @@ class Supervisor:
     def __init__(self, config: Config, load_config: Callable[[], Config]) -> None:
         self.config = config
         self.hub: m.MetricsHub | None = None
+        self.http: ThreadingHTTPServer | None = None  # the metrics endpoint
         self.children: dict[int, _Child] = {}  # pid -> child
         self._children_lock = threading.Lock()
         self.sockets: list[Sockets] = []
@@ -169,18 +173,22 @@ class Supervisor:
             self._count_outcome(self.reloader.last)
             host, port = config.metrics.listen
             try:
-                http = m.start_http(self.hub, host, port)
+                self.http = m.bind_http(self.hub, host, port)
             except OSError as exc:
                 raise ServeError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
-            log.info("metrics on http://%s:%d/metrics", *http.server_address[:2])
         self.control = ControlServer(config.updates.socket_path, self._on_control)
         try:
-            self.control.start()
+            self.control.listen()
         except (ControlError, OSError) as exc:
             raise ServeError(f"control socket: {exc}") from exc
         self._drop_privileges()
+        # Every socket is bound: fork, then start the threads (see the module docstring).
         for number in range(config.server.workers):
             self._start_worker(number)
+        if self.http is not None:
+            m.serve_http(self.http)
+            log.info("metrics on http://%s:%d/metrics", *self.http.server_address[:2])
+        self.control.serve()
         self.reloader.start()
 
     def _drop_privileges(self) -> None:
