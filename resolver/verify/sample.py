@@ -62,10 +62,6 @@ class Domain:
     category: str
     probes: tuple[tuple[str, str], ...]
 
-    @property
-    def subtree_probes(self) -> tuple[tuple[str, str], ...]:
-        return tuple(p for p in self.probes if p[0] != PROBE_NAME)
-
 
 @dataclass(slots=True)
 class Stratum:
