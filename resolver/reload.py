@@ -36,6 +36,8 @@ from typing import Any
 from resolver import sources
 from resolver.config import Address, Config, ConfigError, ListSource
 from resolver.index import IndexError_, open_index
+from resolver.lists.files import list_exists
+from resolver.lists.files import stat_key as list_stat_key
 from resolver.lists.model import ListSpec
 from resolver.provenance import header_is_current, spec_json
 
@@ -176,7 +178,7 @@ class Reloader:
         reject leaves the previous index file serving, when there is one."""
         outcome = ReloadOutcome(result=APPLIED, trigger="start", started_at=time.time())
         self._refresh_sources(self.config, outcome, download_all=False, first=True)
-        missing = [spec.name for spec in self.config.list_specs() if not Path(spec.path).is_file()]
+        missing = [spec.name for spec in self.config.list_specs() if not list_exists(spec.path)]
         if missing:
             for problem in outcome.problems:
                 log.error("%s", problem)
@@ -329,7 +331,7 @@ class Reloader:
             config_changed = config != self.config or servers != self._upstream_servers
         self._refresh_sources(config, outcome, download_all=download_all, first=False)
         specs = config.list_specs()
-        missing = [s.name for s in specs if not Path(s.path).is_file()]
+        missing = [s.name for s in specs if not list_exists(s.path)]
         if missing:
             outcome.result = DOWNLOAD_FAILED if outcome.problems else BUILD_FAILED
             outcome.detail = "no copy of list(s) " + ", ".join(missing) + "; nothing changed"
@@ -570,7 +572,7 @@ class Reloader:
         return ListSource()
 
     def _list_stats(self, config: Config) -> list[object]:
-        return [_stat_key(path) for _, path, _ in _sources(config)]
+        return [list_stat_key(str(path)) for _, path, _ in _sources(config)]
 
     def _state_key(self, config: Config) -> tuple[object, ...]:
         return (

@@ -60,6 +60,9 @@ class ParseReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
     ip_entries: list[str] = field(default_factory=list)
     ip_entries_dropped: int = 0
+    # The file being read, when a list is split into parts: examples name their own part.
+    where: str = ""
+    parts: int = 1
 
     def reject(self, reason: str, line_no: int, text: str) -> None:
         self.rejected[reason] += 1
@@ -78,7 +81,8 @@ class ParseReport:
     def _example(self, reason: str, line_no: int, text: str) -> None:
         examples = self.examples.setdefault(reason, [])
         if len(examples) < EXAMPLES_PER_REASON:
-            examples.append(f"{self.path}:{line_no}: {text.strip()[:200]}")
+            where = self.where or self.path
+            examples.append(f"{where}:{line_no}: {text.strip()[:200]}")
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -90,4 +94,5 @@ class ParseReport:
             "skipped": dict(self.skipped),
             "examples": self.examples,
             "ip_entries": len(self.ip_entries) + self.ip_entries_dropped,
+            "parts": self.parts,
         }
