@@ -24,7 +24,7 @@ class ListSpec:
     action: Action = Action.LANDING
     ede: Ede = Ede.BLOCKED
     match: MatchMode = MatchMode.SUBTREE
-    format: str = "auto"  # auto | plain | hosts | adblock | rpz
+    format: str = "auto"  # auto | plain | hosts | adblock | rpz | dnsmasq | unbound
     landing_ipv4: tuple[str, ...] = ()
     landing_ipv6: tuple[str, ...] = ()
     list_index: int = 0  # position in config order, allowlists first
