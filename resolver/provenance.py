@@ -15,6 +15,7 @@ from typing import Any
 
 from resolver.lists.files import list_signature
 from resolver.lists.model import ListSpec
+from resolver.lists.quality import DEFAULT_MAX_REJECTED_RATIO
 from resolver.policy import Action, Ede, MatchMode
 
 
@@ -49,6 +50,7 @@ def spec_from_json(data: dict[str, Any]) -> ListSpec:
         landing_ipv4=tuple(data["landing_ipv4"]),
         landing_ipv6=tuple(data["landing_ipv6"]),
         list_index=int(data["list_index"]),
+        max_rejected_ratio=float(data.get("max_rejected_ratio", DEFAULT_MAX_REJECTED_RATIO)),
     )
 
 

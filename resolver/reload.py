@@ -39,6 +39,7 @@ from resolver.index import IndexError_, open_index
 from resolver.lists.files import list_exists
 from resolver.lists.files import stat_key as list_stat_key
 from resolver.lists.model import ListSpec
+from resolver.lists.quality import list_problem, list_problems
 from resolver.provenance import header_is_current, spec_json
 
 log = logging.getLogger("blokir")
@@ -62,9 +63,6 @@ RESULTS = (
 )
 FAILED_RESULTS = frozenset(RESULTS) - {APPLIED, UNCHANGED}
 
-# A list is "mostly garbage" when more lines were rejected than accepted, and at least this
-# many: an HTML error page or a binary file served in place of a list, not a few typos.
-PARSE_GUARD_MIN_REJECTED = 10
 BUILD_TIMEOUT = 1800.0  # seconds; a 10M-name build takes about 10 s here
 SWAP_TIMEOUT = 10.0  # seconds a worker has to confirm it maps the new index
 
@@ -169,6 +167,7 @@ class Reloader:
         self._upstream_servers = _upstream_servers(config)
         self._seen_stats: tuple[object, ...] | None = None  # debounce: last poll's file stats
         self._rejected_key: tuple[object, ...] | None = None  # do not rebuild a rejected state
+        self.force_start = False  # `serve --force`: start on lists the guards refuse
 
     # -- start ---------------------------------------------------------------------------
 
@@ -192,6 +191,7 @@ class Reloader:
         if header is not None:
             header = _read_header(self.index_path)  # current: now check its data checksum too
         if header is not None:
+            self._refuse_at_start(list_problems(header.get("sources", [])))
             self._adopt(header)
             outcome.result = UNCHANGED
             outcome.names_after = int(header.get("count", 0))
@@ -201,7 +201,11 @@ class Reloader:
             if previous is not None:
                 self._adopt(previous)
                 outcome.names_before = int(previous.get("count", 0))
-            self._rebuild(self.config, outcome, force=previous is None, first=True)
+            self._rebuild(
+                self.config, outcome, force=previous is None and self.force_start, first=True
+            )
+            if outcome.result == REJECTED_PARSE and previous is None:
+                self._refuse_at_start(outcome.problems)
             if not outcome.ok and previous is None:
                 raise ReloadError(outcome.detail)
             if not outcome.ok:
@@ -213,6 +217,18 @@ class Reloader:
                 )
         self._finish(outcome)
         return outcome
+
+    def _refuse_at_start(self, problems: list[str]) -> None:
+        """No index to serve but one built from a list the guards refuse: stop, unless forced."""
+        if not problems:
+            return
+        if self.force_start:
+            for problem in problems:
+                log.warning("serving anyway (--force): %s", problem)
+            return
+        raise ReloadError(
+            "refusing to start: " + "; ".join(problems) + " (blokir serve --force starts anyway)"
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="reloader", daemon=True)
@@ -417,15 +433,9 @@ class Reloader:
         result = UNCHANGED
         for source in new.get("sources", []):
             name = source.get("list")
-            rejected = sum(source.get("rejected", {}).values())
-            entries = int(source.get("entries", 0))
-            if rejected >= PARSE_GUARD_MIN_REJECTED and rejected > entries:
-                example = next(iter(source.get("examples", {}).values()), [""])[0]
-                lines = int(source.get("lines", 0))
-                problems.append(
-                    f"list {name}: {rejected:,} entries rejected and {entries:,} accepted in "
-                    f"{lines:,} lines (not a list? e.g. {example})"
-                )
+            problem = list_problem(source)
+            if problem is not None:
+                problems.append(problem)
                 result = REJECTED_PARSE
                 continue
             old = old_sources.get(name)

@@ -174,7 +174,9 @@ class Supervisor:
     be root, then forks the workers; `run()` restarts dead workers and handles signals until
     SIGTERM. Reloads happen on the reloader's thread and reach the workers via swap_workers."""
 
-    def __init__(self, config: Config, load_config: Callable[[], Config]) -> None:
+    def __init__(
+        self, config: Config, load_config: Callable[[], Config], force: bool = False
+    ) -> None:
         self.config = config
         self.hub: m.MetricsHub | None = None
         self.children: dict[int, _Child] = {}  # pid -> child
@@ -184,6 +186,7 @@ class Supervisor:
         self.sighup = False
         self.control: ControlServer | None = None
         self.reloader = Reloader(config, load_config, self.swap_workers, self._count_outcome)
+        self.reloader.force_start = force  # serve --force: start on a list the guards refuse
 
     # -- start ---------------------------------------------------------------------------
 
@@ -423,11 +426,12 @@ def serve(
     config: Config,
     ready: Callable[[], None] | None = None,
     load_config: Callable[[], Config] | None = None,
+    force: bool = False,
 ) -> int:
     """Run the server until SIGTERM. `load_config` re-reads the config for reloads (default:
-    the file `config` came from)."""
+    the file `config` came from); `force` starts even on a list the guards refuse."""
     from resolver.config import load_config as load_file
 
-    supervisor = Supervisor(config, load_config or (lambda: load_file(config.source)))
+    supervisor = Supervisor(config, load_config or (lambda: load_file(config.source)), force)
     supervisor.start()
     return supervisor.run(ready)

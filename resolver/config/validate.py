@@ -470,7 +470,12 @@ class _Context(ValueParsers):
             refresh = t.get_float("refresh")
         if refresh is not None and url is None:
             raise t.error("refresh", "only used with a URL path (local files are watched)")
-        source = ListSource(url, refresh, t.get_fraction("max_shrink", None))
+        source = ListSource(
+            url,
+            refresh,
+            t.get_fraction("max_shrink", None),
+            t.get_fraction("max_rejected_ratio", t.default("max_rejected_ratio", float)),
+        )
         return name, path, category, match, fmt, source
 
     def _allowlist(self, t: _Table) -> AllowlistConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from resolver.lists.quality import DEFAULT_MAX_REJECTED_RATIO
 from resolver.policy import Action, Ede, MatchMode
 
 # How many example lines a report keeps per rejection reason: enough to find the pattern in a
@@ -28,6 +29,8 @@ class ListSpec:
     landing_ipv4: tuple[str, ...] = ()
     landing_ipv6: tuple[str, ...] = ()
     list_index: int = 0  # position in config order, allowlists first
+    # More rejected than this share of the entries given fails the list (resolver.lists.quality)
+    max_rejected_ratio: float = DEFAULT_MAX_REJECTED_RATIO
 
     @property
     def is_allowlist(self) -> bool:
