@@ -5,6 +5,8 @@ exported by blokir and prints Unbound's load time and RSS beside blokir's, from 
 
     python bench/index_bench.py              # 1M and 10M names
     python bench/index_bench.py --quick      # 100k names, seconds (CI smoke)
+    python bench/index_bench.py --sizes 10000000 --containers plain,xz,7z,parts --repeat 3
+        # the largest list also as .xz, .7z and ten parts: compile time and peak RSS of each
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import dns.rcode
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench.containers import CONTAINERS, container_rows, print_rows  # noqa: E402
 from bench.workload import write_list  # noqa: E402
 from resolver.index import open_index  # noqa: E402
 
@@ -208,6 +211,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=HERE / "work")
     parser.add_argument("--no-unbound", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--containers",
+        default=",".join(CONTAINERS),
+        help="for the largest size, compile the list as each of these (plain, xz, 7z, parts); "
+        "empty: none (default: %(default)s)",
+    )
+    parser.add_argument("--parts", type=int, default=10, help="parts of the split list (10)")
+    parser.add_argument("--repeat", type=int, default=1, help="container runs; median (1)")
     args = parser.parse_args()
     sizes = [100_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +260,11 @@ def main() -> None:
                     f"{unbound['rss_mib']:.0f} MiB (blokir index: "
                     f"{built['bytes'] / 2**20:.0f} MiB mapped)"
                 )
+        if args.containers and size == max(sizes):
+            chosen = [c for c in args.containers.split(",") if c]
+            rows = container_rows(list_path, chosen, args.parts, args.repeat, compile_in_child)
+            print_rows(rows, size, args.parts, args.repeat)
+            row["containers"] = rows
         results[size] = row
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
