@@ -266,3 +266,32 @@ def test_unbound_fast_path_agrees_with_per_line_path(lines: list[bytes], chunk: 
 )
 def test_detect_directive_formats(head: bytes, fmt: str) -> None:
     assert detect_format(head, "list.conf") == fmt
+
+
+@pytest.mark.parametrize(
+    ("file", "fmt", "lines", "entries", "skipped"),
+    [
+        (
+            "sample-dnsmasq.conf",
+            "dnsmasq",
+            23,
+            10,
+            {"dnsmasq_forward": 1, "dnsmasq_all_domains": 1, "dnsmasq_other_option": 1},
+        ),
+        (
+            "sample-unbound.conf",
+            "unbound",
+            18,
+            8,
+            {"unbound_not_blocking": 1, "unbound_data_type": 1},
+        ),
+    ],
+)
+def test_sample_lists(
+    file: str, fmt: str, lines: int, entries: int, skipped: dict[str, int]
+) -> None:
+    data = (parsers.SAMPLES / file).read_bytes()
+    assert detect_format(data, file) == fmt
+    got = parse(fmt, data)
+    assert (got.report.lines, got.report.entries) == (lines, entries)
+    assert not got.report.rejected and dict(got.report.skipped) == skipped
