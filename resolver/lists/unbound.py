@@ -25,9 +25,15 @@ addresses, as a hosts file's does. Local data at a name wins over the zone type 
 as Unbound answers local data first (its always_* types, which ignore local data, are not
 modelled: lists do not mix them).
 
-Counted, never guessed: zone types that block nothing (`transparent`, `typetransparent`,
-`inform`, `always_transparent`, `nodefault`), local data of other types (a CNAME, TXT, MX...),
-`local-data-ptr`, and other Unbound options (`include:`, `forward-zone:`, ...). `#` starts a
+A zone that passes names through (`transparent`, `typetransparent`, `inform`,
+`always_transparent`) inside a blocked one is how Unbound lists make exceptions (the most
+specific local zone decides): it becomes an allow entry of the same list, like an adblock `@@`
+rule. (An explicit pass-through zone with local data at its own name is not modelled: the allow
+wins there.)
+
+Counted, never guessed: `nodefault` zones (they only undo a built-in zone), local data of other
+types (a CNAME, TXT, MX...), `local-data-ptr`, and other Unbound options (`include:`,
+`forward-zone:`, ...). `#` starts a
 comment outside quotes; names may be quoted or not, with or without the final dot.
 """
 
@@ -38,13 +44,14 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import BinaryIO
 
+from resolver.lists.adblock import allow_policy
 from resolver.lists.directives import is_address, parse_directives
 from resolver.lists.model import Batch, ListSpec, ParseReport
 from resolver.lists.normalise import Rejected, normalise
 from resolver.lists.plain import EntrySink, decode_line, list_policy
 from resolver.policy import MATCH_SELF, MATCH_SUBTREE, Action, PolicyTable
 
-SKIP_NOT_BLOCKING = "unbound_not_blocking"  # transparent, typetransparent, inform, ...
+SKIP_NOT_BLOCKING = "unbound_not_blocking"  # nodefault: undoes a built-in zone, blocks nothing
 SKIP_DATA_TYPE = "unbound_data_type"  # local-data that is not A or AAAA (CNAME, TXT, MX)
 SKIP_OTHER = "unbound_other_option"  # local-data-ptr, include:, forward-zone:, ...
 REJECT_SYNTAX = "unbound_syntax"  # not `option: value`
@@ -66,9 +73,10 @@ _ZONE_ACTIONS: dict[str, tuple[Action, tuple[tuple[str, ...], tuple[str, ...]] |
     "always_deny": (Action.DROP, None),
     "always_nodata": (Action.NODATA, None),
 }
-_NOT_BLOCKING = frozenset(
-    {"transparent", "typetransparent", "inform", "always_transparent", "nodefault", "noview"}
-)
+# A zone that passes its names through, inside a blocked zone: an exception (allow), as the
+# most specific local zone decides in Unbound. `nodefault` only undoes a built-in zone.
+_PASS_TYPES = frozenset({"transparent", "typetransparent", "inform", "always_transparent"})
+_NOT_BLOCKING = frozenset({"nodefault", "noview"})
 _ZONE_TYPES = tuple(_ZONE_ACTIONS)
 _CLASSES = frozenset({"IN", "CH", "HS", "CS"})
 _NULL_ADDRESSES = {b"A": (b"0.0.0.0", b"127.0.0.1"), b"AAAA": (b"::", b"::1")}
@@ -114,6 +122,7 @@ class _Lines:
             if null is not None:
                 policy = replace(policy, landing_ipv4=null[0], landing_ipv6=null[1])
             self.zone_pids[zone_type] = policies.intern(policy)
+        self.allow_pid = policies.intern(allow_policy(spec))
         self.sink = sink
         self.report = sink.report
 
@@ -156,7 +165,7 @@ class _Lines:
         if zone_type in _NOT_BLOCKING:
             self.report.skip(SKIP_NOT_BLOCKING, line_no, text)
             return
-        pid = self.zone_pids.get(zone_type)
+        pid = self.allow_pid if zone_type in _PASS_TYPES else self.zone_pids.get(zone_type)
         if pid is None:
             self.report.reject(REJECT_ZONE_TYPE, line_no, text)
             return

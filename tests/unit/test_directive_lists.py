@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import io
 from functools import partial
+from pathlib import Path
 from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from resolver.cli import main
+from resolver.compile import NamedEntries, collect_names
+from resolver.config import load_config
 from resolver.lists import directives, parse_list
 from resolver.lists.detect import detect_format
 from resolver.lists.model import ListSpec, ParseReport
@@ -195,6 +199,18 @@ def test_unbound_zone_types_keep_their_answers() -> None:
     assert any(p.landing_ipv4 == ("0.0.0.0",) and p.landing_ipv6 == ("::",) for p in null)
 
 
+@pytest.mark.parametrize("zone_type", ["transparent", "typetransparent", "always_transparent"])
+def test_unbound_pass_through_zone_is_an_exception(zone_type: str) -> None:
+    data = (
+        f'local-zone: "judi.example." always_nxdomain\nlocal-zone: "ok.judi.example." {zone_type}\n'
+    )
+    got = parse("unbound", data.encode())
+    assert got.entries == [
+        ("judi.example", "subtree", "nxdomain"),
+        ("ok.judi.example", "subtree", "allow"),
+    ]
+
+
 def test_unbound_local_data_wins_at_its_own_name() -> None:
     """`static` with local data: the name answers its data (landing), the names below NXDOMAIN.
     The landing policy has the lower id, which wins a tie at one name when the index is built."""
@@ -210,8 +226,7 @@ def test_unbound_local_data_wins_at_its_own_name() -> None:
 @pytest.mark.parametrize(
     ("line", "kind", "reason"),
     [
-        ('local-zone: "ok.example." transparent', "skipped", "unbound_not_blocking"),
-        ('local-zone: "ok.example." typetransparent', "skipped", "unbound_not_blocking"),
+        ('local-zone: "localhost." nodefault', "skipped", "unbound_not_blocking"),
         ('local-data: "c.example. CNAME landing.example."', "skipped", "unbound_data_type"),
         ("local-data: 't.example. TXT \"blocked\"'", "skipped", "unbound_data_type"),
         ('local-data-ptr: "192.0.2.1 t.example"', "skipped", "unbound_other_option"),
@@ -281,9 +296,9 @@ def test_detect_directive_formats(head: bytes, fmt: str) -> None:
         (
             "sample-unbound.conf",
             "unbound",
-            18,
-            8,
-            {"unbound_not_blocking": 1, "unbound_data_type": 1},
+            19,
+            9,
+            {"unbound_data_type": 1},
         ),
     ],
 )
@@ -295,3 +310,30 @@ def test_sample_lists(
     got = parse(fmt, data)
     assert (got.report.lines, got.report.entries) == (lines, entries)
     assert not got.report.rejected and dict(got.report.skipped) == skipped
+
+
+@pytest.mark.parametrize("fmt", ["dnsmasq", "unbound"])
+def test_blokirs_own_export_reads_back_to_the_same_verdicts(tmp_path: Path, fmt: str) -> None:
+    """`blokir export` writes dnsmasq and Unbound configs; read back as lists they must block and
+    allow exactly the names the original lists do (answers may be approximated by the export)."""
+    samples = parsers.SAMPLES
+    config = tmp_path / "blokir.toml"
+    config.write_text(
+        f'[blocking]\nindex_path = "{tmp_path / "i.blkx"}"\n'
+        f'[[allowlists]]\nname = "allow"\npath = "{samples / "sample-allow.txt"}"\n'
+        f'[[lists]]\nname = "d"\npath = "{samples / "sample-domains.txt"}"\n'
+        f'[[lists]]\nname = "h"\npath = "{samples / "sample-hosts.txt"}"\naction = "nxdomain"\n'
+    )
+    exported = tmp_path / f"export.{fmt}"
+    assert main(["export", "-c", str(config), "--format", fmt, "-o", str(exported)]) == 0
+    original = collect_names(load_config(config).list_specs())
+    back = collect_names([ListSpec(name="back", path=str(exported))])
+    assert back.lists[0].report.format == fmt
+
+    def verdicts(named: NamedEntries) -> dict[bytes, tuple[bool | None, bool | None]]:
+        def allowed(pid: int) -> bool | None:
+            return None if pid == 0 else named.policies.get(pid).is_allow
+
+        return {n: (allowed(s), allowed(b)) for n, (s, b) in named.entries.items()}
+
+    assert verdicts(back) == verdicts(original)
