@@ -181,7 +181,7 @@ def open_list(
         digest = hashlib.sha256()
         resolved = spec
         done_before = 0
-        for part in parts.files:
+        for part, part_size in zip(parts.files, parts.sizes, strict=True):
             on_bytes = None
             if progress is not None:
 
@@ -199,7 +199,7 @@ def open_list(
                     yield from parse_list(reader, resolved, policies, report)  # type: ignore[arg-type]
             except ListFileError as exc:
                 raise CompileError(f"list {spec.name!r}: {exc}") from exc
-            done_before += part.stat().st_size
+            done_before += part_size
         result.sha256 = digest.hexdigest()
 
     return result, batches()

@@ -79,18 +79,11 @@ def list_exists(path: str) -> bool:
 def list_signature(path: str) -> tuple[int, float] | None:
     """(total size, newest mtime) of a list's files, as the index header records them; None when
     a file is missing. A part added, removed or rewritten changes one of the two."""
-    parts = list_parts(path)
-    if not parts:
-        return None
-    size, mtime = 0, 0.0
     try:
-        for part in parts:
-            stat = part.stat()
-            size += stat.st_size
-            mtime = max(mtime, stat.st_mtime)
-    except OSError:
+        parts = resolve_parts(path)
+    except ListFileError:
         return None
-    return size, mtime
+    return parts.size, parts.mtime
 
 
 def stat_key(path: str) -> tuple[object, ...] | None:
@@ -304,6 +297,7 @@ class Parts:
     """A list's files and their combined size, resolved once when a compile starts."""
 
     files: list[Path]
+    sizes: list[int]
     size: int
     mtime: float
 
@@ -312,12 +306,12 @@ def resolve_parts(path: str) -> Parts:
     parts = list_parts(path)
     if not parts:
         raise ListFileError(f"{path}: no file matches")
-    size, mtime = 0, 0.0
+    sizes, mtime = [], 0.0
     for part in parts:
         try:
             stat = part.stat()
         except OSError as exc:
             raise ListFileError(f"{part}: {exc.strerror or exc}") from exc
-        size += stat.st_size
+        sizes.append(stat.st_size)
         mtime = max(mtime, stat.st_mtime)
-    return Parts(parts, size, mtime)
+    return Parts(parts, sizes, sum(sizes), mtime)
