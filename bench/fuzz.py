@@ -17,8 +17,8 @@ Targets and invariants (any exception other than the expected one is a crash too
   None; never an answer to a packet with QR=1 or shorter than a header; an answer is a DNS
   message dnspython parses, with QR=1, the query's ID and, when it has a question, the query's
   question bytes; over UDP it fits the client's limit (512 octets without EDNS).
-- lists: resolver.lists.parse_list in every format (auto, plain, hosts, adblock, rpz) on mutated
-  list text; it raises nothing and every name it yields is a normalised name (ASCII, lower case,
+- lists: resolver.lists.parse_list in every format (auto, plain, hosts, adblock, rpz, dnsmasq,
+  unbound) on mutated list text; it raises nothing and every name it yields is a normalised name (ASCII, lower case,
   no trailing dot, labels <= 63, name <= 253 characters, normalise() leaves it unchanged).
 
 Engines: atheris (coverage-guided libFuzzer, the optional `fuzz` extra) when importable, else a
@@ -178,6 +178,8 @@ def list_seeds() -> list[bytes]:
     """List seeds: the sample lists and the parser tests' quirk files, cut into small pieces so
     mutations reach every kind of line quickly. The first byte of a list input picks the
     format (see lists_check)."""
+    from resolver.lists import FORMATS
+
     seeds: list[bytes] = []
     files = sorted((ROOT / "blocklists").glob("sample-*")) + sorted(
         (ROOT / "tests" / "data" / "lists").glob("*/*")
@@ -188,7 +190,7 @@ def list_seeds() -> list[bytes]:
         text = path.read_bytes()
         lines = text.splitlines(keepends=True)
         for start in range(0, len(lines), 12):
-            seeds.append(bytes([len(seeds) % 5]) + b"".join(lines[start : start + 12]))
+            seeds.append(bytes([len(seeds) % len(FORMATS)]) + b"".join(lines[start : start + 12]))
     return seeds
 
 
