@@ -390,6 +390,15 @@ class _RpzWriter(_Writer):
                 "@ NS localhost.",
             )
         )
+        for _, lines in self.groups(output):
+            output.lines(lines)
+
+    def groups(self, output: _Output | None) -> Iterator[tuple[str, list[str]]]:
+        """Per name in name order, its record lines (`owner TYPE data`, owners relative to the
+        origin; inherited wildcards end in a `; inherited` comment). A rule left out is counted,
+        and commented in `output` when there is one. A generator, so a zone transfer can stream
+        the zone without holding its text (resolver/xfr/snapshot.py)."""
+        entries = self.named.entries
         below = {
             name: pids[1]
             for name, pids in entries.items()
@@ -399,6 +408,7 @@ class _RpzWriter(_Writer):
         self.stats.inherited = len(fill)
         for name in sorted(entries.keys() | fill.keys()):
             text = name.decode("ascii", "backslashreplace")
+            lines: list[str] = []
             pids = entries.get(name)
             if pids is not None:
                 problem = self.name_problem(name)
@@ -408,11 +418,36 @@ class _RpzWriter(_Writer):
                         self.left_out(output, name, scope, pid, problem or "action_refused")
                         continue
                     owner = text if scope == SELF else f"*.{text}"
-                    output.lines(f"{owner} {r}" for r in rdata)
+                    lines.extend(f"{owner} {r}" for r in rdata)
                     self.written[pid] += 1
             inherited = fill.get(name)
             if inherited is not None:
-                output.lines(f"*.{text} {r} ; inherited" for r in self.rdata(inherited))
+                lines.extend(f"*.{text} {r} ; inherited" for r in self.rdata(inherited))
+            if lines:
+                yield text, lines
+
+
+def rpz_records(
+    named: NamedEntries,
+    *,
+    landing_ipv4: str | None,
+    landing_ipv6: str | None,
+    ttl: int = 60,
+    zone: str = "rpz.blokir.",
+) -> tuple[ExportStats, Iterator[tuple[str, list[str]]]]:
+    """The body of `export(named, "rpz", ...)` without header, SOA and NS: (name, record lines)
+    per name in name order, lazily; the stats fill in as the records are consumed."""
+    if not 0 <= ttl <= MAX_TTL:
+        raise ValueError(f"ttl {ttl} out of range 0..{MAX_TTL}")
+    v4 = _addresses([landing_ipv4] if landing_ipv4 else [], 4, "landing_ipv4")
+    v6 = _addresses([landing_ipv6] if landing_ipv6 else [], 6, "landing_ipv6")
+    writer = _RpzWriter(named, _Answers(named, "rpz", v4, v6), ttl, _zone_origin(zone))
+
+    def records() -> Iterator[tuple[str, list[str]]]:
+        yield from writer.groups(None)
+        writer.finish()
+
+    return writer.stats, records()
 
 
 # -- formats where a name's rule also decides its subtree ---------------------------------------

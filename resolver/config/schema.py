@@ -51,9 +51,11 @@ __all__ = [
     "ListConfig",
     "ListSource",
     "MetricsConfig",
+    "RpzConfig",
     "Section",
     "ServerConfig",
     "Setting",
+    "TsigKey",
     "UpdatesConfig",
     "UpstreamConfig",
     "keys_of",
@@ -539,6 +541,88 @@ class UpdatesConfig:
         return self.control_socket or self.state_dir / "control.sock"
 
 
+# -- [rpz]: blokir as an RPZ primary (resolver/xfr/primary.py) ---------------------------------
+
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TsigKey:
+    """A TSIG key (RFC 8945): `{ name = "...", algorithm = "hmac-sha256", secret = "base64" }`."""
+
+    name: str
+    algorithm: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class RpzConfig:
+    """`[rpz]`: the merged policy served as an RPZ zone over AXFR/IXFR, with NOTIFY."""
+
+    listen: tuple[Address, ...] = field(
+        default=(),
+        metadata=setting(
+            "Where the primary answers SOA, AXFR and IXFR queries (TCP and UDP). Empty: no "
+            "primary.",
+            'array of `"host:port"`',
+            allowed="port 0..65535",
+        ),
+    )
+    zone: str = field(
+        default="rpz.blokir.",
+        metadata=setting("The RPZ zone's name, as the secondaries configure it.", STRING),
+    )
+    allow_transfer: tuple[Network, ...] = field(
+        default=LOOPBACK,
+        metadata=setting(
+            "Client networks that may query and transfer the zone; everyone else is REFUSED.",
+            "array of CIDR strings",
+            default="loopback (`127.0.0.0/8`, `::1/128`)",
+        ),
+    )
+    notify: tuple[Address, ...] = field(
+        default=(),
+        metadata=setting(
+            "Secondaries sent a NOTIFY (RFC 1996) after each applied reload.",
+            'array of `"host:port"`',
+            allowed="port 1..65535",
+        ),
+    )
+    tsig: tuple[TsigKey, ...] = field(
+        default=(),
+        metadata=setting(
+            "TSIG keys (RFC 8945) a transfer may be signed with; NOTIFYs are signed with the "
+            "first.",
+            "array of `{ name, algorithm, secret }`",
+            allowed="algorithm one of " + ", ".join(TSIG_ALGORITHMS) + "; secret in base64",
+        ),
+    )
+    require_tsig: bool = field(
+        default=False,
+        metadata=setting(
+            "Refuse queries and transfers that are not signed with one of the `tsig` keys.",
+            BOOLEAN,
+        ),
+    )
+    history: int = field(
+        default=10,
+        metadata=setting(
+            "Zone versions kept for IXFR (RFC 1995); a secondary further behind gets the whole "
+            "zone.",
+            INTEGER,
+            low=0,
+            high=1000,
+        ),
+    )
+
+
+# -- end of [rpz] primary keys
+
+
 @dataclass(frozen=True, slots=True)
 class ListSource:
     """Where a list comes from and how it is refreshed; `url` None means a local file.
@@ -710,6 +794,14 @@ class Config:
             "`[updates]`",
             'Keeping lists current while serving (README, "Live list updates").',
             UpdatesConfig,
+        ),
+    )
+    rpz: RpzConfig = field(
+        default_factory=RpzConfig,
+        metadata=_section(
+            "`[rpz]`",
+            "The policy as an RPZ zone over zone transfer (docs/rpz-transfer.md).",
+            RpzConfig,
         ),
     )
     # Allowlists before lists: the order sections are named in messages and the docs, and the

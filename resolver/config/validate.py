@@ -13,6 +13,7 @@ and network rules, with errors made by an `error` method a subclass can word dif
 
 from __future__ import annotations
 
+import base64
 import difflib
 import ipaddress
 import math
@@ -33,6 +34,7 @@ from resolver.config.schema import (
     SCHEMA,
     SECTION_KEYS,
     TABLE_SECTIONS,
+    TSIG_ALGORITHMS,
     AllowlistConfig,
     BlockingConfig,
     CacheConfig,
@@ -41,7 +43,9 @@ from resolver.config.schema import (
     ListConfig,
     ListSource,
     MetricsConfig,
+    RpzConfig,
     ServerConfig,
+    TsigKey,
     UpdatesConfig,
     UpstreamConfig,
 )
@@ -49,6 +53,9 @@ from resolver.control import MAX_PATH_BYTES
 from resolver.policy import Action, Ede, MatchMode
 from resolver.ratelimit import RateLimitAction
 from resolver.sources import source_paths
+
+# A zone name as the RPZ export accepts it (resolver/export.py).
+_ZONE = re.compile(r"(?:[a-z0-9_-]+\.)+")
 
 __all__ = ["ValueParsers", "load_config", "parse_config"]
 
@@ -271,6 +278,7 @@ class _Context(ValueParsers):
         allowlists = tuple(self._allowlist(t) for t in self._array_section(raw, "allowlists"))
         lists = tuple(self._list(t) for t in self._array_section(raw, "lists"))
         self._check_unique_names(allowlists, lists)
+        rpz = self._rpz(tables["rpz"])
         return Config(
             source=source,
             server=server,
@@ -281,6 +289,7 @@ class _Context(ValueParsers):
             updates=updates,
             lists=lists,
             allowlists=allowlists,
+            rpz=rpz,
         )
 
     def _table_section(self, raw: dict[str, object], name: str) -> _Table:
@@ -440,6 +449,54 @@ class _Context(ValueParsers):
                 "[updates] control_socket",
             )
         return updates
+
+    # -- [rpz] primary keys (resolver/xfr/primary.py) --------------------------------------
+
+    def _rpz(self, t: _Table) -> RpzConfig:
+        defaults = RpzConfig()
+        listen = t.get_list("listen", lambda p, v: self.host_port(p, v, required_port=True))
+        notify = t.get_list("notify", lambda p, v: self.host_port(p, v, required_port=True))
+        allow = t.get_list("allow_transfer", self.network)
+        tsig = t.get_list("tsig", self.tsig_key) or []
+        if len({k.name for k in tsig}) != len(tsig):
+            raise t.error("tsig", "two keys have the same name")
+        require = t.get_bool("require_tsig")
+        if require and not tsig:
+            raise t.error("require_tsig", "is true but no [rpz] tsig key is configured")
+        zone = t.get_str("zone").strip().lower()
+        zone = zone if zone.endswith(".") else zone + "."
+        if not _ZONE.fullmatch(zone) or len(zone) > 254:
+            raise t.error("zone", f"{zone!r} is not a usable zone name")
+        return RpzConfig(
+            listen=tuple(listen or ()),
+            zone=zone,
+            allow_transfer=tuple(allow) if allow is not None else defaults.allow_transfer,
+            notify=tuple(notify or ()),
+            tsig=tuple(tsig),
+            require_tsig=require,
+            history=t.get_int("history"),
+        )
+
+    def tsig_key(self, path: KeyPath, value: object) -> TsigKey:
+        if not isinstance(value, dict) or set(value) != {"name", "algorithm", "secret"}:
+            raise self.error(
+                path,
+                'expected { name = "...", algorithm = "hmac-sha256", secret = "base64" }, '
+                f"got {_describe(value)}",
+            )
+        name, algorithm, secret = value["name"], value["algorithm"], value["secret"]
+        if not all(isinstance(v, str) and v.strip() for v in (name, algorithm, secret)):
+            raise self.error(path, "name, algorithm and secret must be non-empty strings")
+        algorithm = algorithm.lower().rstrip(".")
+        if algorithm not in TSIG_ALGORITHMS:
+            raise self.error(
+                path, f"algorithm {algorithm!r} is not one of {', '.join(TSIG_ALGORITHMS)}"
+            )
+        try:
+            base64.b64decode(secret, validate=True)
+        except ValueError:
+            raise self.error(path, "secret is not valid base64") from None
+        return TsigKey(name.strip().lower().rstrip(".") + ".", algorithm, secret.strip())
 
     def _list_common(self, t: _Table) -> tuple[str, Path, str, MatchMode, str, ListSource]:
         name = t.get_str("name")
