@@ -380,7 +380,6 @@ class _RpzWriter(_Writer):
         return fill
 
     def write(self, output: _Output, when: datetime) -> None:
-        entries = self.named.entries
         output.lines(
             (
                 f"$ORIGIN {self.origin}",

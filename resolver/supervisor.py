@@ -40,8 +40,9 @@ from resolver import metrics as m
 from resolver.config import Config
 from resolver.control import ControlError, ControlServer
 from resolver.privileges import PrivilegeError, drop_privileges
-from resolver.reload import RESULTS, Reloader, ReloadError, ReloadOutcome
+from resolver.reload import APPLIED, RESULTS, Reloader, ReloadError, ReloadOutcome
 from resolver.server import DRAIN_SECONDS, Worker
+from resolver.xfr.primary import Primary, start_primary
 
 log = logging.getLogger("blokir")
 
@@ -184,6 +185,7 @@ class Supervisor:
         self.sighup = False
         self.control: ControlServer | None = None
         self.reloader = Reloader(config, load_config, self.swap_workers, self._count_outcome)
+        self.primary: Primary | None = None  # [rpz] listen: serves the policy by zone transfer
 
     # -- start ---------------------------------------------------------------------------
 
@@ -205,6 +207,11 @@ class Supervisor:
             except OSError as exc:
                 raise ServeError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
             log.info("metrics on http://%s:%d/metrics", *http.server_address[:2])
+        if config.rpz.listen:
+            try:
+                self.primary = start_primary(self.config)
+            except OSError as exc:
+                raise ServeError(f"cannot serve [rpz] listen: {exc}") from exc
         self.control = ControlServer(config.updates.socket_path, self._on_control)
         try:
             self.control.start()
@@ -303,6 +310,8 @@ class Supervisor:
         return problems
 
     def _count_outcome(self, outcome: ReloadOutcome | None) -> None:
+        if self.primary is not None and outcome is not None and outcome.result == APPLIED:
+            self.primary.update(self.reloader.config)
         if self.hub is None or outcome is None:
             return
         self.hub.count_reload(outcome.result)
@@ -360,6 +369,8 @@ class Supervisor:
             self._stop_workers()
         finally:
             self.reloader.stop()
+            if self.primary is not None:
+                self.primary.stop()
             if self.control is not None:
                 self.control.close()
         return 0

@@ -70,6 +70,15 @@ SOA_NAMES = "localhost. hostmaster.localhost."
 NS_TARGET = "localhost."
 
 _RR_HEADER = struct.Struct("!HHIH")
+_TSIG_ERRORS = (
+    dns.message.UnknownTSIGKey,
+    dns.tsig.BadSignature,
+    dns.tsig.BadTime,
+    dns.tsig.BadKey,
+    dns.tsig.BadAlgorithm,
+)
+# dnspython's Renderer is untyped; the few calls made on it are typed by use here.
+_Renderer: Any = dns.renderer.Renderer
 _POINTER_TO_QNAME = b"\xc0\x0c"  # the question's name starts right after the 12-byte header
 
 
@@ -84,7 +93,7 @@ class _Signer:
         self.request_mac = query.mac
         self.ctx: Any = None
 
-    def sign(self, renderer: dns.renderer.Renderer, query_id: int) -> None:
+    def sign(self, renderer: Any, query_id: int) -> None:
         if self.key is None:
             return
         self.ctx = renderer.add_multi_tsig(
@@ -105,7 +114,7 @@ class ZoneWire:
 
     def __init__(self, zone: str, ttl: int) -> None:
         self.zone = dns.name.from_text(zone)
-        self.zone_length = len(self.zone.to_wire())
+        self.zone_length = len(self.zone.to_digestable())
         self.ttl = ttl
         self._tails: dict[str, bytes] = {}
         self.skipped = 0
@@ -222,7 +231,11 @@ class Primary:
         )
 
     def addresses(self) -> list[tuple[str, int]]:
-        return [s.server_address[:2] for s in self._servers if isinstance(s, _TcpServer)]
+        return [
+            (str(s.server_address[0]), int(s.server_address[1]))
+            for s in self._servers
+            if isinstance(s, _TcpServer)
+        ]
 
     def stop(self) -> None:
         self._stopping.set()
@@ -323,8 +336,8 @@ class Primary:
 
     def _notify_one(self, host: str, port: int, serial: int) -> None:
         message = dns.message.make_query(self.wire.zone, dns.rdatatype.SOA)
+        message.flags = dns.flags.AA  # RFC 1996 3.7 (and no RD); the opcode lives in flags too
         message.set_opcode(dns.opcode.NOTIFY)
-        message.flags = dns.flags.AA
         message.answer.append(self.wire.soa_rrset(serial))
         if self.rpz.tsig:
             first = self.rpz.tsig[0]
@@ -356,7 +369,7 @@ class Primary:
         """The response message(s) to one query; nothing for a message that is not a query."""
         try:
             query = dns.message.from_wire(wire, keyring=self.keyring or None)
-        except (dns.message.UnknownTSIGKey, dns.tsig.PeerError) as exc:
+        except _TSIG_ERRORS as exc:
             # RFC 8945 5.2: unknown key or bad signature: NOTAUTH, unsigned.
             self._count("notauth")
             log.warning("rpz: %s: TSIG rejected: %s", client, exc)
@@ -492,14 +505,15 @@ class Primary:
     def _message(
         self, query: dns.message.Message, rdtype: int, records: list[bytes], signer: _Signer
     ) -> bytes:
-        renderer = dns.renderer.Renderer(query.id, dns.flags.QR | dns.flags.AA, 65535)
+        renderer = _Renderer(query.id, dns.flags.QR | dns.flags.AA, 65535)
         renderer.add_question(self.wire.zone, rdtype, dns.rdataclass.IN)
         renderer.output.write(b"".join(records))
         renderer.counts[dns.renderer.ANSWER] = len(records)
         renderer.section = dns.renderer.ANSWER
         renderer.write_header()
         signer.sign(renderer, query.id)
-        return renderer.get_wire()
+        wire: bytes = renderer.get_wire()
+        return wire
 
     @staticmethod
     def _simple(query: dns.message.Message, rcode: dns.rcode.Rcode) -> bytes:
@@ -515,6 +529,14 @@ class Primary:
             return  # not even a DNS message: no answer
         if not query.flags & dns.flags.QR:
             yield self._simple(query, rcode)
+
+
+def start_primary(config: Config) -> Primary:
+    """Bind `[rpz] listen`, serve the last version on disk at once, and build the current one."""
+    primary = Primary(config)
+    primary.start()
+    primary.update(config)
+    return primary
 
 
 # -- servers --------------------------------------------------------------------------------
