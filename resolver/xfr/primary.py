@@ -22,10 +22,11 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
+import signal
 import socket
 import socketserver
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -168,6 +169,20 @@ class ZoneWire:
         return dns.rrset.from_text(self.zone, self.ttl, "IN", "NS", NS_TARGET)
 
 
+def _wait(pid: int, timeout: float) -> bool:
+    """Reap `pid`; False (after killing it) when it runs past `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return True
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return False
+
+
 def _open(path: Path) -> IO[str]:
     return open(path, encoding="ascii", buffering=1 << 20)
 
@@ -284,27 +299,10 @@ class Primary:
             deleted=self.history.scratch("del") if current else None,
             added=self.history.scratch("add") if current else None,
         )
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "resolver.xfr.snapshot"],
-                input=json.dumps(request.to_json()),
-                capture_output=True,
-                text=True,
-                timeout=BUILD_TIMEOUT,
-                check=False,
-            )
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-        except (subprocess.TimeoutExpired, OSError, ValueError, IndexError) as exc:
-            result = {"ok": False, "error": f"snapshot build: {exc}"}
-            done = None
+        result = self._run_build(request)
         if not result.get("ok"):
-            stderr = done.stderr.strip()[-500:] if done is not None else ""
-            log.error(
-                "rpz: zone not updated, still serving the last version: %s %s",
-                result.get("error"),
-                stderr,
-            )
-            self.last_build = {"ok": False, "error": result.get("error")}
+            log.error("rpz: zone not updated, still serving the last version: %s", result["error"])
+            self.last_build = {"ok": False, "error": result["error"]}
             return None
         version = self.history.commit(
             request.output, result["sha256"], result["records"], request.deleted, request.added
@@ -325,6 +323,43 @@ class Primary:
         with self.versions_built:
             self.versions_built.notify_all()
         return version
+
+    def _run_build(self, request: snapshot.Request) -> dict[str, Any]:
+        """Run the snapshot child with posix_spawn, its input and output in files. Not
+        `subprocess`: it learns that exec succeeded from a pipe, and a worker the supervisor
+        forks at that moment inherits the pipe's write end, which would keep this thread
+        waiting for an end of file until the worker exits."""
+        paths = [self.history.scratch(n) for n in ("request", "result", "stderr")]
+        try:
+            paths[0].write_text(json.dumps(request.to_json()))
+            with (
+                paths[0].open("rb") as stdin,
+                paths[1].open("wb") as stdout,
+                paths[2].open("wb") as stderr,
+            ):
+                pid = os.posix_spawn(
+                    sys.executable,
+                    [sys.executable, "-m", "resolver.xfr.snapshot"],
+                    os.environ,
+                    file_actions=[
+                        (os.POSIX_SPAWN_DUP2, stdin.fileno(), 0),
+                        (os.POSIX_SPAWN_DUP2, stdout.fileno(), 1),
+                        (os.POSIX_SPAWN_DUP2, stderr.fileno(), 2),
+                    ],
+                )
+            if not _wait(pid, BUILD_TIMEOUT):
+                return {"ok": False, "error": f"snapshot build: over {BUILD_TIMEOUT:.0f} s"}
+            lines = paths[1].read_text().strip().splitlines()
+            result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+            if not result.get("ok"):
+                error = result.get("error") or paths[2].read_text(errors="replace")[-500:]
+                result = {"ok": False, "error": f"snapshot build: {error.strip()}"}
+        except (OSError, ValueError) as exc:
+            result = {"ok": False, "error": f"snapshot build: {exc}"}
+        finally:
+            for path in paths:
+                path.unlink(missing_ok=True)
+        return result
 
     def notify(self, serial: int) -> None:
         """RFC 1996: tell each `[rpz] notify` target that the zone changed; each in its own
