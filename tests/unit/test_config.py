@@ -366,8 +366,8 @@ ERROR_CASES = [
     ("[[list]]\nname = 'x'\n", "blokir.toml:1 list: unknown section (did you mean 'lists'?)"),
     (
         "[frobnicate]\n",
-        "blokir.toml:1 frobnicate: unknown section "
-        "(expected one of server, upstream, blocking, cache, metrics, updates, rpz, allowlists, lists)",
+        "blokir.toml:1 frobnicate: unknown section (expected one of server, upstream, "
+        "blocking, cache, metrics, updates, rpz, allowlists, lists)",
     ),
     (
         "workers = 2\n",
