@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import struct
 import sys
@@ -216,6 +217,7 @@ notify = ["{LOOPBACK}:{unbound_port}"]
     finally:
         for process in reversed(processes):
             process.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return figures
 
 

@@ -81,6 +81,7 @@ _TSIG_ERRORS = (
 # dnspython's Renderer is untyped; the few calls made on it are typed by use here.
 _Renderer: Any = dns.renderer.Renderer
 _POINTER_TO_QNAME = b"\xc0\x0c"  # the question's name starts right after the 12-byte header
+_LENGTH_BYTES = [bytes((n,)) for n in range(256)]
 
 
 class _Signer:
@@ -147,11 +148,23 @@ class ZoneWire:
         )
 
     def records(self, lines: Iterable[str]) -> Iterator[bytes]:
-        record = self.record
+        """`record` over many lines, inlined: this loop is the whole cost of a large AXFR."""
+        tails = self._tails
+        lengths = _LENGTH_BYTES
+        limit = 254 - self.zone_length
         for line in lines:
-            wire = record(line)
-            if wire is not None:
-                yield wire
+            owner, _, rest = line.partition(" ")
+            tail = tails.get(rest) or self._tail(rest)
+            if owner == "@":
+                yield _POINTER_TO_QNAME + tail
+            elif len(owner) > limit:
+                self.skipped += 1
+            else:
+                yield (
+                    b"".join([lengths[len(label)] + label for label in owner.encode().split(b".")])
+                    + _POINTER_TO_QNAME
+                    + tail
+                )
 
     def soa_text(self, serial: int) -> str:
         refresh, retry, expire = SOA_TIMERS
