@@ -54,6 +54,7 @@ from bench.servers import (  # noqa: E402 - after the path set-up, as the other 
     smaps_rollup_kib,
     start_blokir,
     start_nsd,
+    unbound_secondary_conf,
 )
 from bench.workload import write_list  # noqa: E402
 
@@ -232,31 +233,7 @@ def ixfr(
     processes: list[ManagedProcess],
 ) -> dict[str, float]:
     unbound = require_binary("unbound")
-    conf = tmp / "unbound.conf"
-    conf.write_text(f"""server:
-    interface: {LOOPBACK}
-    port: {unbound_port}
-    do-ip6: no
-    num-threads: 1
-    chroot: ""
-    username: ""
-    directory: "{tmp}"
-    pidfile: "{tmp}/unbound.pid"
-    use-syslog: no
-    logfile: "{tmp}/unbound.log"
-    verbosity: 1
-    module-config: "respip iterator"
-    do-not-query-localhost: no
-remote-control:
-    control-enable: no
-rpz:
-    name: "{ZONE}"
-    primary: {LOOPBACK}@{rpz_port}
-    allow-notify: {LOOPBACK}
-forward-zone:
-    name: "."
-    forward-addr: {LOOPBACK}@{nsd_port}
-""")
+    conf = unbound_secondary_conf(tmp, unbound_port, rpz_port, nsd_port, ZONE)
     started = time.perf_counter()
     secondary = ManagedProcess("unbound", [unbound, "-d", "-c", str(conf)], tmp / "unbound.out")
     processes.append(secondary)

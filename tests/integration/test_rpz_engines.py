@@ -21,7 +21,15 @@ import dns.query
 import dns.rcode
 import pytest
 
-from bench.servers import Deadline, ManagedProcess, find_binary, free_port, start_blokir, start_nsd
+from bench.servers import (
+    Deadline,
+    ManagedProcess,
+    find_binary,
+    free_port,
+    start_blokir,
+    start_nsd,
+    unbound_secondary_conf,
+)
 from tests.integration.dnsutil import addresses
 
 pytestmark = pytest.mark.integration
@@ -180,32 +188,8 @@ def check_engine(
 def test_unbound_secondary(fleet: Fleet) -> None:
     unbound = find_binary("unbound") or pytest.skip("unbound is not installed")
     port = fleet.ports["unbound"]
-    conf = fleet.workdir / "unbound.conf"
-    conf.write_text(f"""server:
-    interface: {LOOPBACK}
-    port: {port}
-    do-ip6: no
-    num-threads: 1
-    chroot: ""
-    username: ""
-    directory: "{fleet.workdir}"
-    pidfile: "{fleet.workdir}/unbound.pid"
-    use-syslog: no
-    logfile: "{fleet.workdir}/unbound.log"
-    verbosity: 1
-    module-config: "respip iterator"
-    do-not-query-localhost: no
-remote-control:
-    control-enable: no
-rpz:
-    name: "{ZONE}"
-    primary: {LOOPBACK}@{fleet.rpz_port}
-    allow-notify: {LOOPBACK}
-forward-zone:
-    name: "."
-    forward-addr: {LOOPBACK}@{fleet.nsd_port}
-""")
-    log = fleet.workdir / "unbound.log"
+    conf = unbound_secondary_conf(fleet.workdir, port, fleet.rpz_port, fleet.nsd_port, ZONE)
+    log = fleet.workdir / "unbound-secondary.log"
     with ManagedProcess("unbound", [unbound, "-d", "-c", str(conf)], log) as process:
         check_engine(fleet, "unbound", process, log)
 
