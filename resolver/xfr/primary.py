@@ -278,6 +278,11 @@ class Primary:
         """The policy or settings changed (an applied reload): build the next version. Requests
         that arrive while a build runs are merged into one more build."""
         self.config = config
+        # Who may transfer, with which keys, and whom to notify apply now; listen, zone and
+        # history wait for a restart (resolver/reload.py RESTART_ONLY).
+        self.rpz = config.rpz
+        self.keyring = self._keyring(config.rpz)
+        self.networks = [ipaddress.ip_network(n) for n in config.rpz.allow_transfer]
         self._wanted.set()
 
     # -- versions -----------------------------------------------------------------------------
