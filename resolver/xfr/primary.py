@@ -200,11 +200,11 @@ def _open(path: Path) -> IO[str]:
     return open(path, encoding="ascii", buffering=1 << 20)
 
 
-def _lines(handle: IO[str], tabbed: bool) -> Iterator[str]:
-    """Records from an open snapshot (`NAME<TAB>record`) or difference file (`record`)."""
+def _lines(handle: IO[str]) -> Iterator[str]:
+    """Records from an open snapshot or difference file (resolver/xfr/snapshot.py)."""
     with handle:
         for line in handle:
-            yield line[line.index("\t") + 1 : -1] if tabbed else line[:-1]
+            yield line[:-1]
 
 
 class Primary:
@@ -526,7 +526,7 @@ class Primary:
         soa = self.wire.soa(version.serial)
         yield soa  # RFC 5936 2.2: the SOA opens and closes the stream
         yield from self.wire.records(["@ NS " + NS_TARGET])
-        yield from self.wire.records(_lines(snapshot_file, tabbed=True))
+        yield from self.wire.records(_lines(snapshot_file))
         yield soa
 
     def _ixfr_records(
@@ -536,9 +536,9 @@ class Primary:
         yield soa
         for step, deleted, added in files:  # RFC 1995 4: old SOA, deletions, new SOA, additions
             yield self.wire.soa(step.before)
-            yield from self.wire.records(_lines(deleted, tabbed=False))
+            yield from self.wire.records(_lines(deleted))
             yield self.wire.soa(step.serial)
-            yield from self.wire.records(_lines(added, tabbed=False))
+            yield from self.wire.records(_lines(added))
         yield soa
 
     def _messages(self, query: dns.message.Message, records: Iterator[bytes]) -> Iterator[bytes]:

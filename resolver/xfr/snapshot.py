@@ -1,9 +1,9 @@
 """One version of the served RPZ zone, on disk, and the difference between two versions.
 
 A snapshot file holds the zone's records (SOA and NS aside) exactly as `blokir export --format
-rpz` maps the merged policy (`resolver.export.rpz_records`), one record a line:
-`NAME<TAB>OWNER TYPE DATA`, NAME being the listed name the record belongs to, OWNER relative to
-the zone origin, lines grouped by NAME in name order. Because both files of a version pair are
+rpz` maps the merged policy (`resolver.export.rpz_records`), one record a line: `OWNER TYPE
+DATA`, OWNER relative to the zone origin, the records of a listed name (`name`, `*.name`) together
+and the names in order. Because both files of a version pair are
 in the same order, their difference is one streaming merge: memory stays flat whatever the
 size, and a transfer reads a file rather than a dict of every name.
 
@@ -89,7 +89,7 @@ def build(request: Request) -> Built:
     from resolver.export import rpz_records
 
     named = collect_names(request.specs)
-    _, groups = rpz_records(
+    _, by_name = rpz_records(
         named,
         landing_ipv4=request.landing_ipv4,
         landing_ipv6=request.landing_ipv6,
@@ -98,12 +98,14 @@ def build(request: Request) -> Built:
     )
     digest = hashlib.sha256()
     records = 0
+    batch: list[str] = []
     with open(request.output, "w", encoding="ascii", buffering=_BUFFER) as out:
-        for name, lines in groups:
-            chunk = "".join(f"{name}\t{_record(line)}\n" for line in lines)
-            digest.update(chunk.encode("ascii"))
-            out.write(chunk)
-            records += len(lines)
+        for _, lines in by_name:
+            batch.extend(lines)
+            if len(batch) >= 10_000:
+                records += _write(out, digest, batch)
+                batch = []
+        records += _write(out, digest, batch)
     del named
     deleted = added = 0
     if request.previous is not None and request.deleted and request.added:
@@ -111,32 +113,33 @@ def build(request: Request) -> Built:
     return Built(digest.hexdigest(), records, deleted, added)
 
 
-def _record(line: str) -> str:
-    """`owner TYPE data`, without the export's trailing `; inherited` comment."""
-    return line.split(" ;", 1)[0]
+def _write(out: TextIO, digest: Any, lines: list[str]) -> int:
+    """Lines `owner TYPE data`, without the export's trailing `; inherited` comment."""
+    text = "".join([line.split(" ;", 1)[0] + "\n" for line in lines])
+    digest.update(text.encode("ascii"))
+    out.write(text)
+    return len(lines)
+
+
+def _name(record: str) -> str:
+    """The listed name a record belongs to: its owner without a leading `*.`."""
+    owner = record[: record.index(" ")]
+    return owner[2:] if owner.startswith("*.") else owner
 
 
 def groups(path: Path) -> Iterator[tuple[str, list[str]]]:
-    """(name, records) per name, in file order."""
-    with open(path, encoding="ascii", buffering=_BUFFER) as lines:
-        name = ""
-        records: list[str] = []
-        for line in lines:
-            key, _, record = line.rstrip("\n").partition("\t")
-            if key != name and records:
-                yield name, records
-                records = []
-            name = key
-            records.append(record)
-        if records:
+    """(name, records) per listed name, in file order."""
+    name = ""
+    records: list[str] = []
+    for record in read_records(path):
+        key = _name(record)
+        if key != name and records:
             yield name, records
-
-
-def records(path: Path) -> Iterator[str]:
-    """Every record of a snapshot (`owner TYPE data`), in order, streamed."""
-    with open(path, encoding="ascii", buffering=_BUFFER) as lines:
-        for line in lines:
-            yield line[line.index("\t") + 1 :].rstrip("\n")
+            records = []
+        name = key
+        records.append(record)
+    if records:
+        yield name, records
 
 
 def diff(old: Path, new: Path, deleted: Path, added: Path) -> tuple[int, int]:
@@ -173,7 +176,7 @@ def diff(old: Path, new: Path, deleted: Path, added: Path) -> tuple[int, int]:
 
 
 def read_records(path: Path) -> Iterator[str]:
-    """The records of a difference file, streamed."""
+    """The records of a snapshot or difference file, streamed."""
     with open(path, encoding="ascii", buffering=_BUFFER) as lines:
         for line in lines:
             yield line.rstrip("\n")

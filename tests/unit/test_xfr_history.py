@@ -27,7 +27,7 @@ def test_serial_arithmetic_wraps() -> None:
 
 
 def snapshot(path: Path, records: dict[str, list[str]]) -> Path:
-    path.write_text("".join(f"{name}\t{r}\n" for name in sorted(records) for r in records[name]))
+    path.write_text("".join(f"{r}\n" for name in sorted(records) for r in records[name]))
     return path
 
 
@@ -71,7 +71,7 @@ def commit(history: ZoneHistory, tmp: Path, text: str, digest: str) -> int | Non
 
 def test_history_keeps_the_last_steps(tmp_path: Path) -> None:
     history = ZoneHistory(tmp_path, keep=2)
-    serials = [commit(history, tmp_path, f"n{i}\tn{i} CNAME .\n", f"sha{i}") for i in range(4)]
+    serials = [commit(history, tmp_path, f"n{i} CNAME .\n", f"sha{i}") for i in range(4)]
     assert all(s is not None for s in serials)
     assert commit(history, tmp_path, "same", "sha3") is None  # same content: no new serial
     first, second, third, fourth = serials
