@@ -1,7 +1,8 @@
 """The zone's versions on disk: the serial, the current snapshot and the last differences.
 
 Layout, in `<state_dir>/rpz/`: `state.json` (serial, content digest, the steps kept),
-`zone-<serial>.txt` (the current snapshot, resolver/xfr/snapshot.py) and, per step kept,
+`zone-<serial>.txt` (the current snapshot, resolver/xfr/snapshot.py), `zone-<serial>.wire` (the
+same records as message bodies, for AXFR) and, per step kept,
 `del-<serial>.txt` / `add-<serial>.txt` (what changed to reach that serial). The serial only
 grows (RFC 1982 arithmetic) and survives restarts, so a secondary never sees it go backwards:
 a reload that leaves the zone's content unchanged keeps the serial.
@@ -56,6 +57,10 @@ class Version:
     snapshot: Path
     steps: list[Step] = field(default_factory=list)  # oldest first, ending at `serial`
 
+    @property
+    def wire(self) -> Path:
+        return self.snapshot.with_suffix(".wire")
+
 
 class ZoneHistory:
     """The current version and its steps; `commit` installs a new one atomically (state.json is
@@ -92,7 +97,7 @@ class ZoneHistory:
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not version.snapshot.is_file():
+        if not (version.snapshot.is_file() and version.wire.is_file()):
             return None
         # A step whose files are gone cannot be served; nor can any step before it.
         while version.steps and not all(
@@ -108,18 +113,20 @@ class ZoneHistory:
         records: int,
         deleted: Path | None,
         added: Path | None,
+        wire: Path,
     ) -> Version | None:
         """Adopt a new snapshot (files in the scratch area, moved here). Returns the new version,
         or None when the content is unchanged (the scratch files are removed)."""
         with self._lock:
             old = self.current
             if old is not None and old.sha256 == sha256:
-                for path in (snapshot, deleted, added):
+                for path in (snapshot, deleted, added, wire):
                     if path is not None:
                         path.unlink(missing_ok=True)
                 return None
             serial = next_serial(old.serial if old else None)
             target = self.directory / f"zone-{serial}.txt"
+            os.replace(wire, target.with_suffix(".wire"))
             os.replace(snapshot, target)
             steps = list(old.steps) if old else []
             if old is not None and deleted is not None and added is not None and self.keep > 0:
@@ -148,6 +155,7 @@ class ZoneHistory:
         if old is not None and old.snapshot != target:
             # A transfer still reading the old file keeps its open descriptor (POSIX unlink).
             old.snapshot.unlink(missing_ok=True)
+            old.wire.unlink(missing_ok=True)
         return version
 
     def _save(self, version: Version) -> None:
@@ -188,10 +196,10 @@ class ZoneHistory:
         version = self.current
         keep = {"state.json"}
         if version is not None:
-            keep.add(version.snapshot.name)
+            keep.update((version.snapshot.name, version.wire.name))
             for step in version.steps:
                 keep.update((step.deleted.name, step.added.name))
         with contextlib.suppress(OSError):
             for path in self.directory.iterdir():
-                if path.name not in keep and path.suffix in (".txt", ".tmp"):
+                if path.name not in keep and path.suffix in (".txt", ".wire", ".tmp"):
                     path.unlink(missing_ok=True)

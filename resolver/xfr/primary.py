@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 import dns.exception
 import dns.flags
@@ -52,10 +52,10 @@ import dns.tsigkeyring
 from resolver.config import Config, RpzConfig
 from resolver.xfr import snapshot
 from resolver.xfr.history import Version, ZoneHistory
+from resolver.xfr.zonewire import NS_TARGET, ZoneWire, batches, read_blocks
 
 log = logging.getLogger("blokir")
 
-MESSAGE_BUDGET = 64000  # bytes of records per transfer message; 65535 is the TCP maximum
 MAX_TRANSFERS = 8  # concurrent AXFR/IXFR; more are REFUSED until one ends
 MAX_QUERIES_PER_CONNECTION = 100
 IDLE_TIMEOUT = 30.0  # seconds a TCP connection may wait for its next query
@@ -64,13 +64,7 @@ BUILD_TIMEOUT = 1800.0  # seconds for a snapshot build (a 10M-name policy takes 
 NOTIFY_TRIES = 3  # RFC 1996 3.6: retransmit until answered, a bounded number of times
 NOTIFY_TIMEOUT = 2.0
 FUDGE = 300  # TSIG time fudge, seconds (RFC 8945 section 10)
-# SOA timers (refresh, retry, expire), as `blokir export --format rpz` writes them; NOTIFY
-# makes the refresh a fallback. MNAME/RNAME: the zone has no real server names.
-SOA_TIMERS = (3600, 600, 604800)
-SOA_NAMES = "localhost. hostmaster.localhost."
-NS_TARGET = "localhost."
 
-_RR_HEADER = struct.Struct("!HHIH")
 _TSIG_ERRORS = (
     dns.message.UnknownTSIGKey,
     dns.tsig.BadSignature,
@@ -80,8 +74,6 @@ _TSIG_ERRORS = (
 )
 # dnspython's Renderer is untyped; the few calls made on it are typed by use here.
 _Renderer: Any = dns.renderer.Renderer
-_POINTER_TO_QNAME = b"\xc0\x0c"  # the question's name starts right after the 12-byte header
-_LENGTH_BYTES = [bytes((n,)) for n in range(256)]
 
 
 class _Signer:
@@ -109,77 +101,6 @@ class _Signer:
             self.request_mac,
             self.algorithm,
         )
-
-
-class ZoneWire:
-    """Record wire for one zone: owners relative to the zone, compressed to the question."""
-
-    def __init__(self, zone: str, ttl: int) -> None:
-        self.zone = dns.name.from_text(zone)
-        self.zone_length = len(self.zone.to_digestable())
-        self.ttl = ttl
-        self._tails: dict[str, bytes] = {}
-        self.skipped = 0
-
-    def _tail(self, rtype_data: str) -> bytes:
-        """TYPE, CLASS, TTL, RDLENGTH and RDATA for `TYPE data` (cached: a zone has few)."""
-        tail = self._tails.get(rtype_data)
-        if tail is None:
-            rtype, _, data = rtype_data.partition(" ")
-            rdata = dns.rdata.from_text(dns.rdataclass.IN, rtype, data).to_digestable()
-            code = dns.rdatatype.from_text(rtype)
-            tail = _RR_HEADER.pack(code, dns.rdataclass.IN, self.ttl, len(rdata)) + rdata
-            self._tails[rtype_data] = tail
-        return tail
-
-    def record(self, record: str) -> bytes | None:
-        """`owner TYPE data` -> wire; None for an owner too long once the zone is appended."""
-        owner, _, rest = record.partition(" ")
-        if owner == "@":
-            return _POINTER_TO_QNAME + self._tail(rest)
-        if len(owner) + 1 + self.zone_length > 255:  # RFC 1035 2.3.4
-            self.skipped += 1
-            return None
-        labels = owner.encode("ascii").split(b".")
-        return (
-            b"".join([bytes((len(label),)) + label for label in labels])
-            + _POINTER_TO_QNAME
-            + self._tail(rest)
-        )
-
-    def records(self, lines: Iterable[str]) -> Iterator[bytes]:
-        """`record` over many lines, inlined: this loop is the whole cost of a large AXFR."""
-        tails = self._tails
-        lengths = _LENGTH_BYTES
-        limit = 254 - self.zone_length
-        for line in lines:
-            owner, _, rest = line.partition(" ")
-            tail = tails.get(rest) or self._tail(rest)
-            if owner == "@":
-                yield _POINTER_TO_QNAME + tail
-            elif len(owner) > limit:
-                self.skipped += 1
-            else:
-                yield (
-                    b"".join([lengths[len(label)] + label for label in owner.encode().split(b".")])
-                    + _POINTER_TO_QNAME
-                    + tail
-                )
-
-    def soa_text(self, serial: int) -> str:
-        refresh, retry, expire = SOA_TIMERS
-        return f"{SOA_NAMES} {serial} {refresh} {retry} {expire} {self.ttl}"
-
-    def soa(self, serial: int) -> bytes:
-        rdata = dns.rdata.from_text(dns.rdataclass.IN, "SOA", self.soa_text(serial))
-        wire = rdata.to_digestable()
-        return _POINTER_TO_QNAME + _RR_HEADER.pack(6, 1, self.ttl, len(wire)) + wire
-
-    def soa_rrset(self, serial: int) -> dns.rrset.RRset:
-        return dns.rrset.from_text(self.zone, self.ttl, "IN", "SOA", self.soa_text(serial))
-
-    def ns_rrset(self) -> dns.rrset.RRset:
-        return dns.rrset.from_text(self.zone, self.ttl, "IN", "NS", NS_TARGET)
 
 
 def _wait(pid: int, timeout: float) -> bool:
@@ -316,14 +237,21 @@ class Primary:
             previous=current.snapshot if current else None,
             deleted=self.history.scratch("del") if current else None,
             added=self.history.scratch("add") if current else None,
+            wire=self.history.scratch("wire"),
         )
         result = self._run_build(request)
         if not result.get("ok"):
             log.error("rpz: zone not updated, still serving the last version: %s", result["error"])
             self.last_build = {"ok": False, "error": result["error"]}
             return None
+        assert request.wire is not None
         version = self.history.commit(
-            request.output, result["sha256"], result["records"], request.deleted, request.added
+            request.output,
+            result["sha256"],
+            result["records"],
+            request.deleted,
+            request.added,
+            request.wire,
         )
         seconds = time.perf_counter() - started
         self.last_build = {"ok": True, "seconds": round(seconds, 3), **result}
@@ -502,12 +430,12 @@ class Primary:
             # Every file is opened before the first message, so a version committed meanwhile
             # (which unlinks files no longer needed) cannot cut this stream short.
             if steps is None:
-                records = self._axfr_records(version, _open(version.snapshot))
+                bodies = self._axfr_bodies(version, open(version.wire, "rb"))  # noqa: SIM115
             else:
                 files = [(s, _open(s.deleted), _open(s.added)) for s in steps]
-                records = self._ixfr_records(version, files)
+                bodies = batches(self._ixfr_records(version, files))
             sent = 0
-            for message in self._messages(query, records):
+            for message in self._messages(query, bodies):
                 sent += 1
                 yield message
             self._count(kind)
@@ -522,12 +450,13 @@ class Primary:
         finally:
             self._transfers.release()
 
-    def _axfr_records(self, version: Version, snapshot_file: IO[str]) -> Iterator[bytes]:
+    def _axfr_bodies(self, version: Version, wire: BinaryIO) -> Iterator[tuple[int, bytes]]:
+        """RFC 5936 2.2: the SOA opens and closes the stream; the records between come from the
+        version's block file as they are, one message each."""
         soa = self.wire.soa(version.serial)
-        yield soa  # RFC 5936 2.2: the SOA opens and closes the stream
-        yield from self.wire.records(["@ NS " + NS_TARGET])
-        yield from self.wire.records(_lines(snapshot_file))
-        yield soa
+        yield from batches([soa, *self.wire.records(["@ NS " + NS_TARGET])])
+        yield from read_blocks(wire)
+        yield 1, soa
 
     def _ixfr_records(
         self, version: Version, files: list[tuple[Any, IO[str], IO[str]]]
@@ -541,32 +470,22 @@ class Primary:
             yield from self.wire.records(_lines(added))
         yield soa
 
-    def _messages(self, query: dns.message.Message, records: Iterator[bytes]) -> Iterator[bytes]:
+    def _messages(
+        self, query: dns.message.Message, bodies: Iterable[tuple[int, bytes]]
+    ) -> Iterator[bytes]:
+        """One response message per (record count, body), each signed when the query was."""
         signer = _Signer(query)
-        question = query.question[0]
-        batch: list[bytes] = []
-        size = 0
-        for record in records:
-            if size + len(record) > MESSAGE_BUDGET and batch:
-                yield self._message(query, question.rdtype, batch, signer)
-                batch, size = [], 0
-            batch.append(record)
-            size += len(record)
-        if batch:
-            yield self._message(query, question.rdtype, batch, signer)
-
-    def _message(
-        self, query: dns.message.Message, rdtype: int, records: list[bytes], signer: _Signer
-    ) -> bytes:
-        renderer = _Renderer(query.id, dns.flags.QR | dns.flags.AA, 65535)
-        renderer.add_question(self.wire.zone, rdtype, dns.rdataclass.IN)
-        renderer.output.write(b"".join(records))
-        renderer.counts[dns.renderer.ANSWER] = len(records)
-        renderer.section = dns.renderer.ANSWER
-        renderer.write_header()
-        signer.sign(renderer, query.id)
-        wire: bytes = renderer.get_wire()
-        return wire
+        rdtype = query.question[0].rdtype
+        for count, body in bodies:
+            renderer = _Renderer(query.id, dns.flags.QR | dns.flags.AA, 65535)
+            renderer.add_question(self.wire.zone, rdtype, dns.rdataclass.IN)
+            renderer.output.write(body)
+            renderer.counts[dns.renderer.ANSWER] = count
+            renderer.section = dns.renderer.ANSWER
+            renderer.write_header()
+            signer.sign(renderer, query.id)
+            wire: bytes = renderer.get_wire()
+            yield wire
 
     @staticmethod
     def _simple(query: dns.message.Message, rcode: dns.rcode.Rcode) -> bytes:

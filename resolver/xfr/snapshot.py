@@ -7,6 +7,10 @@ and the names in order. Because both files of a version pair are
 in the same order, their difference is one streaming merge: memory stays flat whatever the
 size, and a transfer reads a file rather than a dict of every name.
 
+Beside it, the child writes the zone as ready message bodies (resolver/xfr/zonewire.py), so an
+AXFR only reads and sends blocks: the per-record work is done once per version, not per
+transfer.
+
 Building a snapshot needs every name in memory (`collect_names`), so it runs in a child process
 (`python -m resolver.xfr.snapshot`, a JSON request on stdin, a JSON result on stdout), like the
 index build: the supervisor that serves transfers never grows by the size of the policy.
@@ -25,6 +29,7 @@ from typing import Any, TextIO
 
 from resolver.lists.model import ListSpec
 from resolver.provenance import spec_from_json, spec_json
+from resolver.xfr.zonewire import ZoneWire, write_blocks
 
 _BUFFER = 1 << 20
 
@@ -43,6 +48,7 @@ class Request:
     previous: Path | None = None
     deleted: Path | None = None
     added: Path | None = None
+    wire: Path | None = None  # the zone as message bodies (resolver/xfr/zonewire.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +61,7 @@ class Request:
             "previous": str(self.previous) if self.previous else None,
             "deleted": str(self.deleted) if self.deleted else None,
             "added": str(self.added) if self.added else None,
+            "wire": str(self.wire) if self.wire else None,
         }
 
     @classmethod
@@ -72,6 +79,7 @@ class Request:
             previous=path("previous"),
             deleted=path("deleted"),
             added=path("added"),
+            wire=path("wire"),
         )
 
 
@@ -107,6 +115,10 @@ def build(request: Request) -> Built:
                 batch = []
         records += _write(out, digest, batch)
     del named
+    if request.wire is not None:
+        encoder = ZoneWire(request.zone, request.ttl)
+        with open(request.wire, "wb", buffering=_BUFFER) as blocks:
+            write_blocks(encoder.records(read_records(request.output)), blocks)
     deleted = added = 0
     if request.previous is not None and request.deleted and request.added:
         deleted, added = diff(request.previous, request.output, request.deleted, request.added)

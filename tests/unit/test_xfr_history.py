@@ -65,7 +65,9 @@ def commit(history: ZoneHistory, tmp: Path, text: str, digest: str) -> int | Non
     deleted, added = history.scratch("del"), history.scratch("add")
     deleted.write_text("")
     added.write_text(text)
-    version = history.commit(zone, digest, 1, deleted, added)
+    wire = history.scratch("wire")
+    wire.write_bytes(b"")
+    version = history.commit(zone, digest, 1, deleted, added, wire)
     return None if version is None else version.serial
 
 
@@ -84,6 +86,9 @@ def test_history_keeps_the_last_steps(tmp_path: Path) -> None:
     assert [s.serial for s in again.steps_since(second) or []] == [third, fourth]
     files = sorted(p.name for p in (tmp_path / "rpz").iterdir() if p.suffix == ".txt")
     assert len(files) == 1 + 2 * 2  # the current zone and two steps of two files
+    assert [p.name for p in (tmp_path / "rpz").iterdir() if p.suffix == ".wire"] == [
+        f"zone-{fourth}.wire"
+    ]
 
 
 @pytest.mark.parametrize(
