@@ -2,7 +2,7 @@
 
 Layout, in `<state_dir>/rpz/`: `state.json` (serial, content digest, the steps kept),
 `zone-<serial>.txt` (the current snapshot, resolver/xfr/snapshot.py), `zone-<serial>.wire` (the
-same records as message bodies, for AXFR) and, per step kept,
+same records as message bodies for AXFR, once packed) and, per step kept,
 `del-<serial>.txt` / `add-<serial>.txt` (what changed to reach that serial). The serial only
 grows (RFC 1982 arithmetic) and survives restarts, so a secondary never sees it go backwards:
 a reload that leaves the zone's content unchanged keeps the serial.
@@ -97,7 +97,7 @@ class ZoneHistory:
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not (version.snapshot.is_file() and version.wire.is_file()):
+        if not version.snapshot.is_file():
             return None
         # A step whose files are gone cannot be served; nor can any step before it.
         while version.steps and not all(
@@ -113,20 +113,18 @@ class ZoneHistory:
         records: int,
         deleted: Path | None,
         added: Path | None,
-        wire: Path,
     ) -> Version | None:
         """Adopt a new snapshot (files in the scratch area, moved here). Returns the new version,
         or None when the content is unchanged (the scratch files are removed)."""
         with self._lock:
             old = self.current
             if old is not None and old.sha256 == sha256:
-                for path in (snapshot, deleted, added, wire):
+                for path in (snapshot, deleted, added):
                     if path is not None:
                         path.unlink(missing_ok=True)
                 return None
             serial = next_serial(old.serial if old else None)
             target = self.directory / f"zone-{serial}.txt"
-            os.replace(wire, target.with_suffix(".wire"))
             os.replace(snapshot, target)
             steps = list(old.steps) if old else []
             if old is not None and deleted is not None and added is not None and self.keep > 0:
@@ -157,6 +155,15 @@ class ZoneHistory:
             old.snapshot.unlink(missing_ok=True)
             old.wire.unlink(missing_ok=True)
         return version
+
+    def install_wire(self, version: Version, wire: Path) -> bool:
+        """Put a packed block file in place for `version`, if it is still the current one."""
+        with self._lock:
+            if self.current is version:
+                os.replace(wire, version.wire)
+                return True
+        wire.unlink(missing_ok=True)
+        return False
 
     def _save(self, version: Version) -> None:
         data: dict[str, Any] = {

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
 import dns.exception
 import dns.flags
@@ -209,6 +209,9 @@ class Primary:
     # -- versions -----------------------------------------------------------------------------
 
     def _build_loop(self) -> None:
+        current = self.history.current
+        if current is not None and not current.wire.is_file():
+            self.pack(current)
         while not self._stopping.is_set():
             self._wanted.wait()
             if self._stopping.is_set():
@@ -221,6 +224,7 @@ class Primary:
                 version = None
             if version is not None:
                 self.notify(version.serial)
+                self.pack(version)
 
     def build(self, config: Config) -> Version | None:
         """Make the next version from `config`'s lists; None if the zone did not change or the
@@ -237,21 +241,14 @@ class Primary:
             previous=current.snapshot if current else None,
             deleted=self.history.scratch("del") if current else None,
             added=self.history.scratch("add") if current else None,
-            wire=self.history.scratch("wire"),
         )
         result = self._run_build(request)
         if not result.get("ok"):
             log.error("rpz: zone not updated, still serving the last version: %s", result["error"])
             self.last_build = {"ok": False, "error": result["error"]}
             return None
-        assert request.wire is not None
         version = self.history.commit(
-            request.output,
-            result["sha256"],
-            result["records"],
-            request.deleted,
-            request.added,
-            request.wire,
+            request.output, result["sha256"], result["records"], request.deleted, request.added
         )
         seconds = time.perf_counter() - started
         self.last_build = {"ok": True, "seconds": round(seconds, 3), **result}
@@ -269,6 +266,36 @@ class Primary:
         with self.versions_built:
             self.versions_built.notify_all()
         return version
+
+    def pack(self, version: Version) -> None:
+        """Pack `version` into message bodies for AXFR, in a child; until that is done an AXFR
+        encodes the snapshot as it sends it (slower, same records)."""
+        started = time.perf_counter()
+        scratch = self.history.scratch("wire")
+        request = snapshot.Request(
+            specs=[],
+            landing_ipv4=None,
+            landing_ipv6=None,
+            ttl=self.config.blocking.ttl,
+            zone=self.rpz.zone,
+            output=version.snapshot,
+            wire=scratch,
+            mode="wire",
+        )
+        result = self._run_build(request)
+        if not result.get("ok"):
+            scratch.unlink(missing_ok=True)
+            log.warning(
+                "rpz: serial %d not packed, AXFR encodes as it goes: %s",
+                version.serial,
+                result["error"],
+            )
+        elif self.history.install_wire(version, scratch):
+            log.info(
+                "rpz: serial %d packed for AXFR in %.2f s",
+                version.serial,
+                time.perf_counter() - started,
+            )
 
     def _run_build(self, request: snapshot.Request) -> dict[str, Any]:
         """Run the snapshot child with posix_spawn, its input and output in files. Not
@@ -430,7 +457,7 @@ class Primary:
             # Every file is opened before the first message, so a version committed meanwhile
             # (which unlinks files no longer needed) cannot cut this stream short.
             if steps is None:
-                bodies = self._axfr_bodies(version, open(version.wire, "rb"))  # noqa: SIM115
+                bodies = self._axfr_bodies(version)
             else:
                 files = [(s, _open(s.deleted), _open(s.added)) for s in steps]
                 bodies = batches(self._ixfr_records(version, files))
@@ -450,12 +477,17 @@ class Primary:
         finally:
             self._transfers.release()
 
-    def _axfr_bodies(self, version: Version, wire: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    def _axfr_bodies(self, version: Version) -> Iterator[tuple[int, bytes]]:
         """RFC 5936 2.2: the SOA opens and closes the stream; the records between come from the
-        version's block file as they are, one message each."""
+        version's block file as they are, one message each, or (not packed yet) from its
+        snapshot, encoded here. The file is opened before the first message is sent."""
+        try:
+            body: Iterator[tuple[int, bytes]] = read_blocks(open(version.wire, "rb"))  # noqa: SIM115
+        except FileNotFoundError:
+            body = batches(self.wire.records(_lines(_open(version.snapshot))))
         soa = self.wire.soa(version.serial)
         yield from batches([soa, *self.wire.records(["@ NS " + NS_TARGET])])
-        yield from read_blocks(wire)
+        yield from body
         yield 1, soa
 
     def _ixfr_records(

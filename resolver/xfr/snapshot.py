@@ -7,9 +7,10 @@ and the names in order. Because both files of a version pair are
 in the same order, their difference is one streaming merge: memory stays flat whatever the
 size, and a transfer reads a file rather than a dict of every name.
 
-Beside it, the child writes the zone as ready message bodies (resolver/xfr/zonewire.py), so an
-AXFR only reads and sends blocks: the per-record work is done once per version, not per
-transfer.
+A second child (`mode = "wire"`), started once the version is served and announced, packs the
+snapshot into ready message bodies (resolver/xfr/zonewire.py), so an AXFR only reads and sends
+blocks: the per-record work is done once per version, not per transfer, and not before the
+IXFR that carries a change can go out.
 
 Building a snapshot needs every name in memory (`collect_names`), so it runs in a child process
 (`python -m resolver.xfr.snapshot`, a JSON request on stdin, a JSON result on stdout), like the
@@ -48,7 +49,8 @@ class Request:
     previous: Path | None = None
     deleted: Path | None = None
     added: Path | None = None
-    wire: Path | None = None  # the zone as message bodies (resolver/xfr/zonewire.py)
+    wire: Path | None = None  # mode "wire": `output` packed as message bodies, written here
+    mode: str = "zone"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class Request:
             "deleted": str(self.deleted) if self.deleted else None,
             "added": str(self.added) if self.added else None,
             "wire": str(self.wire) if self.wire else None,
+            "mode": self.mode,
         }
 
     @classmethod
@@ -80,6 +83,7 @@ class Request:
             deleted=path("deleted"),
             added=path("added"),
             wire=path("wire"),
+            mode=str(data.get("mode", "zone")),
         )
 
 
@@ -92,7 +96,15 @@ class Built:
 
 
 def build(request: Request) -> Built:
-    """Write the snapshot (and the difference, if asked); the caller renames it into place."""
+    """Write the snapshot (and the difference, if asked), or in mode "wire" the block file of
+    an existing snapshot; the caller renames the files into place."""
+    if request.mode == "wire":
+        if request.wire is None:
+            raise ValueError("mode wire needs a wire path")
+        encoder = ZoneWire(request.zone, request.ttl)
+        with open(request.wire, "wb", buffering=_BUFFER) as blocks:
+            write_blocks(encoder.records(read_records(request.output)), blocks)
+        return Built("", 0)
     from resolver.compile import collect_names  # numpy: only in this child process
     from resolver.export import rpz_records
 
@@ -115,10 +127,6 @@ def build(request: Request) -> Built:
                 batch = []
         records += _write(out, digest, batch)
     del named
-    if request.wire is not None:
-        encoder = ZoneWire(request.zone, request.ttl)
-        with open(request.wire, "wb", buffering=_BUFFER) as blocks:
-            write_blocks(encoder.records(read_records(request.output)), blocks)
     deleted = added = 0
     if request.previous is not None and request.deleted and request.added:
         deleted, added = diff(request.previous, request.output, request.deleted, request.added)

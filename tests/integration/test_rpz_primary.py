@@ -141,6 +141,12 @@ def test_axfr_is_the_rpz_export(make_primary: object, tmp_path: Path) -> None:
     assert "ok.blocked.test 60 CNAME rpz-passthru." in records(zone)  # the allowlist
     assert "nx.test 60 CNAME ." in records(zone)
     assert "blocked.test 60 A 192.0.2.10" in records(zone)  # landing as local data
+    # Packed into message bodies (what AXFR sends once the packing child is done): the same.
+    version = primary.history.current
+    assert version is not None and not version.wire.is_file()
+    primary.pack(version)
+    assert version.wire.is_file()
+    assert records(axfr(primary)) == records(zone)
 
 
 def test_ixfr_carries_a_change_and_the_serial_grows(make_primary: object, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ the kept history and the [rpz] settings."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -65,9 +66,7 @@ def commit(history: ZoneHistory, tmp: Path, text: str, digest: str) -> int | Non
     deleted, added = history.scratch("del"), history.scratch("add")
     deleted.write_text("")
     added.write_text(text)
-    wire = history.scratch("wire")
-    wire.write_bytes(b"")
-    version = history.commit(zone, digest, 1, deleted, added, wire)
+    version = history.commit(zone, digest, 1, deleted, added)
     return None if version is None else version.serial
 
 
@@ -86,9 +85,15 @@ def test_history_keeps_the_last_steps(tmp_path: Path) -> None:
     assert [s.serial for s in again.steps_since(second) or []] == [third, fourth]
     files = sorted(p.name for p in (tmp_path / "rpz").iterdir() if p.suffix == ".txt")
     assert len(files) == 1 + 2 * 2  # the current zone and two steps of two files
-    assert [p.name for p in (tmp_path / "rpz").iterdir() if p.suffix == ".wire"] == [
-        f"zone-{fourth}.wire"
-    ]
+    # A packed block file is installed for the current version only.
+    wire = again.scratch("wire")
+    wire.write_bytes(b"")
+    assert again.current is not None and again.install_wire(again.current, wire)
+    assert again.current.wire.is_file()
+    stale = again.scratch("wire")
+    stale.write_bytes(b"")
+    assert not again.install_wire(dataclasses.replace(again.current), stale)  # not current
+    assert not stale.exists()
 
 
 @pytest.mark.parametrize(
