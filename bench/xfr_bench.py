@@ -4,7 +4,8 @@ One run, all on 127.0.0.1:
 
 1. A seeded block list of N names (bench/workload.py; reused from --workdir) and `blokir serve`
    with `[rpz] listen`, one worker, NSD (a wildcard zone) as the upstream.
-2. Start-up: the index build, then the zone snapshot (`rpz: serial ... built in S s` in the log).
+2. Start-up: the index build, the zone snapshot (`rpz: serial ... built in S s` in the log),
+   then its packing into message bodies (`packed for AXFR in S s`).
 3. AXFR: a raw TCP client takes the whole zone, counting records without decoding them (so the
    client is not the bottleneck; the last message is decoded to check it ends with the SOA).
    A sampler reads the supervisor's RSS (where the primary runs) 20 times a second: the
@@ -123,12 +124,22 @@ def axfr(port: int, expected: int, deadline: Deadline) -> tuple[float, int, int]
     return seconds, records, size
 
 
-def log_build_seconds(log: Path, serial: int) -> float | None:
-    marker = f"rpz: serial {serial}: "
+def log_seconds(log: Path, marker: str) -> float | None:
+    """The seconds in blokir's log line containing `marker`, written as `... in S s`."""
     for line in log.read_text(errors="replace").splitlines():
-        if marker in line and " built in " in line:
-            return float(line.rsplit(" built in ", 1)[1].split()[0])
+        if marker in line and " in " in line:
+            return float(line.rsplit(" in ", 1)[1].split()[0])
     return None
+
+
+def wait_packed(blokir: ManagedProcess, serial: int, deadline: Deadline) -> float:
+    """Until the version is packed into message bodies (what an AXFR then sends)."""
+    marker = f"rpz: serial {serial} packed for AXFR"
+    while (seconds := log_seconds(blokir.log, marker)) is None:
+        blokir.check_alive()
+        time.sleep(0.2)
+        deadline.cap(1)
+    return seconds
 
 
 def wait_serial(port: int, after: int | None, deadline: Deadline, blokir: ManagedProcess) -> int:
@@ -197,7 +208,8 @@ notify = ["{LOOPBACK}:{unbound_port}"]
         processes.append(blokir)
         serial = wait_serial(rpz_port, None, deadline, blokir)
         figures["startup_s"] = time.perf_counter() - started
-        figures["snapshot_build_s"] = log_build_seconds(blokir.log, serial) or float("nan")
+        figures["snapshot_build_s"] = log_seconds(blokir.log, f"rpz: serial {serial}: ") or 0.0
+        figures["pack_s"] = wait_packed(blokir, serial, deadline)
         state = json.loads((tmp / "blokir-state" / "rpz" / "state.json").read_text())
         expected = int(state["records"]) + 3  # SOA, NS, records, SOA
         baseline = rss_mib(blokir.pid)
@@ -264,7 +276,7 @@ def ixfr(
     return {
         "secondary_first_load_s": loaded,
         "ixfr_latency_s": latency,
-        "ixfr_build_s": log_build_seconds(blokir.log, new_serial) or float("nan"),
+        "ixfr_build_s": log_seconds(blokir.log, f"rpz: serial {new_serial}: ") or 0.0,
         "ixfr_transfers": float(text.count("rpz: IXFR to ")),
         "serial_steps": float(new_serial != serial),
     }
