@@ -223,6 +223,8 @@ class Primary:
                 log.exception("rpz: building the next zone version failed")
                 version = None
             if version is not None:
+                # The TTL is part of the version's content (a change makes a new serial).
+                self.wire = ZoneWire(self.rpz.zone, self.config.blocking.ttl)
                 self.notify(version.serial)
                 self.pack(version)
 

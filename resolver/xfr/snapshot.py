@@ -116,7 +116,7 @@ def build(request: Request) -> Built:
         ttl=request.ttl,
         zone=request.zone,
     )
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"ttl {request.ttl}\n".encode())  # the TTL is the zone's too
     records = 0
     batch: list[str] = []
     with open(request.output, "w", encoding="ascii", buffering=_BUFFER) as out:
