@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resolver import NATIVE
 from resolver import metrics as m
@@ -42,7 +42,9 @@ from resolver.control import ControlError, ControlServer
 from resolver.privileges import PrivilegeError, drop_privileges
 from resolver.reload import APPLIED, RESULTS, Reloader, ReloadError, ReloadOutcome
 from resolver.server import DRAIN_SECONDS, Worker
-from resolver.xfr.primary import Primary, start_primary
+
+if TYPE_CHECKING:  # dnspython (~25 MiB a process) is imported only when [rpz] listen is set
+    from resolver.xfr.primary import Primary
 
 log = logging.getLogger("blokir")
 
@@ -208,6 +210,8 @@ class Supervisor:
                 raise ServeError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
             log.info("metrics on http://%s:%d/metrics", *http.server_address[:2])
         if config.rpz.listen:
+            from resolver.xfr.primary import start_primary  # see TYPE_CHECKING above
+
             try:
                 self.primary = start_primary(self.config)
             except OSError as exc:
