@@ -11,6 +11,7 @@ a reload that leaves the zone's content unchanged keeps the serial.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import threading
@@ -70,11 +71,13 @@ class ZoneHistory:
         self.directory = state_dir / "rpz"
         self.keep = keep
         self._lock = threading.Lock()
+        self._scratch = itertools.count()
         self.current: Version | None = self._load()
 
     def scratch(self, name: str) -> Path:
+        """A fresh temporary path here (unique per call: a build and a packing may overlap)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        return self.directory / f".{name}.{os.getpid()}.tmp"
+        return self.directory / f".{name}.{os.getpid()}.{next(self._scratch)}.tmp"
 
     def _load(self) -> Version | None:
         try:
