@@ -48,6 +48,7 @@ from tests.support.servers import start_blokir as start_blokir
 from tests.support.servers import start_nsd as start_nsd
 from tests.support.servers import start_unbound as start_unbound
 from tests.support.servers import unbound_conf as unbound_conf
+from tests.support.servers import unbound_secondary_conf as unbound_secondary_conf
 from tests.support.servers import wait_for_answer as wait_for_answer
 
 # -- process trees -----------------------------------------------------------------------------

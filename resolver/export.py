@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from resolver import __version__
 from resolver.dns.constants import MAX_TTL
@@ -361,13 +361,13 @@ class _RpzWriter(_Writer):
             return "rpz_special_label"
         return None
 
-    def inherited(self, below: dict[bytes, int]) -> dict[bytes, int]:
+    def inherited(self, below: dict[bytes, int], unsafe: set[bytes]) -> dict[bytes, int]:
         """Names that need `*.name` repeating their nearest parent's below rule: every listed
         name without a below rule of its own, and every parent up to that nearest one (empty
         non-terminals included: Unbound looks for the wildcard at the closest encloser)."""
         fill: dict[bytes, int] = {}
         for name in self.named.entries:
-            if self.unsafe(name):
+            if name in unsafe:
                 continue
             path = [] if name in below else [name]
             for parent in _parents(name):
@@ -379,8 +379,22 @@ class _RpzWriter(_Writer):
                 path.append(parent)
         return fill
 
+    def template(
+        self, pids: tuple[int, int]
+    ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, int], ...]]:
+        """For a (self, below) pair: the records as (owner prefix, ` TYPE data`), and the rules
+        RPZ cannot express. Computed once per pair (a policy has few), not once per name."""
+        records: list[tuple[str, str]] = []
+        refused: list[tuple[str, int]] = []
+        for scope, pid in _rules(pids):
+            rdata = self.rdata(pid)
+            if not rdata:
+                refused.append((scope, pid))
+            prefix = "" if scope == SELF else "*."
+            records.extend((prefix, f" {r}") for r in rdata)
+        return tuple(records), tuple(refused)
+
     def write(self, output: _Output, when: datetime) -> None:
-        entries = self.named.entries
         output.lines(
             (
                 f"$ORIGIN {self.origin}",
@@ -390,29 +404,76 @@ class _RpzWriter(_Writer):
                 "@ NS localhost.",
             )
         )
+        for _, lines in self.groups(output):
+            output.lines(lines)
+
+    def groups(self, output: _Output | None) -> Iterator[tuple[str, list[str]]]:
+        """Per name in name order, its record lines (`owner TYPE data`, owners relative to the
+        origin; inherited wildcards end in a `; inherited` comment). A rule left out is counted,
+        and commented in `output` when there is one. A generator, so a zone transfer can stream
+        the zone without holding its text (resolver/xfr/snapshot.py)."""
+        entries = self.named.entries
+        problems = {n: p for n in entries if (p := self.name_problem(n)) is not None}
+        unsafe = {n for n, p in problems.items() if p == "unsafe_name"}
         below = {
             name: pids[1]
             for name, pids in entries.items()
-            if pids[1] and self.rdata(pids[1]) and self.name_problem(name) is None
+            if pids[1] and self.rdata(pids[1]) and name not in problems
         }
-        fill = self.inherited(below)
+        fill = self.inherited(below, unsafe)
         self.stats.inherited = len(fill)
+        templates: dict[tuple[int, int], tuple[tuple[tuple[str, str], ...], tuple[Any, ...]]] = {}
+        pairs: Counter[tuple[int, int]] = Counter()  # names written per pair, for `written`
         for name in sorted(entries.keys() | fill.keys()):
             text = name.decode("ascii", "backslashreplace")
+            lines: list[str] = []
             pids = entries.get(name)
             if pids is not None:
-                problem = self.name_problem(name)
-                for scope, pid in _rules(pids):
-                    rdata = self.rdata(pid)
-                    if problem is not None or not rdata:
-                        self.left_out(output, name, scope, pid, problem or "action_refused")
-                        continue
-                    owner = text if scope == SELF else f"*.{text}"
-                    output.lines(f"{owner} {r}" for r in rdata)
-                    self.written[pid] += 1
+                problem = problems.get(name)
+                if problem is not None:
+                    for scope, pid in _rules(pids):
+                        self.left_out(output, name, scope, pid, problem)
+                else:
+                    found = templates.get(pids)
+                    if found is None:
+                        found = templates[pids] = self.template(pids)
+                    records, refused = found
+                    lines = [prefix + text + rest for prefix, rest in records]
+                    for scope, pid in refused:
+                        self.left_out(output, name, scope, pid, "action_refused")
+                    pairs[pids] += 1
             inherited = fill.get(name)
             if inherited is not None:
-                output.lines(f"*.{text} {r} ; inherited" for r in self.rdata(inherited))
+                lines.extend(f"*.{text} {r} ; inherited" for r in self.rdata(inherited))
+            if lines:
+                yield text, lines
+        for (self_pid, below_pid), count in pairs.items():
+            for pid in (self_pid, below_pid):
+                if pid and self.rdata(pid):
+                    self.written[pid] += count
+
+
+def rpz_records(
+    named: NamedEntries,
+    *,
+    landing_ipv4: str | None,
+    landing_ipv6: str | None,
+    ttl: int = 60,
+    zone: str = "rpz.blokir.",
+) -> tuple[ExportStats, Iterator[tuple[str, list[str]]]]:
+    """The body of `export(named, "rpz", ...)` without header, SOA and NS: (name, record lines)
+    per name in name order, lazily; the stats fill in as the records are consumed."""
+    if not 0 <= ttl <= MAX_TTL:
+        raise ValueError(f"ttl {ttl} out of range 0..{MAX_TTL}")
+    v4 = _addresses([landing_ipv4] if landing_ipv4 else [], 4, "landing_ipv4")
+    v6 = _addresses([landing_ipv6] if landing_ipv6 else [], 6, "landing_ipv6")
+    writer = _RpzWriter(named, _Answers(named, "rpz", v4, v6), ttl, _zone_origin(zone))
+
+    def records() -> Iterator[tuple[str, list[str]]]:
+        yield from writer.groups(None)
+        writer.finish()
+
+    return writer.stats, records()
 
 
 # -- formats where a name's rule also decides its subtree ---------------------------------------

@@ -77,6 +77,9 @@ RESTART_ONLY = (
     ("metrics", None),
     ("updates", "control_socket"),
     ("rpz", "notify_listen"),
+    ("rpz", "listen"),  # the primary's sockets, zone and history (resolver/xfr/primary.py)
+    ("rpz", "zone"),
+    ("rpz", "history"),
 )
 
 # Swaps the workers to (config, index path); returns one problem text per worker that failed.

@@ -45,11 +45,12 @@ from resolver.config import Config, format_address
 from resolver.control import ControlError, ControlServer
 from resolver.landing import process as landing
 from resolver.privileges import PrivilegeError, drop_privileges
-from resolver.reload import RESULTS, Reloader, ReloadError, ReloadOutcome
+from resolver.reload import APPLIED, RESULTS, Reloader, ReloadError, ReloadOutcome
 from resolver.worker import DRAIN_SECONDS, Worker
 
-if TYPE_CHECKING:  # imported only with [rpz] notify_listen: it brings in dnspython
+if TYPE_CHECKING:  # dnspython (~25 MiB a process) only with [rpz] notify_listen or listen
     from resolver.xfr.notify import NotifyListener
+    from resolver.xfr.primary import Primary
 
 log = logging.getLogger("blokir")
 
@@ -165,6 +166,7 @@ class Supervisor:
         self.landing: landing.LandingProcess | None = None
         self.reloader = Reloader(config, load_config, self.swap_workers, self._count_outcome)
         self.reloader.force_start = force  # serve --force: start on a list the guards refuse
+        self.primary: Primary | None = None  # [rpz] listen: serves the policy by zone transfer
 
     # -- start ---------------------------------------------------------------------------
 
@@ -185,6 +187,14 @@ class Supervisor:
                 self.http = m.bind_http(self.hub, host, port)
             except OSError as exc:
                 raise ServeError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
+        if config.rpz.listen:
+            from resolver.xfr.primary import Primary  # see TYPE_CHECKING above
+
+            self.primary = Primary(self.config)
+            try:
+                self.primary.bind()  # serves once the workers are forked (threads)
+            except OSError as exc:
+                raise ServeError(f"cannot serve [rpz] listen: {exc}") from exc
         self.control = ControlServer(config.updates.socket_path, self._on_control)
         try:
             self.control.listen()
@@ -202,6 +212,9 @@ class Supervisor:
             m.serve_http(self.http)
             log.info("metrics on http://%s:%d/metrics", *self.http.server_address[:2])
         self.control.serve()
+        if self.primary is not None:
+            self.primary.serve()
+            self.primary.update(self.config)
         self.reloader.start()
         if self.notify is not None:
             self.notify.start()
@@ -300,6 +313,8 @@ class Supervisor:
             self.control.close_in_child()
         if self.landing is not None and number >= 0:  # a DNS worker: the landing sockets too
             self.landing.listeners.close()
+        if self.primary is not None:
+            self.primary.close_in_child()
 
     # -- reloads -------------------------------------------------------------------------
 
@@ -335,6 +350,8 @@ class Supervisor:
         return problems
 
     def _count_outcome(self, outcome: ReloadOutcome | None) -> None:
+        if self.primary is not None and outcome is not None and outcome.result == APPLIED:
+            self.primary.update(self.reloader.config)
         if self.hub is None or outcome is None:
             return
         self.hub.count_reload(outcome.result)
@@ -399,6 +416,8 @@ class Supervisor:
             self.reloader.stop()
             if self.notify is not None:
                 self.notify.close()
+            if self.primary is not None:
+                self.primary.stop()
             if self.control is not None:
                 self.control.close()
         return 0

@@ -44,6 +44,7 @@ from resolver.config.schema import (
     Section,
     ServerConfig,
     Setting,
+    TsigKey,
     UpdatesConfig,
     UpstreamConfig,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "Section",
     "ServerConfig",
     "Setting",
+    "TsigKey",
     "UpdatesConfig",
     "UpstreamConfig",
     "ValueParsers",

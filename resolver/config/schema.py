@@ -35,7 +35,7 @@ from resolver.lists.model import ListSpec
 from resolver.lists.quality import DEFAULT_MAX_REJECTED_RATIO
 from resolver.policy import Action, Ede, MatchMode
 from resolver.ratelimit import RateLimitAction
-from resolver.xfr.source import TsigKey, XfrSource
+from resolver.xfr.source import TSIG_ALGORITHMS, TsigKey, XfrSource
 
 __all__ = [
     "ARRAY_SECTIONS",
@@ -60,6 +60,7 @@ __all__ = [
     "Section",
     "ServerConfig",
     "Setting",
+    "TsigKey",
     "UpdatesConfig",
     "UpstreamConfig",
     "keys_of",
@@ -660,10 +661,9 @@ class UpdatesConfig:
         return self.control_socket or self.state_dir / "control.sock"
 
 
-# ---- [rpz], secondary side: receiving NOTIFY (resolver/xfr/notify.py) -----------------------
-# The keys for serving the policy by zone transfer (the primary side) go in their own block.
+# ---- [rpz]: policy zones over zone transfer (resolver/xfr/) ----------------------------------
 
-DEFAULT_NOTIFY_FROM: tuple[Network, ...] = (
+LOOPBACK_NETWORKS: tuple[Network, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
     ipaddress.ip_network("::1/128"),
 )
@@ -671,8 +671,68 @@ DEFAULT_NOTIFY_FROM: tuple[Network, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class RpzConfig:
-    """`[rpz]`: policy zones over zone transfer (docs/rpz-transfer.md)."""
+    """`[rpz]`: policy zones over zone transfer (docs/rpz-transfer.md). As a primary, blokir
+    serves its merged policy as an RPZ zone over AXFR/IXFR with NOTIFY; as a secondary, it
+    takes `axfr://` lists and obeys NOTIFY for them."""
 
+    listen: tuple[Address, ...] = field(
+        default=(),
+        metadata=setting(
+            "Where the primary answers SOA, AXFR and IXFR queries (TCP and UDP). Empty: no "
+            "primary.",
+            'array of `"host:port"`',
+            allowed="port 0..65535",
+        ),
+    )
+    zone: str = field(
+        default="rpz.blokir.",
+        metadata=setting("The RPZ zone's name, as the secondaries configure it.", STRING),
+    )
+    allow_transfer: tuple[Network, ...] = field(
+        default=LOOPBACK_NETWORKS,
+        metadata=setting(
+            "Client networks that may query and transfer the zone; everyone else is REFUSED.",
+            "array of CIDR strings",
+            default="loopback (`127.0.0.0/8`, `::1/128`)",
+        ),
+    )
+    notify: tuple[Address, ...] = field(
+        default=(),
+        metadata=setting(
+            "Secondaries sent a NOTIFY (RFC 1996) after each applied reload.",
+            'array of `"host:port"`',
+            allowed="port 1..65535",
+        ),
+    )
+    tsig: tuple[TsigKey, ...] = field(
+        default=(),
+        metadata=setting(
+            "TSIG keys (RFC 8945) a transfer may be signed with; NOTIFYs are signed with the "
+            "first.",
+            "array of `{ name, algorithm, secret }`",
+            allowed="algorithm one of " + ", ".join(TSIG_ALGORITHMS) + "; secret in base64",
+        ),
+    )
+    require_tsig: bool = field(
+        default=False,
+        metadata=setting(
+            "Refuse queries and transfers that are not signed with one of the `tsig` keys.",
+            BOOLEAN,
+        ),
+    )
+    history: int = field(
+        default=10,
+        metadata=setting(
+            "Zone versions kept for IXFR (RFC 1995); a secondary further behind gets the whole "
+            "zone.",
+            INTEGER,
+            low=0,
+            high=1000,
+        ),
+    )
+
+    # -- end of [rpz] primary keys
+    # -- the secondary side: receiving NOTIFY for `axfr://` lists (resolver/xfr/notify.py)
     notify_listen: Address | None = field(
         default=None,
         metadata=setting(
@@ -686,7 +746,7 @@ class RpzConfig:
         ),
     )
     notify_from: tuple[Network, ...] = field(
-        default=DEFAULT_NOTIFY_FROM,
+        default=LOOPBACK_NETWORKS,
         metadata=setting(
             "Primaries whose NOTIFY is obeyed; others are answered REFUSED. A bare address "
             "means a single host.",
@@ -699,7 +759,7 @@ class RpzConfig:
         return _in_networks(client, self.notify_from)
 
 
-# ---- end of [rpz], secondary side -------------------------------------------------------------
+# ---- end of [rpz] -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

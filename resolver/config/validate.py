@@ -44,6 +44,7 @@ from resolver.config.schema import (
     MetricsConfig,
     RpzConfig,
     ServerConfig,
+    TsigKey,
     UpdatesConfig,
     UpstreamConfig,
 )
@@ -52,6 +53,9 @@ from resolver.policy import Action, Ede, MatchMode
 from resolver.ratelimit import RateLimitAction
 from resolver.sources import source_paths
 from resolver.xfr.source import XfrSource, is_xfr_url, parse_tsig, parse_xfr_url
+
+# A zone name as the RPZ export accepts it (resolver/export.py).
+_ZONE = re.compile(r"(?:[a-z0-9_-]+\.)+")
 
 __all__ = ["ValueParsers", "load_config", "parse_config"]
 
@@ -515,17 +519,46 @@ class _Context(ValueParsers):
         return updates
 
     def _rpz(self, t: _Table) -> RpzConfig:
-        """`[rpz]`, the secondary side's keys (NOTIFY); the primary side's are parsed apart."""
-        listen = None
+        """`[rpz]`: the primary's keys (serving the policy, resolver/xfr/primary.py) and the
+        secondary's (NOTIFY for `axfr://` lists, resolver/xfr/notify.py)."""
+        defaults = RpzConfig()
+        notify_listen = None
         if t.raw("notify_listen") not in (_MISSING, ""):
-            listen = self.host_port(
+            notify_listen = self.host_port(
                 (*t.path, "notify_listen"), t.raw("notify_listen"), required_port=True
             )
         notify_from = t.get_list("notify_from", self.network)
+        listen = t.get_list("listen", lambda p, v: self.host_port(p, v, required_port=True))
+        notify = t.get_list("notify", lambda p, v: self.host_port(p, v, required_port=True))
+        allow = t.get_list("allow_transfer", self.network)
+        tsig = t.get_list("tsig", self.tsig_key) or []
+        if len({k.name for k in tsig}) != len(tsig):
+            raise t.error("tsig", "two keys have the same name")
+        require = t.get_bool("require_tsig")
+        if require and not tsig:
+            raise t.error("require_tsig", "is true but no [rpz] tsig key is configured")
+        zone = t.get_str("zone").strip().lower()
+        zone = zone if zone.endswith(".") else zone + "."
+        if not _ZONE.fullmatch(zone) or len(zone) > 254:
+            raise t.error("zone", f"{zone!r} is not a usable zone name")
         return RpzConfig(
-            notify_listen=listen,
-            notify_from=tuple(notify_from) if notify_from is not None else RpzConfig().notify_from,
+            listen=tuple(listen or ()),
+            zone=zone,
+            allow_transfer=tuple(allow) if allow is not None else defaults.allow_transfer,
+            notify=tuple(notify or ()),
+            tsig=tuple(tsig),
+            require_tsig=require,
+            history=t.get_int("history"),
+            notify_listen=notify_listen,
+            notify_from=tuple(notify_from) if notify_from is not None else defaults.notify_from,
         )
+
+    def tsig_key(self, path: KeyPath, value: object) -> TsigKey:
+        """An `[rpz] tsig` entry, checked as an `axfr://` list's key is (parse_tsig)."""
+        try:
+            return parse_tsig(value)
+        except ValueError as exc:
+            raise self.error(path, str(exc)) from None
 
     def _xfr_source(self, t: _Table, path_text: str, fmt: str) -> XfrSource:
         """An `axfr://` list: the URL, its optional TSIG key, and the implied rpz format."""

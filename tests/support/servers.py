@@ -202,6 +202,39 @@ remote-control:
     return conf
 
 
+def unbound_secondary_conf(
+    workdir: Path, port: int, primary_port: int, upstream_port: int, zone: str = "rpz.blokir."
+) -> Path:
+    """Unbound as an RPZ secondary of blokir's primary on 127.0.0.1:primary_port (AXFR, then
+    IXFR on NOTIFY), forwarding everything else to 127.0.0.1:upstream_port."""
+    conf = workdir / "unbound-secondary.conf"
+    conf.write_text(f"""server:
+    interface: {LOOPBACK}
+    port: {port}
+    do-ip6: no
+    num-threads: 1
+    chroot: ""
+    username: ""
+    directory: "{workdir}"
+    pidfile: "{workdir}/unbound-secondary.pid"
+    use-syslog: no
+    logfile: "{workdir}/unbound-secondary.log"
+    verbosity: 1
+    module-config: "respip iterator"
+    do-not-query-localhost: no
+remote-control:
+    control-enable: no
+rpz:
+    name: "{zone}"
+    primary: {LOOPBACK}@{primary_port}
+    allow-notify: {LOOPBACK}
+forward-zone:
+    name: "."
+    forward-addr: {LOOPBACK}@{upstream_port}
+""")
+    return conf
+
+
 def start_unbound(conf: Path, tag: str, env: dict[str, str] | None = None) -> ManagedProcess:
     unbound = require_binary("unbound")
     argv = [unbound, "-d", "-c", str(conf)]
