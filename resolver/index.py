@@ -286,7 +286,7 @@ class Index:
         ):
             raise IndexError_(f"{self.path}: corrupt index (policy id out of range)")
         self.count = count
-        self.match_pid = _make_matcher(
+        sections = (
             self._filter,
             64 - self.filter_bits,
             self._directory,
@@ -295,6 +295,10 @@ class Index:
             self._self_pid,
             self._below_pid,
         )
+        self.match_pid = _make_matcher(*sections)
+        # Client groups (resolver/groups.py): the same walk over the same mapping, passing over
+        # the entries of lists a group does not take.
+        self.match_pid_in = _make_group_matcher(*sections)
 
     def match(self, name: bytes) -> Match | None:
         """The most specific entry covering `name` (lower-case ASCII, no trailing dot): the name
@@ -455,3 +459,59 @@ def _make_matcher(
         return 0
 
     return match_pid
+
+
+def _make_group_matcher(
+    bit_filter: memoryview,
+    filter_shift: int,
+    directory: memoryview,
+    dir_shift: int,
+    keys: memoryview,
+    self_pid: memoryview,
+    below_pid: memoryview,
+) -> Callable[[bytes, bytes], int]:
+    """A client group's lookup: name, allowed -> the most specific policy id `p` with
+    `allowed[p]` nonzero (0 = none). An entry of a list the group does not take is passed over
+    as if it were absent, so the walk goes on to the parent names: no index copy per group.
+
+    The index keeps one policy per name and kind (the winner by precedence, resolver/compile.py),
+    so an entry that lost at the same name to a list outside the group is not seen here.
+    Slower than match_pid (a helper call per probe); the default group keeps match_pid."""
+    h = hash_name
+
+    def slot_of(name: bytes) -> int:
+        x = h(name)
+        if not bit_filter[x >> filter_shift] >> (x & 7) & 1:
+            return -1
+        bucket = x >> dir_shift
+        lo: int = directory[bucket]
+        hi: int = directory[bucket + 1]
+        while lo < hi:
+            key = keys[lo]
+            if key >= x:
+                return lo if key == x else -1
+            lo += 1
+        return -1
+
+    def match_pid_in(name: bytes, allowed: bytes) -> int:
+        dot = name.find(b".")
+        if dot < 0:
+            return 0
+        slot = slot_of(name)
+        if slot >= 0:
+            pid: int = self_pid[slot]
+            if pid and allowed[pid]:
+                return pid
+        start = dot + 1
+        dot = name.find(b".", start)
+        while dot >= 0:  # stops before the bare TLD, as match_pid does
+            slot = slot_of(name[start:])
+            if slot >= 0:
+                pid = below_pid[slot]
+                if pid and allowed[pid]:
+                    return pid
+            start = dot + 1
+            dot = name.find(b".", start)
+        return 0
+
+    return match_pid_in

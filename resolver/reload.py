@@ -69,6 +69,8 @@ SWAP_TIMEOUT = 10.0  # seconds a worker has to confirm it maps the new index
 # Settings the workers take at start only; a change is reported and waits for a restart.
 RESTART_ONLY = (
     ("server", "listen"),
+    ("server", "tls_listen"),
+    ("server", "https_listen"),
     ("server", "workers"),
     ("server", "user"),
     ("server", "group"),
