@@ -762,7 +762,7 @@ class GroupConfig:
             "longest matching prefix. At least one.",
             "array of CIDR strings",
             default="(required)",
-        )
+        ),
     )
     lists: tuple[str, ...] | None = field(
         default=None,
