@@ -15,6 +15,7 @@ SERVER_NAME = "dns.blokir.test"
 
 @dataclass(frozen=True)
 class TestCa:
+    __test__ = False  # not a pytest test class
     ca: Path  # the CA certificate (PEM): what clients trust
     certificate: Path  # the server's certificate (PEM)
     key: Path  # the server's private key (PEM)
