@@ -300,11 +300,12 @@ class Index:
         # the entries of lists a group does not take.
         self.match_pid_in = _make_group_matcher(*sections)
 
-    def match(self, name: bytes) -> Match | None:
+    def match(self, name: bytes, allowed: bytes | None = None) -> Match | None:
         """The most specific entry covering `name` (lower-case ASCII, no trailing dot): the name
         itself when it has a `self` policy, else the nearest parent with a `below` policy.
-        Entries always have at least two labels, so the bare TLD is never probed. For tools;
-        the server uses the faster `match_pid`."""
+        Entries always have at least two labels, so the bare TLD is never probed. `allowed`:
+        a client group's policy ids (as `match_pid_in`). For tools; the server uses the faster
+        `match_pid`."""
         import numpy as np
 
         keys, self_pid, below_pid = self.arrays()
@@ -319,7 +320,9 @@ class Index:
             h = np.uint64(hash_name(candidate))
             slot = int(np.searchsorted(keys, h))
             if slot < keys.size and keys[slot] == h and pids[slot]:
-                return Match(int(pids[slot]), candidate, as_parent)
+                pid = int(pids[slot])
+                if allowed is None or allowed[pid]:
+                    return Match(pid, candidate, as_parent)
         return None
 
     def policy(self, pid: int) -> Policy:
