@@ -38,11 +38,13 @@ from resolver.cache import (
     with_edns_option,
 )
 from resolver.config import CacheConfig, Config, ConfigError
+from resolver.groups import GroupTable
 from resolver.index import Index, IndexError_, open_index
 from resolver.inflight import EDE_OTHER, InflightTable, zone_of
 from resolver.message import MessageError, cname_targets, within_limit, without_options
 from resolver.metrics import TopCounter, WorkerStats
 from resolver.ratelimit import RateLimiter
+from resolver.transports.endpoints import Endpoints
 from resolver.upstream import UpstreamPool
 
 log = logging.getLogger("blokir")
@@ -89,7 +91,7 @@ class Resolver:
         self._apply_cache(config.cache)
         upstream = config.upstream
         servers = config.upstream_servers()  # ConfigError at start: nothing to forward to
-        self.upstream = UpstreamPool(servers, upstream.timeout, upstream.attempts)
+        self.upstream = _pool(config, servers)
         # Open upstream queries by cache key (see forward and resolver.inflight).
         self.inflight: InflightTable[CacheKey, bytes | None] = InflightTable(
             upstream.max_inflight, upstream.max_inflight_per_zone
@@ -167,8 +169,9 @@ class Resolver:
         except ConfigError as exc:  # resolv.conf changed under us; the reloader checked it too
             log.error("reload: %s; forwarding to the same upstreams as before", exc)
             return
-        if not self.upstream.configured_as(servers, upstream.timeout, upstream.attempts):
-            pool = UpstreamPool(servers, upstream.timeout, upstream.attempts)
+        tls = (upstream.tls_servers, upstream.tls_ca)
+        if not self.upstream.configured_as(servers, upstream.timeout, upstream.attempts, *tls):
+            pool = _pool(config, servers)
             pool.keep_health_of(self.upstream)
             self.upstream.close()
             self.upstream = pool
@@ -191,6 +194,11 @@ class Resolver:
             self.retired_memos += [self._memo, self._memo_old]
         self.index = index
         self.match_pid = index.match_pid
+        # Client groups (resolver/groups.py): policy ids are the index's, so a table per index.
+        self.groups = GroupTable(self.config.groups, index.policies)
+        self.grouped = bool(self.config.groups)
+        self.match_pid_in = index.match_pid_in
+        self.last_group = 0  # of the last handle() call: forward() takes it for CNAME checks
         # is_block[pid]: a list index is cheaper than a Policy attribute chain per query.
         self.is_block = [False] + [not p.is_allow for p in index.policies]
         self.responder = BlockResponder(index.policies, self._settings)
@@ -204,12 +212,14 @@ class Resolver:
         """Turn counts kept by policy id into counts by list labels (at flush and reload)."""
         stats = self.stats
         policies = self.index.policies
-        for pid, count in stats.blocked_by_pid.items():
-            policy = policies[pid - 1]
-            labels = (policy.list_name, policy.category, policy.action.value)
+        names = self.groups.names
+        for key, count in stats.blocked_by_pid.items():  # key: pid, plus the group id << 16
+            policy = policies[(key & 0xFFFF) - 1]
+            group = names[key >> 16]
+            labels = (policy.list_name, policy.category, policy.action.value, group)
             stats.blocked_by_labels[labels] = stats.blocked_by_labels.get(labels, 0) + count
         stats.blocked_by_pid = {}
-        stats.top.fold(lambda pid: policies[pid - 1].list_name)
+        stats.top.fold(lambda key: policies[(key & 0xFFFF) - 1].list_name)
 
     def acl_allows(self, client: str) -> bool:
         allowed = self._acl.get(client)
@@ -219,8 +229,11 @@ class Resolver:
             allowed = self._acl[client] = self._allow(client)
         return allowed
 
-    def handle(self, data: bytes, client: str, udp: bool = True) -> bytes | wire.Query | None:
+    def handle(
+        self, data: bytes, client: str, udp: bool = True, transport: int = m.TCP
+    ) -> bytes | wire.Query | None:
         """bytes: send them; a Query: forward it (await `forward`); None: send nothing.
+        `transport`: the metrics label of a stream (TCP, TLS or HTTPS) when not `udp`.
 
         UDP answers are final (truncated to the client's limit) and remembered in the answer
         memo, keyed by the query's bytes after its ID: the same question with the same flags
@@ -235,6 +248,11 @@ class Resolver:
             allowed and self.ratelimiter is not None and not self.ratelimiter.allow(client, udp)
         )
         key = data[2:]  # the memo's key; made once, so its hash is computed once
+        gid = 0
+        if self.grouped:  # a group's answers are its own: the memo key says whose
+            gid = self.last_group = self.groups.group_of(client)
+            if gid:
+                key += b"\x00" + gid.to_bytes(2, "big")
         if udp and allowed and not limited:
             hit = self._memo.get(key)
             if hit is None:
@@ -258,7 +276,8 @@ class Resolver:
                     stats.cells[qcell + m.CACHED] += 1
                     self.last_outcome = m.CACHED
                     return data[:2] + renewed
-        transport = m.UDP if udp else m.TCP
+        if udp:
+            transport = m.UDP
         try:
             query = wire.parse_query(data)
         except wire.ParseError as error:
@@ -277,15 +296,18 @@ class Resolver:
             # REFUSED, silence or TC=1 per [server] ratelimit_action (resolver/ratelimit.py).
             return self.ratelimiter.over_limit_answer(data, query, self._payload, udp)
         if query.qclass == wire.CLASS_IN and not query.unmatchable:
-            pid = self.match_pid(query.qname)
+            if gid:
+                pid = self.match_pid_in(query.qname, self.groups.allowed[gid])
+            else:
+                pid = self.match_pid(query.qname)
             if pid and self.is_block[pid]:
                 stats.cells[qcell + m.BLOCKED] += 1
-                self._count_block(pid, query.qname)
+                self._count_block(pid | gid << 16, query.qname)
                 self.last_outcome = m.BLOCKED
                 answer = self.responder.answer(query, pid)
                 if answer is not None and udp:
                     answer = self.fit_udp(answer, query)
-                    self._remember_block(key, answer, pid, qcell, query.qname)
+                    self._remember_block(key, answer, pid | gid << 16, qcell, query.qname)
                 return answer
         if not query.flags & wire.RD:
             # A forwarder has nothing to say to a query that does not ask for recursion but what
@@ -306,6 +328,12 @@ class Resolver:
         cached = self.cache.get_fresh(cache_key)
         if cached is not None and self._lists_generation and self._alias_now_blocked(cache_key):
             cached = None
+        if cached is not None and gid:  # cached answers are shared: this group's CNAME check
+            blocked = self._cname_block(query, cached[0], gid)
+            if blocked is not None:
+                stats.cells[qcell + m.BLOCKED_CNAME] += 1
+                self.last_outcome = m.BLOCKED_CNAME
+                return self.fit_udp(blocked, query) if udp else blocked
         if cached is not None:
             stats.cells[qcell + m.CACHED] += 1
             self.last_outcome = m.CACHED
@@ -456,9 +484,12 @@ class Resolver:
             return None
         return wire.error_response(data, error.rcode, query, self._payload)
 
-    async def forward(self, query: wire.Query, data: bytes, transport: int) -> bytes | None:
+    async def forward(
+        self, query: wire.Query, data: bytes, transport: int, group: int = 0
+    ) -> bytes | None:
         """Answer a cache miss from upstream; count the outcome (allowed, blocked_cname, stale
-        or servfail).
+        or servfail). `group`: the client's (`last_group` after its handle call), whose lists
+        decide whether a CNAME target is blocked.
 
         Identical misses share one upstream query (coalescing); a new one must fit the
         in-flight caps, else the answer is stale data or SERVFAIL (resolver.inflight). The
@@ -497,7 +528,7 @@ class Resolver:
             return self._stale_or_servfail(
                 query, data, transport, key, EDE_NO_REACHABLE_AUTHORITY, "upstream did not answer"
             )
-        blocked = self._cname_block(query, response)
+        blocked = self._cname_block(query, response, group)
         if blocked is not None:
             self._count(transport, query, m.BLOCKED_CNAME)
             return blocked
@@ -554,10 +585,15 @@ class Resolver:
         cache hit would skip the check in `_cname_block`."""
         return self._blocked_target(targets) is not None
 
-    def _blocked_target(self, targets: tuple[bytes, ...]) -> tuple[int, bytes] | None:
-        """The first target a blocking list covers, with its policy id."""
+    def _blocked_target(
+        self, targets: tuple[bytes, ...], group: int = 0
+    ) -> tuple[int, bytes] | None:
+        """The first target a blocking list (of `group`) covers, with its policy id."""
         for target in targets:
-            pid = self.match_pid(target)
+            if group:
+                pid = self.match_pid_in(target, self.groups.allowed[group])
+            else:
+                pid = self.match_pid(target)
             if pid and self.is_block[pid]:
                 return pid, target
         return None
@@ -623,14 +659,14 @@ class Resolver:
         options = wire.ede_option(info_code, why) if query.edns else b""
         return wire.error_response(data, wire.SERVFAIL, query, self._payload, options)
 
-    def _cname_block(self, query: wire.Query, response: bytes) -> bytes | None:
+    def _cname_block(self, query: wire.Query, response: bytes, group: int = 0) -> bytes | None:
         """An allowed name whose answer aliases (CNAME/DNAME) a blocked name gets that list's
         block answer: otherwise any CNAME alias would reach a blocked site."""
-        blocked = self._blocked_target(self._alias_targets(response))
+        blocked = self._blocked_target(self._alias_targets(response), group)
         if blocked is None:
             return None
         pid, target = blocked
-        self._count_block(pid, target)
+        self._count_block(pid | group << 16, target)
         return self.responder.answer(query, pid)
 
     def udp_limit(self, query: wire.Query) -> int:
@@ -649,6 +685,9 @@ class Worker:
         slots: m.SharedSlots | None = None,
         slot: int = 0,
         channel: socket.socket | None = None,
+        *,
+        tls_socks: list[socket.socket] | None = None,
+        https_socks: list[socket.socket] | None = None,
     ) -> None:
         self.config = config
         self.index_path = index_path
@@ -670,6 +709,9 @@ class Worker:
         self.tcp_active = 0
         self.stopping = asyncio.Event()
         self.servers: list[asyncio.Server] = []
+        # DoT and DoH (resolver/transports): DoT runs the TCP loop below on a TLS stream.
+        self.encrypted_socks = (tls_socks or [], https_socks or [])
+        self.endpoints = Endpoints(config, self.serve_stream, self._answer_https)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -677,6 +719,7 @@ class Worker:
             loop.add_reader(sock.fileno(), self._on_udp_readable, sock)
         for sock in self.tcp_socks:
             self.servers.append(await asyncio.start_server(self._tcp_client, sock=sock))
+        await self.endpoints.start(*self.encrypted_socks)
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -732,6 +775,7 @@ class Worker:
             "tcp_timeouts": self.tcp_timeouts,
             "tcp_overflows": self.tcp_overflows,
             "tcp_short": self.tcp_short,
+            **self.endpoints.counters(),
         }
         limiter = resolver.ratelimiter
         if limiter is not None:
@@ -747,6 +791,7 @@ class Worker:
             loop.remove_reader(sock.fileno())
         for server in self.servers:
             server.close()
+        self.endpoints.close()
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=DRAIN_SECONDS)
         for sock in self.udp_socks:
@@ -768,6 +813,7 @@ class Worker:
         self.config = config
         self.index_path = index_path
         self.resolver.reconfigure(config, index)
+        self.endpoints.reload(config)  # a renewed certificate: for the next handshakes
         old.close()
         return index
 
@@ -867,7 +913,8 @@ class Worker:
         address: tuple[str, int],
         started: float,
     ) -> None:
-        self._spawn(self._udp_forward(sock, query, data, address, started))
+        group = self.resolver.last_group  # handle() just set it for this query
+        self._spawn(self._udp_forward(sock, query, data, address, started, group))
 
     async def _udp_forward(
         self,
@@ -876,9 +923,10 @@ class Worker:
         data: bytes,
         address: tuple[str, int],
         started: float,
+        group: int = 0,
     ) -> None:
         resolver = self.resolver
-        response = await resolver.forward(query, data, m.UDP)
+        response = await resolver.forward(query, data, m.UDP, group)
         outcome = resolver.last_outcome
         if response is None:
             return
@@ -922,8 +970,7 @@ class Worker:
     tcp_short = 0  # closed: a message shorter than a DNS header (zero-length included)
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        server = self.config.server
-        if self.tcp_active >= server.tcp_max_connections:
+        if self.tcp_active >= self.config.server.tcp_max_connections:
             # Refused at once rather than left in the backlog: the client learns now and the
             # descriptor is released on this loop iteration.
             self.tcp_rejected += 1
@@ -931,22 +978,38 @@ class Worker:
             return
         self.tcp_active += 1
         peer = writer.get_extra_info("peername")
-        client = peer[0] if peer else ""
+        try:
+            await self.serve_stream(reader, writer, peer[0] if peer else "", m.TCP, None)
+        finally:
+            self.tcp_active -= 1
+
+    async def serve_stream(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: str,
+        transport: int,
+        shape: Callable[[bytes], bytes] | None,
+    ) -> None:
+        """DNS over a stream (RFC 7766 framing) until the client leaves or a bound is hit:
+        plain TCP, or a TLS stream for DoT (RFC 7858 3.3: the same framing). `transport` is
+        the metrics label; `shape` changes each answer before it is sent (DoT: padding)."""
+        server = self.config.server
         idle = server.tcp_idle_timeout
-        transport = writer.transport
-        transport.set_write_buffer_limits(high=self.TCP_WRITE_HIGH_WATER)
+        stream = writer.transport
+        stream.set_write_buffer_limits(high=self.TCP_WRITE_HIGH_WATER)
         pending: set[asyncio.Task[None]] = set()
         aborted = False
         try:
             while not self.stopping.is_set():
-                if transport.get_write_buffer_size() > self.TCP_WRITE_HIGH_WATER:
+                if stream.get_write_buffer_size() > self.TCP_WRITE_HIGH_WATER:
                     try:
                         async with asyncio.timeout(idle):
                             await writer.drain()  # until the client reads below the mark
                     except TimeoutError:
                         self.tcp_overflows += 1
                         aborted = True
-                        transport.abort()
+                        stream.abort()
                         break
                     except ConnectionError:
                         break
@@ -971,30 +1034,29 @@ class Worker:
                     # Close instead of reading on: a client that frames messages like this is
                     # broken or hostile (RFC 7766 6.2.4 lets servers close at any time).
                     self.tcp_short += 1
-                    self.resolver.handle(data, client, udp=False)  # counted as dropped
+                    self.resolver.handle(data, client, False, transport)  # counted as dropped
                     break
                 try:
-                    result = self.resolver.handle(data, client, udp=False)
+                    result = self.resolver.handle(data, client, False, transport)
                 except Exception:  # a bug must cost one query, never the worker
                     log.exception("query handling failed")
                     continue
                 if result is None:
                     continue
                 if isinstance(result, bytes):
-                    if not self._tcp_send(writer, result):
+                    if not self._tcp_send(writer, shape(result) if shape else result):
                         aborted = True
                         break
                     continue
                 # Pipelining: answer out of order as upstream replies arrive (RFC 7766 6.2.1.1).
                 task = asyncio.get_running_loop().create_task(
-                    self._tcp_forward(writer, result, data)
+                    self._tcp_forward(writer, result, data, transport, shape)
                 )
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             if pending and not aborted:
                 await asyncio.wait(pending, timeout=self.config.upstream.timeout * 2)
         finally:
-            self.tcp_active -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -1012,11 +1074,29 @@ class Worker:
         return True
 
     async def _tcp_forward(
-        self, writer: asyncio.StreamWriter, query: wire.Query, data: bytes
+        self,
+        writer: asyncio.StreamWriter,
+        query: wire.Query,
+        data: bytes,
+        transport: int = m.TCP,
+        shape: Callable[[bytes], bytes] | None = None,
     ) -> None:
-        response = await self.resolver.forward(query, data, m.TCP)
+        group = self.resolver.last_group  # read before the first await: this query's
+        response = await self.resolver.forward(query, data, transport, group)
         if response is not None:
-            self._tcp_send(writer, response)
+            self._tcp_send(writer, shape(response) if shape else response)
+
+    async def _answer_https(self, data: bytes, client: str) -> bytes | None:
+        """One DoH query through the pipeline (resolver/transports/https.py pads it)."""
+        resolver = self.resolver
+        try:
+            result = resolver.handle(data, client, False, m.HTTPS)
+        except Exception:  # a bug must cost one query, never the worker
+            log.exception("query handling failed")
+            return None
+        if result is None or isinstance(result, bytes):
+            return result
+        return await resolver.forward(result, data, m.HTTPS, resolver.last_group)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -1052,6 +1132,17 @@ def _relayed(
     flags = wire.relay_flags(query_flags, wants_ad, (stored[2] << 8) | stored[3])
     header = flags.to_bytes(2, "big") + stored[4 : wire.HEADER_SIZE]
     return header + question + stored[question_end:]
+
+
+def _pool(config: Config, servers: list[tuple[str, int]]) -> UpstreamPool:
+    upstream = config.upstream
+    return UpstreamPool(
+        servers,
+        upstream.timeout,
+        upstream.attempts,
+        tls_servers=upstream.tls_servers,
+        tls_ca=upstream.tls_ca,
+    )
 
 
 def format_address(address: tuple[str, int]) -> str:
