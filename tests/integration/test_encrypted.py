@@ -241,8 +241,8 @@ def test_groups_get_their_own_answers(served: Served) -> None:
 def test_group_cname_check_on_shared_cache(tmp_path: Path) -> None:
     """An alias to the family list's name, cached once: blocked for the family group only."""
     with FakeUpstream() as upstream:
-        answer_everything(upstream)
         upstream.cname("alias.allowed.example", FAMILY)
+        upstream.add(FAMILY, "A", UPSTREAM)
         server = serve(tmp_path, f'"{LOOPBACK}:{upstream.port}"')
         try:
 
