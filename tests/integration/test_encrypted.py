@@ -379,3 +379,17 @@ def test_chromium_resolves_a_blocked_name_over_doh(tmp_path: Path) -> None:
         finally:
             server.process.stop()
             page.shutdown()
+
+
+def test_idle_dot_connection_is_closed(served: Served) -> None:
+    """tcp_idle_timeout (3 s in this config) holds for DoT as for TCP: the shared loop."""
+    with _dot_socket(served) as sock:
+        wire = _dot_exchange(sock, dns.message.make_query(NATIONAL, "A").to_wire())
+        assert addresses(dns.message.from_wire(wire)) == [LANDING]
+        started = time.monotonic()
+        sock.settimeout(8)
+        try:
+            assert sock.recv(1) == b""
+        except (ConnectionError, ssl.SSLError):
+            pass
+        assert 2.5 < time.monotonic() - started < 6
