@@ -41,9 +41,11 @@ if str(REPO) not in sys.path:
 
 from bench import resolver_bench, servers  # noqa: E402
 from resolver import metrics as m  # noqa: E402
-from resolver import server, supervisor, wire  # noqa: E402
+from resolver import supervisor  # noqa: E402
 from resolver.compile import compile_lists, write_index  # noqa: E402
 from resolver.config import parse_config  # noqa: E402
+from resolver.dns.query import Query  # noqa: E402
+from resolver.worker import Worker  # noqa: E402
 
 ZONE_TTL = 3600  # bench/resolver_bench.py write_zone: $TTL 3600, SOA MINIMUM 300
 NEGATIVE_TTL = 300
@@ -111,7 +113,7 @@ def datagrams_for(lines: list[str], seed: int) -> list[bytes]:
     return out
 
 
-def build_worker(workdir: Path, list_path: Path) -> server.Worker:
+def build_worker(workdir: Path, list_path: Path) -> Worker:
     """A worker on the config `scripts/bench` gives blokir (its sockets are never used)."""
     config_path = servers.blokir_config(
         workdir / "blokir.toml",
@@ -125,21 +127,19 @@ def build_worker(workdir: Path, list_path: Path) -> server.Worker:
     )
     config = parse_config(config_path.read_text(), config_path)
     write_index(compile_lists(config.list_specs()), workdir / "index.blkx")
-    worker = server.Worker(config, str(workdir / "index.blkx"), [], [])
+    worker = Worker(config, str(workdir / "index.blkx"), [], [])
     worker.timing = True  # as with metrics on (scripts/bench scrapes them)
     return worker
 
 
-def replay(worker: server.Worker, sock: ReplaySocket, upstream: dict[bytes, bytes]) -> Counter[int]:
+def replay(worker: Worker, sock: ReplaySocket, upstream: dict[bytes, bytes]) -> Counter[int]:
     """Feed every datagram through the UDP callback; forwarded queries are answered into the
     cache at once. Returns {0: datagrams handled, -1: of them forwarded}."""
     resolver = worker.resolver
     outcomes: Counter[int] = Counter()
-    pending: list[tuple[wire.Query, bytes]] = []
+    pending: list[tuple[Query, bytes]] = []
 
-    def forward(
-        sock: object, query: wire.Query, data: bytes, address: object, started: float
-    ) -> None:
+    def forward(sock: object, query: Query, data: bytes, address: object, started: float) -> None:
         pending.append((query, data))
 
     worker.start_udp_forward = forward  # type: ignore[assignment]
@@ -205,13 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         figures = []
         for _ in range(args.passes):
             sock = ReplaySocket(datagrams, clock, step)
-            blocked_before = sum(resolver.stats.blocked_by_pid.values())
+            blocked_before = sum(resolver.stats.blocked_by_policy_id.values())
             cells_before = list(resolver.stats.cells)
             started = time.perf_counter()
             counts = replay(worker, sock, upstream)
             elapsed = time.perf_counter() - started
             figures.append(elapsed / counts[0] * 1e6)
-            blocked = sum(resolver.stats.blocked_by_pid.values()) - blocked_before
+            blocked = sum(resolver.stats.blocked_by_policy_id.values()) - blocked_before
             cached = sum(
                 after - before
                 for i, (before, after) in enumerate(
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def forget_answers(worker: server.Worker) -> None:
+def forget_answers(worker: Worker) -> None:
     """An empty answer memo and doorkeeper (the cache stays): each subset pass then starts as
     a run of the benchmark does, where a blocked name is nearly always a first sighting."""
     resolver = worker.resolver
@@ -256,7 +256,7 @@ def forget_answers(worker: server.Worker) -> None:
     resolver._seen_count = 0
 
 
-def by_path(worker: server.Worker, datagrams: list[bytes]) -> dict[str, list[bytes]]:
+def by_path(worker: Worker, datagrams: list[bytes]) -> dict[str, list[bytes]]:
     """The datagrams split by how the resolver answers them now (after the passes): blocked
     names, and answers from the cache. Each subset is replayed from an empty memo
     (forget_answers): blocked names then cost a parse, an index walk and a template (a name
@@ -265,8 +265,7 @@ def by_path(worker: server.Worker, datagrams: list[bytes]) -> dict[str, list[byt
     resolver = worker.resolver
     paths: dict[str, list[bytes]] = {"blocked": [], "cache answers": []}
     for data in datagrams:
-        resolver.handle(data, "127.0.0.1")
-        outcome = resolver.last_outcome
+        outcome = resolver.handle(data, "127.0.0.1")[1]
         if outcome == m.BLOCKED:
             paths["blocked"].append(data)
         elif outcome == m.CACHED:

@@ -38,6 +38,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from resolver import NATIVE, __version__
+from resolver.landing import stats as landing_stats
 
 # Latency and the top-K see one query in SAMPLE, counted SAMPLE times (an unbiased estimate);
 # every counter is exact. Timing every answer measured 10% fewer queries/s; 1 in 8, within noise.
@@ -120,8 +121,8 @@ class TopCounter:
         self.sketch: dict[tuple[str, str], int] = {}
         self.untracked = 0
 
-    def fold(self, list_of_pid: Any) -> None:
-        """Merge the interval into the sketch; `list_of_pid(pid)` names the list."""
+    def fold(self, list_of: Any) -> None:
+        """Merge the interval into the sketch; `list_of(policy_id)` names the list."""
         if not self.capacity:
             self.interval.clear()
             return
@@ -133,8 +134,8 @@ class TopCounter:
         self.untracked += len(self.interval) - len(items)
         self.interval = {}
         sketch = self.sketch
-        for (name, pid), count in items:
-            key = (name.decode("ascii", "replace"), list_of_pid(pid))
+        for (name, policy_id), count in items:
+            key = (name.decode("ascii", "replace"), list_of(policy_id))
             if key in sketch:
                 sketch[key] += count
             elif len(sketch) < self.capacity:
@@ -149,7 +150,7 @@ class WorkerStats:
     """A worker's counters: plain ints and lists, updated inline by the server."""
 
     cells: list[int] = field(default_factory=lambda: [0] * N_CELLS)
-    blocked_by_pid: dict[int, int] = field(default_factory=dict)
+    blocked_by_policy_id: dict[int, int] = field(default_factory=dict)
     # (list, category, action, group) -> count; groups: resolver/groups.py ("default" if none)
     blocked_by_labels: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     histogram: list[int] = field(default_factory=lambda: [0] * (N_OUTCOMES * (N_BUCKETS + 1)))
@@ -429,6 +430,7 @@ class MetricsHub:
         self.lists: list[dict[str, Any]] = []  # reload.ListStatus.to_json() per list
         self.started_at = time.time()
         self._lock = threading.Lock()
+        self.landing = SharedSlots(landing_stats.SLOTS)  # the landing process (resolver/landing)
 
     def set_index(self, header: dict[str, Any], loaded_at: float | None = None) -> None:
         with self._lock:
@@ -514,6 +516,10 @@ class BlokirCollector(Collector):
         yield from _cache_metrics(totals)
         yield from _upstream_metrics(totals)
         yield from _list_metrics(hub)
+        slots = hub.landing
+        yield from landing_stats.landing_metrics(
+            landing_stats.merge([slots.read(i) for i in range(slots.count)])
+        )
         top = GaugeMetricFamily(
             "blokir_top_blocked_domain_queries",
             "Approximate queries for the most blocked names (space-saving sketch, top K only)",
@@ -737,24 +743,51 @@ def _list_metrics(hub: MetricsHub) -> Iterator[Metric]:
     for status in hub.lists:
         labels = [status["name"], status["kind"]]
         updated.add_metric(labels, status["updated_at"])
-        failed = status["kind"] == "url" and status["last_result"] not in (
+        failed = status["kind"] != "file" and status["last_result"] not in (
             "",
             "updated",
             "not_modified",
         )
         source_ok.add_metric(labels, 0 if failed else 1)
-        if status["kind"] == "url":
+        if status["kind"] != "file":
             checked.add_metric([status["name"]], status["checked_at"])
     yield updated
     yield checked
     yield source_ok
+    yield from _transfer_metrics(hub.lists)
+
+
+def _transfer_metrics(lists: list[dict[str, Any]]) -> Iterator[Metric]:
+    """The axfr lists (resolver/xfr/secondary.py): serial of the copy, attempts by outcome."""
+    serial = GaugeMetricFamily(
+        "blokir_list_zone_serial",
+        "SOA serial of the serving copy of a zone-transfer list",
+        labels=["list"],
+    )
+    transfers = CounterMetricFamily(
+        "blokir_list_transfers",
+        "Zone-transfer attempts since start, by what was asked (AXFR, IXFR, SOA: only the "
+        "serial) and the result (updated, not_modified, or a failure reason)",
+        labels=["list", "kind", "result"],
+    )
+    for status in lists:
+        if status["kind"] != "axfr":
+            continue
+        if status.get("serial") is not None:
+            serial.add_metric([status["name"]], status["serial"])
+        for key, count in status.get("transfers", {}).items():
+            kind, _, result = key.partition(" ")
+            transfers.add_metric([status["name"], kind, result], count)
+    yield serial
+    yield transfers
 
 
 # -- HTTP: /metrics, /healthz, /readyz, /api/top -------------------------------------------------
 
 
-def start_http(hub: MetricsHub, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve in a daemon thread of the supervisor; returns the server (`.server_address`)."""
+def bind_http(hub: MetricsHub, host: str, port: int) -> ThreadingHTTPServer:
+    """The endpoint, bound but not yet serving (`serve_http`): the supervisor binds before it
+    drops privileges and forks, and starts the thread after."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BlokirCollector(hub))
 
@@ -786,5 +819,9 @@ def start_http(hub: MetricsHub, host: str, port: int) -> ThreadingHTTPServer:
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server
+
+
+def serve_http(server: ThreadingHTTPServer) -> None:
+    """Serve `server` (from bind_http) in a daemon thread of the supervisor."""
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()

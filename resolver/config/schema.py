@@ -29,10 +29,12 @@ from resolver.config.addresses import (
     resolv_conf_servers,
 )
 from resolver.config.locator import ConfigError
+from resolver.dns.constants import MAX_TTL
 from resolver.lists import FORMATS as LIST_FORMATS
 from resolver.lists.model import ListSpec
 from resolver.policy import Action, Ede, MatchMode
 from resolver.ratelimit import RateLimitAction
+from resolver.xfr.source import TsigKey, XfrSource
 
 __all__ = [
     "ARRAY_SECTIONS",
@@ -49,9 +51,11 @@ __all__ = [
     "CacheConfig",
     "Config",
     "KeySpec",
+    "LandingConfig",
     "ListConfig",
     "ListSource",
     "MetricsConfig",
+    "RpzConfig",
     "Section",
     "ServerConfig",
     "Setting",
@@ -77,7 +81,6 @@ DEFAULT_ALLOW: tuple[Network, ...] = tuple(
 )
 
 LIST_ACTIONS = (Action.LANDING, Action.NXDOMAIN, Action.NODATA, Action.REFUSED)
-MAX_TTL = 2**31 - 1  # RFC 2181 section 8
 MAX_SDE_TEXT = 256  # keeps the structured DNS error JSON (EDE EXTRA-TEXT) well inside a UDP answer
 
 # Value types the validator has a generic rule for (validate.py's _Table getters); any other
@@ -118,6 +121,15 @@ def setting(
 ) -> Mapping[str, Setting]:
     """Field metadata declaring a TOML key: `field(default=..., metadata=setting(...))`."""
     return {_SETTING: Setting(doc, type, low, high, choices, allowed, default)}
+
+
+def _in_networks(client: str, networks: Iterable[Network]) -> bool:
+    """Whether an address (text) falls in one of `networks`; False for what is no address."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _values(choices: Iterable[StrEnum]) -> tuple[str, ...]:
@@ -289,11 +301,7 @@ class ServerConfig:
 
     def allows(self, client: str) -> bool:
         """Whether a client address falls in one of the `allow` networks."""
-        try:
-            address = ipaddress.ip_address(client)
-        except ValueError:
-            return False
-        return any(address in network for network in self.allow)
+        return _in_networks(client, self.allow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +437,103 @@ class BlockingConfig:
     )
 
 
+LANGUAGES = ("en", "id")  # the landing page's built-in languages (resolver/landing/templates)
+
+
+@dataclass(frozen=True, slots=True)
+class LandingConfig:
+    """`[landing]`: the block-notice web server at the landing address (docs/landing.md)."""
+
+    listen: tuple[Address, ...] = field(
+        default=(),
+        metadata=setting(
+            "Addresses to serve the block notice on over HTTP, normally port 80 of "
+            "`[blocking] landing_ipv4`/`landing_ipv6`. Empty: no landing server.",
+            'array of `"host:port"`',
+            allowed="port 0..65535",
+        ),
+    )
+    tls_listen: tuple[Address, ...] = field(
+        default=(),
+        metadata=setting(
+            "Addresses for HTTPS (normally port 443). Needs `certificate`, `key` and "
+            "`server_names`; a handshake for any other name is refused with a TLS alert.",
+            'array of `"host:port"`',
+            allowed="port 0..65535",
+        ),
+    )
+    certificate: Path | None = field(
+        default=None,
+        metadata=setting(
+            "PEM certificate chain for `server_names` (your own landing name, never a blocked "
+            "one); read once at start, as the user blokir starts as, and again on each reload.",
+            "path",
+        ),
+    )
+    key: Path | None = field(
+        default=None, metadata=setting("PEM private key of `certificate`.", "path")
+    )
+    server_names: tuple[str, ...] = field(
+        default=(),
+        metadata=setting(
+            "The names `certificate` is valid for: the only TLS server names (SNI) whose "
+            "handshake is completed.",
+            "array of domain names",
+        ),
+    )
+    default_language: str = field(
+        default="en",
+        metadata=setting(
+            "Page language when the browser's `Accept-Language` names none of the built-in "
+            "ones (`en` English, `id` Indonesian).",
+            STRING,
+            choices=LANGUAGES,
+        ),
+    )
+    template_dir: Path | None = field(
+        default=None,
+        metadata=setting(
+            "A directory of your own page templates (`blocked.en.html`, `unblocked.id.html`, "
+            "...; string.Template `$placeholders`); a file not there is the built-in one.",
+            "path",
+        ),
+    )
+    appeal_url: str | None = field(
+        default=None,
+        metadata=setting(
+            "Where a customer asks for a review of a block (shown on the page; a list's own "
+            '`appeal_url` wins). Also the RFC 7725 `Link: rel="blocked-by"` target.',
+            "http(s) URL",
+        ),
+    )
+    log_clients: bool = field(
+        default=False,
+        metadata=setting(
+            "Log client addresses of refused TLS handshakes and bad requests (personal data: "
+            "off unless your policy allows it).",
+            BOOLEAN,
+        ),
+    )
+    max_connections: int = field(
+        default=512,
+        metadata=setting("Open connections before new ones are closed at once.", INTEGER, low=1),
+    )
+    header_timeout: float = field(
+        default=10.0,
+        metadata=setting(
+            "Seconds a client has to send a complete request head (a slow-headers client is "
+            "answered 408 and closed); also the keep-alive idle time.",
+            SECONDS,
+        ),
+    )
+    max_header_bytes: int = field(
+        default=8192,
+        metadata=setting(
+            "Largest request head accepted; more is answered 431.", INTEGER, low=1024, high=65536
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
     """`[cache]`: the answer cache in front of the upstreams."""
@@ -537,6 +642,20 @@ class MetricsConfig:
             "How many most-blocked names the metrics report.", INTEGER, low=0, high=1000
         ),
     )
+    textfile: Path | None = field(
+        default=None,
+        metadata=setting(
+            "Plugin mode (`blokir plugin unbound`): the Prometheus textfile the resolver plugin "
+            "writes its metrics to, for node_exporter's textfile collector (a `.prom` file in its "
+            "`--collector.textfile.directory`). Not used by `blokir serve`.",
+            "path",
+            default='`""` (none)',
+        ),
+    )
+    textfile_interval: float = field(
+        default=15.0,
+        metadata=setting("Plugin mode: how often the metrics textfile is rewritten.", SECONDS),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -620,18 +739,73 @@ class UpdatesConfig:
         return self.control_socket or self.state_dir / "control.sock"
 
 
+# ---- [rpz], secondary side: receiving NOTIFY (resolver/xfr/notify.py) -----------------------
+# The keys for serving the policy by zone transfer (the primary side) go in their own block.
+
+DEFAULT_NOTIFY_FROM: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RpzConfig:
+    """`[rpz]`: policy zones over zone transfer (docs/rpz-transfer.md)."""
+
+    notify_listen: Address | None = field(
+        default=None,
+        metadata=setting(
+            "Where blokir receives NOTIFY (RFC 1996) for its `axfr://` lists, UDP; a NOTIFY "
+            "for a list's zone from an address in `notify_from` starts a transfer at once. A "
+            "socket of its own in the process that runs the transfers, not the DNS port. Needs "
+            "a restart to change.",
+            '`"host:port"`',
+            allowed="port 0..65535",
+            default='`""` (off: transfers follow the SOA refresh timer only)',
+        ),
+    )
+    notify_from: tuple[Network, ...] = field(
+        default=DEFAULT_NOTIFY_FROM,
+        metadata=setting(
+            "Primaries whose NOTIFY is obeyed; others are answered REFUSED. A bare address "
+            "means a single host.",
+            "array of CIDR strings",
+            default='loopback (`["127.0.0.0/8", "::1/128"]`)',
+        ),
+    )
+
+    def notify_allowed(self, client: str) -> bool:
+        return _in_networks(client, self.notify_from)
+
+
+# ---- end of [rpz], secondary side -------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class ListSource:
-    """Where a list comes from and how it is refreshed; `url` None means a local file.
+    """Where a list comes from and how it is refreshed; `url` and `xfr` None mean a local file.
     `refresh` and `max_shrink` None mean `[updates]`'s."""
 
     url: str | None = None  # not a key: a `path` that is a URL
+    xfr: XfrSource | None = None  # not a key: a `path` that is an axfr:// URL (resolver/xfr/)
     refresh: float | None = field(
         default=None,
         metadata=setting(
-            "URL lists only: time between downloads of this list.",
+            "URL lists only: time between downloads of this list. For an `axfr://` list: "
+            "checks the primary this often instead of at the zone's SOA refresh timer.",
             SECONDS,
-            default="`[updates] refresh`",
+            default="`[updates] refresh` (`axfr://`: the SOA refresh)",
+        ),
+    )
+    tsig: TsigKey | None = field(
+        default=None,
+        metadata=setting(
+            "`axfr://` lists only: sign the SOA, IXFR and AXFR queries with this TSIG key "
+            "(RFC 8945) and accept only a transfer signed with it.",
+            '`{ name = "key.", algorithm = "hmac-sha256", secret = "base64" }`',
+            allowed="algorithm hmac-sha256 (default), hmac-sha384, hmac-sha512, hmac-sha224, "
+            "hmac-sha1",
+            default="none",
         ),
     )
     max_shrink: float | None = field(
@@ -647,7 +821,7 @@ class ListSource:
 
 
 _NAME_DOC = "string of `A-Z a-z 0-9 _ . -`"
-_PATH_DOC = "path or `http(s)://` URL"
+_PATH_DOC = "path, `http(s)://` URL or `axfr://HOST:PORT/ZONE.`"
 
 
 @dataclass(frozen=True, slots=True)
@@ -663,7 +837,9 @@ class ListConfig:
     )
     path: Path = field(
         metadata=setting(
-            'The list file, or a URL blokir downloads (README, "Live list updates").',
+            'The list file, or a URL blokir downloads (README, "Live list updates"), or '
+            "`axfr://HOST:PORT/ZONE.`: an RPZ zone blokir takes by zone transfer "
+            "(docs/rpz-transfer.md; `format` rpz is implied).",
             _PATH_DOC,
         )
     )
@@ -718,6 +894,37 @@ class ListConfig:
             "Likewise for AAAA.",
             "IPv6 string or array of them",
             default="`[]` (use `[blocking]`'s)",
+        ),
+    )
+    justification: str | None = field(
+        default=None,
+        metadata=setting(
+            "The landing page's legal basis for this list's names.",
+            STRING,
+            default="`[blocking] justification`",
+        ),
+    )
+    contact: str | None = field(
+        default=None,
+        metadata=setting(
+            "The landing page's contact for this list's names.",
+            "URI string",
+            default="`[blocking] contact`",
+        ),
+    )
+    organisation: str | None = field(
+        default=None,
+        metadata=setting(
+            "The landing page's blocking organisation for this list's names (e.g. the "
+            "regulator whose order it is).",
+            STRING,
+            default="`[blocking] organisation`",
+        ),
+    )
+    appeal_url: str | None = field(
+        default=None,
+        metadata=setting(
+            "Where to appeal a block by this list.", "http(s) URL", default="`[landing] appeal_url`"
         ),
     )
     source: ListSource = field(default=ListSource(), metadata={_KEYS_FROM: ListSource})
@@ -823,12 +1030,28 @@ class Config:
         default_factory=MetricsConfig,
         metadata=_section("`[metrics]`", "The Prometheus endpoint.", MetricsConfig),
     )
+    landing: LandingConfig = field(
+        default_factory=LandingConfig,
+        metadata=_section(
+            "`[landing]`",
+            "The built-in block-notice web server (docs/landing.md).",
+            LandingConfig,
+        ),
+    )
     updates: UpdatesConfig = field(
         default_factory=UpdatesConfig,
         metadata=_section(
             "`[updates]`",
             'Keeping lists current while serving (README, "Live list updates").',
             UpdatesConfig,
+        ),
+    )
+    rpz: RpzConfig = field(
+        default_factory=RpzConfig,
+        metadata=_section(
+            "`[rpz]`",
+            "Response policy zones over zone transfer (docs/rpz-transfer.md).",
+            RpzConfig,
         ),
     )
     # Allowlists before lists: the order sections are named in messages and the docs, and the

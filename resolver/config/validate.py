@@ -40,9 +40,11 @@ from resolver.config.schema import (
     Config,
     GroupConfig,
     KeySpec,
+    LandingConfig,
     ListConfig,
     ListSource,
     MetricsConfig,
+    RpzConfig,
     ServerConfig,
     UpdatesConfig,
     UpstreamConfig,
@@ -51,6 +53,7 @@ from resolver.control import MAX_PATH_BYTES
 from resolver.policy import Action, Ede, MatchMode
 from resolver.ratelimit import RateLimitAction
 from resolver.sources import source_paths
+from resolver.xfr.source import XfrSource, is_xfr_url, parse_tsig, parse_xfr_url
 
 __all__ = ["ValueParsers", "load_config", "parse_config"]
 
@@ -273,7 +276,9 @@ class _Context(ValueParsers):
         blocking = self._blocking(tables["blocking"])
         cache = self._cache(tables["cache"])
         metrics = self._metrics(tables["metrics"])
+        landing = self._landing(tables["landing"])
         self.updates = updates = self._updates(tables["updates"], blocking.index_path)
+        rpz = self._rpz(tables["rpz"])
         allowlists = tuple(self._allowlist(t) for t in self._array_section(raw, "allowlists"))
         lists = tuple(self._list(t) for t in self._array_section(raw, "lists"))
         self._check_unique_names(allowlists, lists)
@@ -286,7 +291,9 @@ class _Context(ValueParsers):
             blocking=blocking,
             cache=cache,
             metrics=metrics,
+            landing=landing,
             updates=updates,
+            rpz=rpz,
             lists=lists,
             allowlists=allowlists,
         )
@@ -436,11 +443,77 @@ class _Context(ValueParsers):
         listen = t.get(
             "listen", MetricsConfig().listen, lambda p, v: self.host_port(p, v, required_port=True)
         )
+        textfile = t.get_str("textfile")
         return MetricsConfig(
             enabled=t.get_bool("enabled"),
             listen=listen,
             top_k=t.get_int("top_k"),
+            textfile=self.resolve_path(textfile) if textfile.strip() else None,
+            textfile_interval=t.get_float("textfile_interval"),
         )
+
+    def _landing(self, t: _Table) -> LandingConfig:
+        listen: dict[str, tuple[Address, ...]] = {}
+        for key in ("listen", "tls_listen"):
+            found = t.get_list(key, lambda p, v: self.host_port(p, v, required_port=True)) or []
+            self._check_no_duplicates(t, key, found, format_address)
+            listen[key] = tuple(found)
+        paths: dict[str, Path | None] = {}
+        for key in ("certificate", "key", "template_dir"):
+            text = t.get_str(key).strip()
+            paths[key] = self.resolve_path(text) if text else None
+        names = tuple(
+            self._domain_value((*t.path, "server_names", i), v)
+            for i, v in enumerate(t.get_list("server_names", lambda p, v: v) or [])
+        )
+        if listen["tls_listen"]:
+            for key in ("certificate", "key"):
+                if paths[key] is None:
+                    raise t.error(key, "required with tls_listen")
+            if not names:
+                raise t.error(
+                    "server_names", "required with tls_listen: the names the certificate is for"
+                )
+        return LandingConfig(
+            listen=listen["listen"],
+            tls_listen=listen["tls_listen"],
+            certificate=paths["certificate"],
+            key=paths["key"],
+            server_names=names,
+            default_language=t.get_choice("default_language"),
+            template_dir=paths["template_dir"],
+            appeal_url=self._http_url(t, "appeal_url"),
+            log_clients=t.get_bool("log_clients"),
+            max_connections=t.get_int("max_connections"),
+            header_timeout=t.get_float("header_timeout"),
+            max_header_bytes=t.get_int("max_header_bytes"),
+        )
+
+    def _http_url(self, t: _Table, key: str) -> str | None:
+        """An absolute http(s) URL with no spaces, quotes or angle brackets: it goes into an
+        href and into the Link header (RFC 8288), where `>` would end it."""
+        value = t.get_str(key).strip()
+        if not value:
+            return None
+        parts = urllib.parse.urlsplit(value)
+        if (
+            parts.scheme.lower() not in ("http", "https")
+            or not parts.hostname
+            or any(c in value for c in " <>\"'\\")
+            or not value.isascii()
+            or not value.isprintable()
+        ):
+            raise t.error(key, f"{value!r} is not an http:// or https:// URL")
+        return value
+
+    def _domain_value(self, path: KeyPath, value: object) -> str:
+        """A host name as written in a certificate (no trailing dot), in lower case."""
+        text = value.strip().lower().rstrip(".") if isinstance(value, str) else ""
+        labels = text.split(".")
+        valid = all(_DNS_LABEL_RE.fullmatch(x) for x in labels)
+        if len(text) > 253 or len(labels) < 2 or not valid:
+            raise self.error(path, 'expected a domain name such as "blocked.isp.example"')
+        return text
 
     def _updates(self, t: _Table, index_path: Path) -> UpdatesConfig:
         # By default next to the index: both are written by blokir, so a deployment makes one
@@ -475,6 +548,35 @@ class _Context(ValueParsers):
             )
         return updates
 
+    def _rpz(self, t: _Table) -> RpzConfig:
+        """`[rpz]`, the secondary side's keys (NOTIFY); the primary side's are parsed apart."""
+        listen = None
+        if t.raw("notify_listen") not in (_MISSING, ""):
+            listen = self.host_port(
+                (*t.path, "notify_listen"), t.raw("notify_listen"), required_port=True
+            )
+        notify_from = t.get_list("notify_from", self.network)
+        return RpzConfig(
+            notify_listen=listen,
+            notify_from=tuple(notify_from) if notify_from is not None else RpzConfig().notify_from,
+        )
+
+    def _xfr_source(self, t: _Table, path_text: str, fmt: str) -> XfrSource:
+        """An `axfr://` list: the URL, its optional TSIG key, and the implied rpz format."""
+        try:
+            xfr = parse_xfr_url(path_text)
+        except ValueError as exc:
+            raise t.error("path", str(exc)) from None
+        if fmt not in ("auto", "rpz"):
+            raise t.error("format", f"an axfr:// list is an RPZ zone; {fmt!r} cannot apply")
+        raw_tsig = t.raw("tsig")
+        if raw_tsig is _MISSING:
+            return xfr
+        try:
+            return XfrSource(xfr.host, xfr.port, xfr.zone, parse_tsig(raw_tsig))
+        except ValueError as exc:
+            raise t.error("tsig", str(exc)) from None
+
     def _list_common(self, t: _Table) -> tuple[str, Path, str, MatchMode, str, ListSource]:
         name = t.get_str("name")
         if not _NAME_RE.fullmatch(name) or name in (".", ".."):
@@ -488,7 +590,13 @@ class _Context(ValueParsers):
         match = t.get_enum("match", MatchMode)
         fmt = t.get_choice("format")
         url: str | None = None
-        if _URL_RE.match(path_text):
+        xfr: XfrSource | None = None
+        if is_xfr_url(path_text):
+            xfr = self._xfr_source(t, path_text, fmt)
+            fmt = "rpz"
+            # The last good transfer, written as a zone file (resolver/xfr/secondary.py).
+            path = source_paths(self.updates.state_dir, name)[0]
+        elif _URL_RE.match(path_text):
             parts = urllib.parse.urlsplit(path_text.strip())
             if not parts.hostname:
                 raise t.error("path", f"{path_text!r} has no host name")
@@ -497,14 +605,22 @@ class _Context(ValueParsers):
             path = source_paths(self.updates.state_dir, name)[0]
         else:
             if "://" in path_text:
-                raise t.error("path", "only http:// and https:// URLs are supported")
+                raise t.error("path", "only http://, https:// and axfr:// URLs are supported")
             path = self.resolve_path(path_text)
         refresh: float | None = None
         if t.raw("refresh") is not _MISSING:
             refresh = t.get_float("refresh")
-        if refresh is not None and url is None:
+        if refresh is not None and url is None and xfr is None:
             raise t.error("refresh", "only used with a URL path (local files are watched)")
-        source = ListSource(url, refresh, t.get_fraction("max_shrink", None))
+        if t.raw("tsig") is not _MISSING and xfr is None:
+            raise t.error("tsig", "only used with an axfr:// path")
+        source = ListSource(
+            url=url,
+            xfr=xfr,
+            refresh=refresh,
+            tsig=xfr.tsig if xfr is not None else None,
+            max_shrink=t.get_fraction("max_shrink", None),
+        )
         return name, path, category, match, fmt, source
 
     def _upstream_server(self, path: KeyPath, value: object) -> Address | TlsServer:
@@ -588,6 +704,10 @@ class _Context(ValueParsers):
             format=fmt,
             landing_ipv4=landing[4],
             landing_ipv6=landing[6],
+            justification=self._sde_text(t, "justification"),
+            contact=self._sde_text(t, "contact", uri=True),
+            organisation=self._sde_text(t, "organisation"),
+            appeal_url=self._http_url(t, "appeal_url"),
             source=source,
         )
 

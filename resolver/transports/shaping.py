@@ -14,13 +14,8 @@ MINIMUM (RFC 2308).
 from __future__ import annotations
 
 from resolver.cache import with_edns_option
-from resolver.message import (
-    ADDITIONAL,
-    ANSWER,
-    MessageError,
-    negative_ttl,
-    walk,
-)
+from resolver.dns.message import ADDITIONAL, ANSWER, negative_ttl, walk
+from resolver.dns.names import MessageError
 
 __all__ = ["BLOCK_LENGTH", "OPTION_PADDING", "max_age", "padded"]
 

@@ -4,6 +4,7 @@ blokir's Prometheus endpoint read back."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -79,9 +80,18 @@ def wait_for_answer(
 
 
 def start_nsd(
-    workdir: Path, zone: str, zonefile: Path, probe: str, deadline: Deadline
+    workdir: Path,
+    zone: str,
+    zonefile: Path,
+    probe: str,
+    deadline: Deadline,
+    *,
+    clauses: str = "",
+    zone_options: str = "",
 ) -> tuple[ManagedProcess, int]:
-    """NSD serving `zonefile` on a free port, rate limiting off; returns once it answers."""
+    """NSD serving `zonefile` on a free port, rate limiting off; returns once it answers.
+    `clauses` (e.g. a `key:`) and `zone_options` (e.g. `provide-xfr:`) are nsd.conf text added
+    before the zone and inside it."""
     nsd = require_binary("nsd")
     checkconf = find_binary("nsd-checkconf")
     port = free_port()
@@ -108,10 +118,10 @@ def start_nsd(
     hide-version: yes
 {limits}remote-control:
     control-enable: no
-zone:
+{clauses}zone:
     name: "{zone}"
     zonefile: "{zonefile}"
-"""
+{zone_options}"""
 
     conf.write_text(render(rrl=True))
     if checkconf:
@@ -137,9 +147,22 @@ zone:
 
 
 def unbound_conf(
-    workdir: Path, port: int, threads: int, rpz: Path, upstream_port: int, tag: str
+    workdir: Path,
+    port: int,
+    threads: int,
+    rpz: Path | None,
+    upstream_port: int,
+    tag: str,
+    *,
+    modules: str = "respip iterator",
+    extra: str = "",
+    env: dict[str, str] | None = None,
 ) -> Path:
+    """Unbound forwarding everything to `upstream_port`, with the list as an RPZ zone file
+    (`rpz`), or without one and `modules` / `extra` sections (the blokir plugin, which needs
+    its `env` to load in unbound-checkconf too)."""
     conf = workdir / f"unbound-{tag}.conf"
+    rpz_section = f'rpz:\n    name: "rpz.blokir."\n    zonefile: "{rpz}"\n' if rpz else ""
     conf.write_text(f"""server:
     interface: {LOOPBACK}
     port: {port}
@@ -154,7 +177,7 @@ def unbound_conf(
     use-syslog: no
     logfile: "{workdir}/unbound-{tag}.log"
     verbosity: 0
-    module-config: "respip iterator"
+    module-config: "{modules}"
     do-not-query-localhost: no
     statistics-cumulative: no
     extended-statistics: no
@@ -162,24 +185,27 @@ remote-control:
     control-enable: yes
     control-interface: "{workdir}/unbound-{tag}.ctl"
     control-use-cert: no
-rpz:
-    name: "rpz.blokir."
-    zonefile: "{rpz}"
-forward-zone:
+{rpz_section}forward-zone:
     name: "."
     forward-addr: {LOOPBACK}@{upstream_port}
-""")
+{extra}""")
     checkconf = find_binary("unbound-checkconf")
     if checkconf:
-        checked = subprocess.run([checkconf, str(conf)], capture_output=True, text=True)
+        checked = subprocess.run(
+            [checkconf, str(conf)],
+            capture_output=True,
+            text=True,
+            env=None if env is None else {**os.environ, **env},  # the plugin reads its config
+        )
         if checked.returncode != 0:
             raise SetupError(f"unbound-checkconf rejected {conf}: {checked.stdout}{checked.stderr}")
     return conf
 
 
-def start_unbound(conf: Path, tag: str) -> ManagedProcess:
+def start_unbound(conf: Path, tag: str, env: dict[str, str] | None = None) -> ManagedProcess:
     unbound = require_binary("unbound")
-    return ManagedProcess(tag, [unbound, "-d", "-c", str(conf)], conf.with_suffix(".stdout"))
+    argv = [unbound, "-d", "-c", str(conf)]
+    return ManagedProcess(tag, argv, conf.with_suffix(".stdout"), env=env)
 
 
 def start_blokir(

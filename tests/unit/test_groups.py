@@ -1,4 +1,4 @@
-"""Client groups (resolver/groups.py) over one shared index (Index.match_pid_in)."""
+"""Client groups (resolver/groups.py) over one shared index (Index.match_policy_id_in)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def index(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def _list_of(index, table: GroupTable, gid: int, name: bytes) -> str | None:  # type: ignore[no-untyped-def]
-    pid = index.match_pid(name) if gid == DEFAULT else index.match_pid_in(name, table.allowed[gid])
+    pid = index.match_policy_id(name) if gid == DEFAULT else index.match_policy_id_in(name, table.allowed[gid])
     return index.policies[pid - 1].list_name if pid else None
 
 
