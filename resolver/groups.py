@@ -4,8 +4,8 @@ A group is a set of policy ids, kept as a bytes table `allowed[pid]` (1: the pol
 the group takes). Policy ids belong to an index, so a `GroupTable` is made per index, in
 microseconds (one pass over the policy table); the index itself is shared by every group. A
 lookup for a group walks the name's suffixes as the default lookup does and passes over entries
-of lists outside the group (`Index.match_policy_id_in`), so a family tier's extra list adds no copy of
-the national list.
+of lists outside the group (`Index.match_policy_id_in`), so a family tier's extra list adds no
+copy of the national list.
 
 A client takes the group whose `clients` network matches it with the longest prefix (as a
 routing table does), else the default group 0, which takes every list through the unchanged

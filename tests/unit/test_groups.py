@@ -56,8 +56,11 @@ def index(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def _list_of(index, table: GroupTable, gid: int, name: bytes) -> str | None:  # type: ignore[no-untyped-def]
-    pid = index.match_policy_id(name) if gid == DEFAULT else index.match_policy_id_in(name, table.allowed[gid])
-    return index.policies[pid - 1].list_name if pid else None
+    if gid == DEFAULT:
+        policy_id = index.match_policy_id(name)
+    else:
+        policy_id = index.match_policy_id_in(name, table.allowed[gid])
+    return index.policies[policy_id - 1].list_name if policy_id else None
 
 
 def test_each_group_sees_only_its_lists(index) -> None:  # type: ignore[no-untyped-def]
