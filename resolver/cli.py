@@ -79,6 +79,11 @@ def _build_parser() -> argparse.ArgumentParser:
     check_cmd = sub.add_parser("check", help="is a name blocked, and by which list and rule")
     check_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
     check_cmd.add_argument("--index", help="use this compiled index instead of the lists")
+    check_cmd.add_argument(
+        "--client",
+        metavar="IP",
+        help="what this client address gets: the lists of its [[groups]] entry in the config",
+    )
     check_cmd.add_argument("names", nargs="+", metavar="NAME")
     check_cmd.set_defaults(handler=_cmd_check)
 
@@ -363,11 +368,34 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if problems:
             _print_problems(problems, "not checked: a list in this index is not fit to serve")
             return EXIT_ERROR
-        return check_names(index, args.names, sys.stdout)
+        allowed = None
+        if args.client:
+            allowed = _client_group(args, index)
+            if allowed is None:
+                return EXIT_ERROR
+        return check_names(index, args.names, sys.stdout, allowed or None)
     finally:
         index.close()
         if temporary is not None:
             temporary.unlink(missing_ok=True)
+
+
+def _client_group(args: argparse.Namespace, index: Index) -> bytes | None:
+    """The policy ids a client's group takes (b"" for the default group: every list), after a
+    line naming the group; None (and a message) when the address is not one."""
+    import ipaddress
+
+    from resolver.groups import GroupTable
+
+    try:
+        ipaddress.ip_address(args.client)
+    except ValueError:
+        print(f"error    --client {args.client}: not an IP address", file=sys.stderr)
+        return None
+    table = GroupTable(_config(args.config).groups, index.policies)
+    gid = table.group_of(args.client)
+    print(f"client   {args.client}  group={table.names[gid]}")
+    return table.allowed[gid]
 
 
 def _index_for_check(args: argparse.Namespace) -> tuple[Index, Path | None]:
@@ -386,9 +414,11 @@ def _index_for_check(args: argparse.Namespace) -> tuple[Index, Path | None]:
     return compile_temporary(specs)
 
 
-def check_names(index: Index, names: Sequence[str], out: TextIO) -> int:
+def check_names(
+    index: Index, names: Sequence[str], out: TextIO, allowed: bytes | None = None
+) -> int:
     """Print one line per name; 0 when every name is blocked, 1 when any is not, 2 when a name
-    is not a valid domain."""
+    is not a valid domain. `allowed`: only a client group's lists (resolver/groups.py)."""
     from resolver.lists.normalise import Rejected, normalise
 
     write = out.write
@@ -404,7 +434,7 @@ def check_names(index: Index, names: Sequence[str], out: TextIO) -> int:
             write(f"error    {raw}: an IP address, not a domain name\n")
             status = EXIT_ERROR
             continue
-        found = index.match(name.name.encode("ascii"))
+        found = index.match(name.name.encode("ascii"), allowed)
         if found is None:
             write(f"allowed  {name.name}  (no list entry)\n")
             status = max(status, EXIT_NOT_ALL_BLOCKED)

@@ -287,7 +287,7 @@ class Index:
         ):
             raise IndexError_(f"{self.path}: corrupt index (policy id out of range)")
         self.count = count
-        self.match_policy_id = _make_matcher(
+        sections = (
             self._filter,
             64 - self.filter_bits,
             self._directory,
@@ -296,12 +296,17 @@ class Index:
             self._self_policy_ids,
             self._below_policy_ids,
         )
+        self.match_policy_id = _make_matcher(*sections)
+        # Client groups (resolver/groups.py): the same walk over the same mapping, passing over
+        # the entries of lists a group does not take.
+        self.match_policy_id_in = _make_group_matcher(*sections)
 
-    def match(self, name: bytes) -> Match | None:
+    def match(self, name: bytes, allowed: bytes | None = None) -> Match | None:
         """The most specific entry covering `name` (lower-case ASCII, no trailing dot): the name
         itself when it has a `self` policy, else the nearest parent with a `below` policy.
-        Entries always have at least two labels, so the bare TLD is never probed. For tools;
-        the server uses the faster `match_policy_id`."""
+        Entries always have at least two labels, so the bare TLD is never probed. `allowed`:
+        a client group's policy ids (as `match_policy_id_in`). For tools; the server uses the
+        faster `match_policy_id`."""
         import numpy as np
 
         keys, self_ids, below_ids = self.arrays()
@@ -316,7 +321,9 @@ class Index:
             h = np.uint64(hash_name(candidate))
             slot = int(np.searchsorted(keys, h))
             if slot < keys.size and keys[slot] == h and policy_ids[slot]:
-                return Match(int(policy_ids[slot]), candidate, as_parent)
+                policy_id = int(policy_ids[slot])
+                if allowed is None or allowed[policy_id]:
+                    return Match(policy_id, candidate, as_parent)
         return None
 
     def policy(self, policy_id: int) -> Policy:
@@ -457,3 +464,60 @@ def _make_matcher(
         return 0
 
     return match_policy_id
+
+
+def _make_group_matcher(
+    bit_filter: memoryview,
+    filter_shift: int,
+    directory: memoryview,
+    dir_shift: int,
+    keys: memoryview,
+    self_policy_ids: memoryview,
+    below_policy_ids: memoryview,
+) -> Callable[[bytes, bytes], int]:
+    """A client group's lookup: name, allowed -> the most specific policy id `p` with
+    `allowed[p]` nonzero (0 = none). An entry of a list the group does not take is passed over
+    as if it were absent, so the walk goes on to the parent names: no index copy per group.
+
+    The index keeps one policy per name and kind (the winner by precedence, resolver/compile.py),
+    so an entry that lost at the same name to a list outside the group is not seen here.
+    Slower than match_policy_id (a helper call per probe); the default group keeps
+    match_policy_id."""
+    h = hash_name
+
+    def slot_of(name: bytes) -> int:
+        x = h(name)
+        if not bit_filter[x >> filter_shift] >> (x & 7) & 1:
+            return -1
+        bucket = x >> dir_shift
+        lo: int = directory[bucket]
+        hi: int = directory[bucket + 1]
+        while lo < hi:
+            key = keys[lo]
+            if key >= x:
+                return lo if key == x else -1
+            lo += 1
+        return -1
+
+    def match_policy_id_in(name: bytes, allowed: bytes) -> int:
+        dot = name.find(b".")
+        if dot < 0:
+            return 0
+        slot = slot_of(name)
+        if slot >= 0:
+            policy_id: int = self_policy_ids[slot]
+            if policy_id and allowed[policy_id]:
+                return policy_id
+        start = dot + 1
+        dot = name.find(b".", start)
+        while dot >= 0:  # stops before the bare TLD, as match_policy_id does
+            slot = slot_of(name[start:])
+            if slot >= 0:
+                policy_id = below_policy_ids[slot]
+                if policy_id and allowed[policy_id]:
+                    return policy_id
+            start = dot + 1
+            dot = name.find(b".", start)
+        return 0
+
+    return match_policy_id_in

@@ -48,10 +48,13 @@ FLUSH_SECONDS = 0.5  # how stale a scrape may be; a flush costs about 0.1 ms
 SLOT_BYTES = 256 << 10  # per worker; a snapshot is a few kB plus the top-K names
 _SLOT_HEADER = struct.Struct("<QI")  # sequence (odd while writing), payload length
 
+# The HTTP statuses blokir's DoH answers errors with (resolver/transports/doh.py).
+DOH_ERROR_STATUSES = (400, 404, 405, 413, 414, 415)
+
 # -- the layout of the hot-path counters -------------------------------------------------------
 
-TRANSPORTS = ("udp", "tcp")
-UDP, TCP = 0, 1
+TRANSPORTS = ("udp", "tcp", "tls", "https")  # tls: DoT (RFC 7858); https: DoH (RFC 8484)
+UDP, TCP, TLS, HTTPS = 0, 1, 2, 3
 OUTCOMES = (
     "blocked",
     "blocked_cname",
@@ -148,7 +151,8 @@ class WorkerStats:
 
     cells: list[int] = field(default_factory=lambda: [0] * N_CELLS)
     blocked_by_policy_id: dict[int, int] = field(default_factory=dict)
-    blocked_by_labels: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # (list, category, action, group) -> count; groups: resolver/groups.py ("default" if none)
+    blocked_by_labels: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     histogram: list[int] = field(default_factory=lambda: [0] * (N_OUTCOMES * (N_BUCKETS + 1)))
     duration_sum: list[float] = field(default_factory=lambda: [0.0] * N_OUTCOMES)
     truncated: int = 0
@@ -264,7 +268,37 @@ _LABELLED_COUNTERS = (
             "short_message": "tcp_short",
         },
     ),
+    (
+        "blokir_tls_closed",
+        "reason",
+        "DNS-over-TLS connections closed by blokir's defences (connection cap, handshake)",
+        {
+            "connection_cap": "tls_rejected",
+            "handshake_timeout": "tls_handshake_timeouts",
+            "handshake_failed": "tls_handshake_failures",
+        },
+    ),
+    (
+        "blokir_https_closed",
+        "reason",
+        "DNS-over-HTTPS connections closed by blokir's defences",
+        {
+            "connection_cap": "https_rejected",
+            "handshake_timeout": "https_handshake_timeouts",
+            "handshake_failed": "https_handshake_failures",
+            "idle": "https_idle_closed",
+            "protocol_error": "https_protocol_errors",
+        },
+    ),
+    (
+        "blokir_doh_errors",
+        "status",
+        "DoH requests answered with an HTTP error, by status (RFC 8484; bounded set)",
+        {str(status): f"https_status_{status}" for status in DOH_ERROR_STATUSES},
+    ),
 )
+# Gauges a worker publishes and the hub sums: open encrypted connections by transport.
+_CONNECTION_GAUGES = {"tls": "tls_connections", "https": "https_connections"}
 _WORKER_COUNTERS = tuple(key for *_, keys in _LABELLED_COUNTERS for key in keys.values())
 _UPSTREAM_COUNTERS = (
     "requests",
@@ -291,6 +325,7 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "workers": 0,
         "tcp_connections": 0,
         "memo_entries": 0,
+        **{key: 0 for key in _CONNECTION_GAUGES.values()},
         **{key: 0 for key in _INFLIGHT_FIELDS},
         **{key: 0 for key in _WORKER_COUNTERS},
     }
@@ -298,10 +333,11 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         total["workers"] += 1 if snap.get("live") else 0
         for key in ("cells", "histogram", "duration_sum"):
             total[key] = [a + b for a, b in zip(total[key], snap[key], strict=True)]
-        for lst, category, action, n in snap["blocked"]:
-            labels = (lst, category, action)
+        for lst, category, action, group, n in snap["blocked"]:
+            labels = (lst, category, action, group)
             total["blocked"][labels] = total["blocked"].get(labels, 0) + n
-        for key in ("truncated", "send_errors", "tcp_connections", "memo_entries"):
+        for key in ("truncated", "send_errors", "tcp_connections", "memo_entries",
+                    *_CONNECTION_GAUGES.values()):  # fmt: skip
             total[key] += snap.get(key, 0)
         for key in _WORKER_COUNTERS:
             total[key] += snap.get(key, 0)
@@ -525,11 +561,11 @@ def _query_metrics(totals: dict[str, Any]) -> Iterator[Metric]:
     yield queries
     blocked = CounterMetricFamily(
         "blokir_blocked",
-        "Blocked answers by list, category and action (including blocked via CNAME)",
-        labels=["list", "category", "action"],
+        "Blocked answers by list, category, action and client group (including blocked via CNAME)",
+        labels=["list", "category", "action", "group"],
     )
-    for (lst, category, action), n in sorted(totals["blocked"].items()):
-        blocked.add_metric([lst, category, action], n)
+    for labels, n in sorted(totals["blocked"].items()):
+        blocked.add_metric(list(labels), n)
     yield blocked
     histogram = HistogramMetricFamily(
         "blokir_query_duration_seconds",
@@ -554,6 +590,14 @@ def _query_metrics(totals: dict[str, Any]) -> Iterator[Metric]:
     tcp = GaugeMetricFamily("blokir_tcp_connections", "Open DNS-over-TCP connections")
     tcp.add_metric([], totals["tcp_connections"])
     yield tcp
+    encrypted = GaugeMetricFamily(
+        "blokir_encrypted_connections",
+        "Open DoT and DoH connections, TLS handshakes in progress included",
+        labels=["transport"],
+    )
+    for transport, key in _CONNECTION_GAUGES.items():
+        encrypted.add_metric([transport], totals.get(key, 0))
+    yield encrypted
     for name, label, text, keys in _LABELLED_COUNTERS:
         family = CounterMetricFamily(name, text, labels=[label])
         for value, key in keys.items():

@@ -53,6 +53,7 @@ from resolver.dns.response import (
     relay_flags,
     truncated,
 )
+from resolver.groups import GroupTable
 from resolver.index import Index
 from resolver.inflight import InflightTable, zone_of
 from resolver.metrics import TopCounter, WorkerStats
@@ -123,7 +124,7 @@ class Resolver:
         self._apply_cache(config.cache)
         upstream = config.upstream
         servers = config.upstream_servers()  # ConfigError at start: nothing to forward to
-        self.upstream = UpstreamPool(servers, upstream.timeout, upstream.attempts)
+        self.upstream = _pool(config, servers)
         # Open upstream queries by cache key (see forward and resolver.inflight).
         self.inflight: InflightTable[CacheKey, bytes | None] = InflightTable(
             upstream.max_inflight, upstream.max_inflight_per_zone
@@ -190,8 +191,9 @@ class Resolver:
         except ConfigError as exc:  # resolv.conf changed under us; the reloader checked it too
             log.error("reload: %s; forwarding to the same upstreams as before", exc)
             return
-        if not self.upstream.configured_as(servers, upstream.timeout, upstream.attempts):
-            pool = UpstreamPool(servers, upstream.timeout, upstream.attempts)
+        tls = (upstream.tls_servers, upstream.tls_ca)
+        if not self.upstream.configured_as(servers, upstream.timeout, upstream.attempts, *tls):
+            pool = _pool(config, servers)
             pool.keep_health_of(self.upstream)
             self.upstream.close()
             self.upstream = pool
@@ -214,6 +216,11 @@ class Resolver:
             self.retired_memos += [self._memo, self._memo_old]
         self.index = index
         self.match_policy_id = index.match_policy_id
+        # Client groups (resolver/groups.py): policy ids are the index's, so a table per index.
+        self.groups = GroupTable(self.config.groups, index.policies)
+        self.grouped = bool(self.config.groups)
+        self.match_policy_id_in = index.match_policy_id_in
+        self.last_group = 0  # of the last handle() call: forward() takes it for CNAME checks
         # is_block[policy_id]: a list index is cheaper than a Policy attribute chain per query.
         self.is_block = [False] + [not p.is_allow for p in index.policies]
         self.responder = BlockResponder(index.policies, self._settings)
@@ -227,12 +234,13 @@ class Resolver:
         """Turn counts kept by policy id into counts by list labels (at flush and reload)."""
         stats = self.stats
         policies = self.index.policies
-        for policy_id, count in stats.blocked_by_policy_id.items():
-            policy = policies[policy_id - 1]
-            labels = (policy.list_name, policy.category, policy.action.value)
+        names = self.groups.names
+        for key, count in stats.blocked_by_policy_id.items():  # the policy id | group id << 16
+            policy = policies[(key & 0xFFFF) - 1]
+            labels = (policy.list_name, policy.category, policy.action.value, names[key >> 16])
             stats.blocked_by_labels[labels] = stats.blocked_by_labels.get(labels, 0) + count
         stats.blocked_by_policy_id = {}
-        stats.top.fold(lambda policy_id: policies[policy_id - 1].list_name)
+        stats.top.fold(lambda key: policies[(key & 0xFFFF) - 1].list_name)
 
     def acl_allows(self, client: str) -> bool:
         allowed = self._acl.get(client)
@@ -242,9 +250,10 @@ class Resolver:
             allowed = self._acl[client] = self._allow(client)
         return allowed
 
-    def handle(self, data: bytes, client: str, udp: bool = True) -> Handled:
+    def handle(self, data: bytes, client: str, udp: bool = True, transport: int = m.TCP) -> Handled:
         """The answer and its outcome (see Handled). A Query's outcome is m.ALLOWED for now:
-        `forward` returns the real one.
+        `forward` returns the real one. `transport`: the metrics label of a stream (TCP, TLS
+        or HTTPS) when not `udp`.
 
         UDP answers are final (truncated to the client's limit) and remembered in the answer
         memo, keyed by the query's bytes after its ID: the same question with the same flags
@@ -259,6 +268,11 @@ class Resolver:
             allowed and self.ratelimiter is not None and not self.ratelimiter.allow(client, udp)
         )
         key = data[2:]  # the memo's key; made once, so its hash is computed once
+        gid = 0
+        if self.grouped:  # a group's answers are its own: the memo key says whose
+            gid = self.last_group = self.groups.group_of(client)
+            if gid:
+                key += b"\x00" + gid.to_bytes(2, "big")
         if udp and allowed and not limited:
             hit = self._memo.get(key)
             if hit is None:
@@ -281,7 +295,8 @@ class Resolver:
                 if renewed is not None:
                     stats.cells[qcell + m.CACHED] += 1
                     return data[:2] + renewed, m.CACHED
-        transport = m.UDP if udp else m.TCP
+        if udp:
+            transport = m.UDP
         try:
             query = parse_query(data)
         except ParseError as error:
@@ -299,14 +314,17 @@ class Resolver:
             limiter = self.ratelimiter
             return limiter.over_limit_answer(data, query, self._payload, udp), m.RATELIMITED
         if query.qclass == CLASS_IN and not query.unmatchable:
-            policy_id = self.match_policy_id(query.qname)
+            if gid:
+                policy_id = self.match_policy_id_in(query.qname, self.groups.allowed[gid])
+            else:
+                policy_id = self.match_policy_id(query.qname)
             if policy_id and self.is_block[policy_id]:
                 stats.cells[qcell + m.BLOCKED] += 1
-                self._count_block(policy_id, query.qname)
+                self._count_block(policy_id | gid << 16, query.qname)
                 answer = self.responder.answer(query, policy_id)
                 if answer is not None and udp:
                     answer = self.fit_udp(answer, query)
-                    self._remember_block(key, answer, policy_id, qcell, query.qname)
+                    self._remember_block(key, answer, policy_id | gid << 16, qcell, query.qname)
                 return answer, m.BLOCKED
         if not query.flags & RD:
             # A forwarder has nothing to say to a query that does not ask for recursion but what
@@ -325,6 +343,11 @@ class Resolver:
         cached = self.cache.get_fresh(cache_key)
         if cached is not None and self._lists_generation and self._alias_now_blocked(cache_key):
             cached = None
+        if cached is not None and gid:  # cached answers are shared: this group's CNAME check
+            blocked = self._cname_block(query, cached[0], gid)
+            if blocked is not None:
+                stats.cells[qcell + m.BLOCKED_CNAME] += 1
+                return (self.fit_udp(blocked, query) if udp else blocked), m.BLOCKED_CNAME
         if cached is not None:
             stats.cells[qcell + m.CACHED] += 1
             stored, fresh_until = cached
@@ -473,9 +496,12 @@ class Resolver:
             return None, outcome
         return error_response(data, error.rcode, query, self._payload), outcome
 
-    async def forward(self, query: Query, data: bytes, transport: int) -> tuple[bytes | None, int]:
+    async def forward(
+        self, query: Query, data: bytes, transport: int, group: int = 0
+    ) -> tuple[bytes | None, int]:
         """Answer a cache miss from upstream; count and return the outcome with the answer
-        (allowed, blocked_cname, stale or servfail).
+        (allowed, blocked_cname, stale or servfail). `group`: the client's (`last_group` after
+        its handle call), whose lists decide whether a CNAME target is blocked.
 
         Identical misses share one upstream query (coalescing); a new one must fit the
         in-flight caps, else the answer is stale data or SERVFAIL (resolver.inflight). The
@@ -514,7 +540,7 @@ class Resolver:
             return self._stale_or_servfail(
                 query, data, transport, key, EDE_NO_REACHABLE_AUTHORITY, "upstream did not answer"
             )
-        blocked = self._cname_block(query, response)
+        blocked = self._cname_block(query, response, group)
         if blocked is not None:
             self._count(transport, query, m.BLOCKED_CNAME)
             return blocked, m.BLOCKED_CNAME
@@ -572,10 +598,15 @@ class Resolver:
         cache hit would skip the check in `_cname_block`."""
         return self._blocked_target(targets) is not None
 
-    def _blocked_target(self, targets: tuple[bytes, ...]) -> tuple[int, bytes] | None:
+    def _blocked_target(
+        self, targets: tuple[bytes, ...], group: int = 0
+    ) -> tuple[int, bytes] | None:
         """The first target a blocking list covers, with its policy id."""
         for target in targets:
-            policy_id = self.match_policy_id(target)
+            if group:
+                policy_id = self.match_policy_id_in(target, self.groups.allowed[group])
+            else:
+                policy_id = self.match_policy_id(target)
             if policy_id and self.is_block[policy_id]:
                 return policy_id, target
         return None
@@ -640,14 +671,14 @@ class Resolver:
         options = ede_option(info_code, why) if query.edns else b""
         return error_response(data, SERVFAIL, query, self._payload, options), m.SERVFAIL
 
-    def _cname_block(self, query: Query, response: bytes) -> bytes | None:
+    def _cname_block(self, query: Query, response: bytes, group: int = 0) -> bytes | None:
         """An allowed name whose answer aliases (CNAME/DNAME) a blocked name gets that list's
         block answer: otherwise any CNAME alias would reach a blocked site."""
-        blocked = self._blocked_target(self._alias_targets(response))
+        blocked = self._blocked_target(self._alias_targets(response), group)
         if blocked is None:
             return None
         policy_id, target = blocked
-        self._count_block(policy_id, target)
+        self._count_block(policy_id | group << 16, target)
         return self.responder.answer(query, policy_id)
 
     def udp_limit(self, query: Query) -> int:
@@ -687,6 +718,17 @@ def _relayed(
     flags = relay_flags(query_flags, wants_ad, (stored[2] << 8) | stored[3])
     header = flags.to_bytes(2, "big") + stored[4:HEADER_SIZE]
     return header + question + stored[question_end:]
+
+
+def _pool(config: Config, servers: list[tuple[str, int]]) -> UpstreamPool:
+    upstream = config.upstream
+    return UpstreamPool(
+        servers,
+        upstream.timeout,
+        upstream.attempts,
+        tls_servers=upstream.tls_servers,
+        tls_ca=upstream.tls_ca,
+    )
 
 
 def format_address(address: tuple[str, int]) -> str:

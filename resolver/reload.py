@@ -71,6 +71,8 @@ BUILD_TIMEOUT = 1800.0  # seconds; a 10M-name build takes about 10 s here
 # Settings the workers take at start only; a change is reported and waits for a restart.
 RESTART_ONLY = (
     ("server", "listen"),
+    ("server", "tls_listen"),
+    ("server", "https_listen"),
     ("server", "workers"),
     ("server", "user"),
     ("server", "group"),
@@ -177,6 +179,7 @@ class Reloader:
         # The upstream servers the workers were given: with `[upstream] servers` empty they come
         # from /etc/resolv.conf, which can change while the config file does not.
         self._upstream_servers = _upstream_servers(config)
+        self._tls_files = _tls_files(config)
         self._seen_stats: tuple[object, ...] | None = None  # debounce: last poll's file stats
         self._rejected_key: tuple[object, ...] | None = None  # do not rebuild a rejected state
         self.xfr: Secondaries | None = None  # the axfr:// lists, kept across reloads
@@ -367,7 +370,12 @@ class Reloader:
                 outcome.detail = f"config rejected, the running one stays: {exc}"
                 self._finish(outcome)
                 return outcome
-            config_changed = config != self.config or servers != self._upstream_servers
+            # A renewed DoT/DoH certificate (same paths, new files) is a change to apply too.
+            config_changed = (
+                config != self.config
+                or servers != self._upstream_servers
+                or _tls_files(config) != self._tls_files
+            )
         self._refresh_sources(config, outcome, download_all=download_all, first=False)
         specs = config.list_specs()
         missing = [s.name for s in specs if not list_exists(s.path)]
@@ -442,6 +450,7 @@ class Reloader:
         failures = self.swap_workers(config, self.index_path) if self.swap_workers else []
         self.config = config
         self._upstream_servers = _upstream_servers(config)
+        self._tls_files = _tls_files(config)
         self._adopt(header if header is not None else self.header)
         outcome.result = APPLIED
         outcome.names_after = int(self.header.get("count", 0))
@@ -711,6 +720,18 @@ def _build(specs: Sequence[ListSpec], output: Path) -> str | None:
     if done.returncode != 0:
         return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "build failed"
     return None
+
+
+def _tls_files(config: Config) -> tuple[tuple[int, int], ...]:
+    """(mtime_ns, size) of the DoT/DoH certificate and key: a renewal changes them."""
+    stamps = []
+    for path in (config.server.certificate, config.server.key):
+        try:
+            info = os.stat(path) if path else None
+        except OSError:
+            info = None
+        stamps.append((info.st_mtime_ns, info.st_size) if info else (0, 0))
+    return tuple(stamps)
 
 
 def _upstream_servers(config: Config) -> list[Address] | None:

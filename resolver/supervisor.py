@@ -30,6 +30,7 @@ import os
 import pickle
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,8 @@ from resolver.control import ControlError, ControlServer
 from resolver.landing import process as landing
 from resolver.privileges import PrivilegeError, drop_privileges
 from resolver.reload import APPLIED, RESULTS, Reloader, ReloadError, ReloadOutcome
+from resolver.transports.context import server_context
+from resolver.transports.endpoints import bind_stream_sockets
 from resolver.worker import DRAIN_SECONDS, Worker
 
 if TYPE_CHECKING:  # dnspython (~25 MiB a process) only with [rpz] notify_listen or listen
@@ -59,7 +62,8 @@ POLL_SECONDS = 0.05  # how often the main thread looks at its workers and signal
 CONTROL_WAIT = 1800.0  # how long `blokir reload` waits for its outcome
 GC_GEN0_THRESHOLD = 100_000  # allocations between young-generation collections (default 700)
 
-Sockets = tuple[list[socket.socket], list[socket.socket]]
+# Per worker: UDP and TCP for `listen`, then TCP for `tls_listen` (DoT) and `https_listen` (DoH).
+Sockets = tuple[list[socket.socket], list[socket.socket], list[socket.socket], list[socket.socket]]
 
 
 class ServeError(Exception):
@@ -104,7 +108,15 @@ def bind_sockets(config: Config) -> Sockets:
                     f"cannot listen on {what} {host}:{port}: {exc.strerror}{hint}"
                 ) from exc
             bucket.append(sock)
-    return udp, tcp
+    encrypted: list[list[socket.socket]] = []
+    for key in ("tls_listen", "https_listen"):
+        try:
+            encrypted.append(bind_stream_sockets(getattr(config.server, key)))
+        except OSError as exc:
+            for s in udp + tcp + [s for socks in encrypted for s in socks]:
+                s.close()
+            raise ServeError(f"cannot listen on {key} {exc.strerror}") from exc
+    return udp, tcp, encrypted[0], encrypted[1]
 
 
 @dataclass(slots=True)
@@ -128,7 +140,10 @@ def run_worker(
     """Worker process body: serve on the inherited sockets until SIGTERM."""
 
     async def main() -> None:
-        worker = Worker(config, index_path, *sockets, slots, slot, channel)
+        udp, tcp, tls, https = sockets
+        worker = Worker(
+            config, index_path, udp, tcp, slots, slot, channel, tls_socks=tls, https_socks=https
+        )
         # Every query allocates a few container objects, so the cyclic GC's default gen0
         # threshold (700) runs collections thousands of times a second, and the older
         # generations rescan the large, long-lived memo and cache. Freezing start-up objects
@@ -203,6 +218,7 @@ class Supervisor:
         self._bind_notify(config)
         self._bind_landing()
         self._drop_privileges()
+        self._check_certificate()
         # Every socket is bound: fork, then start the threads (see the module docstring).
         for number in range(config.server.workers):
             self._start_worker(number)
@@ -256,6 +272,20 @@ class Supervisor:
             lambda: self._close_inherited(-1),
         )
 
+    def _check_certificate(self) -> None:
+        """DoT/DoH: the workers load the certificate and key (again on every reload) as the
+        user they run as, so a file only root can read fails here, at start, not at a renewal."""
+        server = self.config.server
+        if not (server.tls_listen or server.https_listen):
+            return
+        try:
+            server_context(server.certificate, server.key, ())
+        except (OSError, ssl.SSLError) as exc:
+            raise ServeError(
+                f"certificate {server.certificate} / key {server.key}: {exc} (both must be "
+                f"readable by uid {os.getuid()}, which the workers run as)"
+            ) from exc
+
     def _drop_privileges(self) -> None:
         """After binding (port 53 needs root), run as `[server] user` (README "Security and
         reliability"); the workers are forked after this, so they never hold root."""
@@ -303,9 +333,9 @@ class Supervisor:
 
     def _close_inherited(self, number: int) -> None:
         """In a new worker: close what belongs to the supervisor and the other workers."""
-        for other, (udp, tcp) in enumerate(self.sockets):
+        for other, socks in enumerate(self.sockets):
             if other != number:
-                for sock in udp + tcp:
+                for sock in (s for kind in socks for s in kind):
                     sock.close()
         for child in self.children.values():
             child.channel.close()

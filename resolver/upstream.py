@@ -19,6 +19,9 @@ not go to a server believed dead, so the probe is a copy of the query sent on th
 the pool owns, bounded by one timeout; its answer only updates health): without it a down
 server would never be asked again while another one answers, and would never come back.
 
+A `tls://` server (resolver/upstream_tls.py) is asked over its persistent DNS-over-TLS
+connection instead of UDP; health, order and counters are the same.
+
 No threads; a query owns its sockets and closes them in `finally`, so cancelling a query (the
 client went away) leaves nothing behind. Side probes are the only tasks of the pool's own, at
 most one per server per back-off interval; `close` cancels them.
@@ -27,15 +30,18 @@ most one per server per back-off interval; `close` cancels them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from resolver.config.addresses import TlsServer
 from resolver.dns.constants import HEADER_SIZE, QR, REFUSED, SERVFAIL, TC
 from resolver.dns.names import MessageError, skip_name
 from resolver.metrics import N_BUCKETS, bucket_of
+from resolver.upstream_tls import TlsConnection, client_context
 
 __all__ = [
     "BACKOFF_INITIAL",
@@ -93,6 +99,7 @@ class _Server:
     stats: UpstreamStats
     backoff: float = BACKOFF_INITIAL
     retry_at: float = 0.0  # pool clock; a down server is probed from then on
+    tls: TlsConnection | None = None  # a tls:// server: asked over this connection only
 
 
 class _Question:
@@ -137,8 +144,10 @@ class UpstreamPool:
         timeout: float,
         attempts: int,
         clock: Callable[[], float] = time.monotonic,
+        tls_servers: tuple[TlsServer, ...] = (),
+        tls_ca: str = "",
     ) -> None:
-        if not servers:
+        if not servers and not tls_servers:
             raise ValueError("at least one upstream server is needed")
         if timeout <= 0 or attempts < 1:
             raise ValueError("timeout must be > 0 and attempts >= 1")
@@ -160,22 +169,39 @@ class UpstreamPool:
             else:
                 sockaddr = (str(raw[0]), port)
             self._servers.append(_Server(family, sockaddr, UpstreamStats(address=(host, port))))
+        self.tls_servers = tls_servers
+        self.tls_ca = tls_ca
+        if tls_servers:
+            context = client_context(tls_ca)  # read once per pool: a reload makes a new pool
+            for tls in tls_servers:
+                connection = TlsConnection(tls.host, tls.port, tls.name, context)
+                stats = UpstreamStats(address=(tls.host, tls.port))
+                sockaddr = (tls.host, tls.port)
+                self._servers.append(_Server(0, sockaddr, stats, tls=connection))
         self.stats: tuple[UpstreamStats, ...] = tuple(s.stats for s in self._servers)
         self._probes: set[asyncio.Task[bytes | None]] = set()
 
-    def configured_as(self, servers: list[tuple[str, int]], timeout: float, attempts: int) -> bool:
+    def configured_as(
+        self,
+        servers: list[tuple[str, int]],
+        timeout: float,
+        attempts: int,
+        tls_servers: tuple[TlsServer, ...] = (),
+        tls_ca: str = "",
+    ) -> bool:
         """Whether this pool was made with these settings (a reload that changed none of them
         keeps it)."""
-        addresses = [stats.address for stats in self.stats]
-        return (addresses, self.timeout, self.attempts) == (servers, timeout, attempts)
+        addresses = [s.stats.address for s in self._servers if s.tls is None]
+        mine = (addresses, self.timeout, self.attempts, self.tls_servers, self.tls_ca)
+        return mine == (servers, timeout, attempts, tls_servers, tls_ca)
 
     def keep_health_of(self, previous: UpstreamPool) -> None:
         """After a reload changed the upstream settings: a server in both pools keeps its health,
         back-off, RTT and counters, so a server known to be down is not tried first again and
         the exported counters stay monotonic. Queries still open on `previous` finish there."""
-        known = {server.sockaddr: server for server in previous._servers}
+        known = {(server.sockaddr, server.tls is None): server for server in previous._servers}
         for server in self._servers:
-            old = known.get(server.sockaddr)
+            old = known.get((server.sockaddr, server.tls is None))
             if old is not None:
                 server.stats = old.stats
                 server.backoff = old.backoff
@@ -186,6 +212,13 @@ class UpstreamPool:
         """Cancels side probes; other sockets belong to queries and close when each one ends."""
         for task in self._probes:
             task.cancel()
+        # Queries still open on this pool (a reload made a new one) may finish first.
+        connections = [s.tls for s in self._servers if s.tls is not None]
+        if connections:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing is open
+                loop = asyncio.get_running_loop()
+                for connection in connections:
+                    loop.call_later(self.timeout * self.attempts, connection.close)
 
     # -- selection and health ----------------------------------------------------------------
 
@@ -274,8 +307,11 @@ class UpstreamPool:
         stats.requests += 1
         sent = loop.time()
         try:
-            response = await self._udp(server, request, question, deadline)
-            if response[2] & _TC:
+            if server.tls is not None:
+                response = await server.tls.query(request, question, deadline)
+            else:
+                response = await self._udp(server, request, question, deadline)
+            if response[2] & _TC and server.tls is None:
                 stats.tcp_fallbacks += 1
                 response = await self._tcp(server, request, question, deadline)
         except TimeoutError:

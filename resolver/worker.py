@@ -29,6 +29,7 @@ from resolver.dns.constants import HEADER_SIZE
 from resolver.dns.query import Query
 from resolver.index import Index, IndexError_, open_index
 from resolver.pipeline import Resolver, format_address
+from resolver.transports.endpoints import Endpoints
 
 log = logging.getLogger("blokir")
 
@@ -53,6 +54,9 @@ class Worker:
         slots: m.SharedSlots | None = None,
         slot: int = 0,
         channel: socket.socket | None = None,
+        *,
+        tls_socks: list[socket.socket] | None = None,
+        https_socks: list[socket.socket] | None = None,
     ) -> None:
         self.config = config
         self.index_path = index_path
@@ -74,6 +78,9 @@ class Worker:
         self.tcp_active = 0
         self.stopping = asyncio.Event()
         self.servers: list[asyncio.Server] = []
+        # DoT and DoH (resolver/transports): DoT runs the TCP loop below on a TLS stream.
+        self.encrypted_socks = (tls_socks or [], https_socks or [])
+        self.endpoints = Endpoints(config, self.serve_stream, self._answer_https)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -81,6 +88,7 @@ class Worker:
             loop.add_reader(sock.fileno(), self._on_udp_readable, sock)
         for sock in self.tcp_socks:
             self.servers.append(await asyncio.start_server(self._tcp_client, sock=sock))
+        await self.endpoints.start(*self.encrypted_socks)
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -136,6 +144,7 @@ class Worker:
             "tcp_timeouts": self.tcp_timeouts,
             "tcp_overflows": self.tcp_overflows,
             "tcp_short": self.tcp_short,
+            **self.endpoints.counters(),
         }
         limiter = resolver.ratelimiter
         if limiter is not None:
@@ -151,6 +160,7 @@ class Worker:
             loop.remove_reader(sock.fileno())
         for server in self.servers:
             server.close()
+        self.endpoints.close()
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=DRAIN_SECONDS)
         for sock in self.udp_socks:
@@ -172,6 +182,7 @@ class Worker:
         self.config = config
         self.index_path = index_path
         self.resolver.reconfigure(config, index)
+        self.endpoints.reload(config)  # a renewed certificate: for the next handshakes
         old.close()
         return index
 
@@ -269,7 +280,8 @@ class Worker:
         address: tuple[str, int],
         started: float,
     ) -> None:
-        self._spawn(self._udp_forward(sock, query, data, address, started))
+        group = self.resolver.last_group  # handle() just set it for this query
+        self._spawn(self._udp_forward(sock, query, data, address, started, group))
 
     async def _udp_forward(
         self,
@@ -278,9 +290,10 @@ class Worker:
         data: bytes,
         address: tuple[str, int],
         started: float,
+        group: int = 0,
     ) -> None:
         resolver = self.resolver
-        response, outcome = await resolver.forward(query, data, m.UDP)
+        response, outcome = await resolver.forward(query, data, m.UDP, group)
         if response is None:
             return
         response = resolver.fit_udp(response, query)
@@ -323,8 +336,7 @@ class Worker:
     tcp_short = 0  # closed: a message shorter than a DNS header (zero-length included)
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        server = self.config.server
-        if self.tcp_active >= server.tcp_max_connections:
+        if self.tcp_active >= self.config.server.tcp_max_connections:
             # Refused at once rather than left in the backlog: the client learns now and the
             # descriptor is released on this loop iteration.
             self.tcp_rejected += 1
@@ -332,22 +344,37 @@ class Worker:
             return
         self.tcp_active += 1
         peer = writer.get_extra_info("peername")
-        client = peer[0] if peer else ""
-        idle = server.tcp_idle_timeout
-        transport = writer.transport
-        transport.set_write_buffer_limits(high=self.TCP_WRITE_HIGH_WATER)
+        try:
+            await self.serve_stream(reader, writer, peer[0] if peer else "", m.TCP, None)
+        finally:
+            self.tcp_active -= 1
+
+    async def serve_stream(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: str,
+        transport: int,
+        shape: Callable[[bytes], bytes] | None,
+    ) -> None:
+        """DNS over a stream (RFC 7766 framing) until the client leaves or a bound is hit:
+        plain TCP, or a TLS stream for DoT (RFC 7858 3.3: the same framing). `transport` is
+        the metrics label; `shape` changes each answer before it is sent (DoT: padding)."""
+        idle = self.config.server.tcp_idle_timeout
+        stream = writer.transport
+        stream.set_write_buffer_limits(high=self.TCP_WRITE_HIGH_WATER)
         pending: set[asyncio.Task[None]] = set()
         aborted = False
         try:
             while not self.stopping.is_set():
-                if transport.get_write_buffer_size() > self.TCP_WRITE_HIGH_WATER:
+                if stream.get_write_buffer_size() > self.TCP_WRITE_HIGH_WATER:
                     try:
                         async with asyncio.timeout(idle):
                             await writer.drain()  # until the client reads below the mark
                     except TimeoutError:
                         self.tcp_overflows += 1
                         aborted = True
-                        transport.abort()
+                        stream.abort()
                         break
                     except ConnectionError:
                         break
@@ -372,23 +399,23 @@ class Worker:
                     # Close instead of reading on: a client that frames messages like this is
                     # broken or hostile (RFC 7766 6.2.4 lets servers close at any time).
                     self.tcp_short += 1
-                    self.resolver.handle(data, client, udp=False)  # counted as dropped
+                    self.resolver.handle(data, client, False, transport)  # counted as dropped
                     break
                 try:
-                    result = self.resolver.handle(data, client, udp=False)[0]
+                    result = self.resolver.handle(data, client, False, transport)[0]
                 except Exception:  # a bug must cost one query, never the worker
                     log.exception("query handling failed")
                     continue
                 if result is None:
                     continue
                 if isinstance(result, bytes):
-                    if not self._tcp_send(writer, result):
+                    if not self._tcp_send(writer, shape(result) if shape else result):
                         aborted = True
                         break
                     continue
                 # Pipelining: answer out of order as upstream replies arrive (RFC 7766 6.2.1.1).
                 task = asyncio.get_running_loop().create_task(
-                    self._tcp_forward(writer, result, data)
+                    self._tcp_forward(writer, result, data, transport, shape)
                 )
                 pending.add(task)
                 task.add_done_callback(pending.discard)
@@ -396,7 +423,6 @@ class Worker:
                 wait = self.resolver.upstream.query_bound + TCP_FORWARD_SLACK
                 await asyncio.wait(pending, timeout=wait)
         finally:
-            self.tcp_active -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -413,7 +439,27 @@ class Worker:
             return False
         return True
 
-    async def _tcp_forward(self, writer: asyncio.StreamWriter, query: Query, data: bytes) -> None:
-        response = (await self.resolver.forward(query, data, m.TCP))[0]
+    async def _tcp_forward(
+        self,
+        writer: asyncio.StreamWriter,
+        query: Query,
+        data: bytes,
+        transport: int = m.TCP,
+        shape: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        group = self.resolver.last_group  # read before the first await: this query's
+        response = (await self.resolver.forward(query, data, transport, group))[0]
         if response is not None:
-            self._tcp_send(writer, response)
+            self._tcp_send(writer, shape(response) if shape else response)
+
+    async def _answer_https(self, data: bytes, client: str) -> bytes | None:
+        """One DoH query through the pipeline (resolver/transports/https.py pads it)."""
+        resolver = self.resolver
+        try:
+            result = resolver.handle(data, client, False, m.HTTPS)[0]
+        except Exception:  # a bug must cost one query, never the worker
+            log.exception("query handling failed")
+            return None
+        if result is None or isinstance(result, bytes):
+            return result
+        return (await resolver.forward(result, data, m.HTTPS, resolver.last_group))[0]

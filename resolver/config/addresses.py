@@ -6,6 +6,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from resolver.config.locator import ConfigError
 
@@ -13,6 +14,7 @@ __all__ = [
     "RESOLV_CONF",
     "Address",
     "Network",
+    "TlsServer",
     "format_address",
     "own_listener",
     "resolv_conf_servers",
@@ -22,6 +24,18 @@ RESOLV_CONF = "/etc/resolv.conf"
 
 Address = tuple[str, int]  # (IP address text without brackets, port)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TlsServer(NamedTuple):
+    """A DNS-over-TLS upstream (`tls://ip:port#name`): where it is and the name its
+    certificate must be valid for (RFC 8310 section 8's authentication domain name)."""
+
+    host: str
+    port: int
+    name: str
+
+    def __str__(self) -> str:
+        return f"tls://{format_address((self.host, self.port))}#{self.name}"
 
 
 def format_address(address: Address) -> str:

@@ -24,6 +24,7 @@ from resolver.config.addresses import (
     RESOLV_CONF,
     Address,
     Network,
+    TlsServer,
     format_address,
     own_listener,
     resolv_conf_servers,
@@ -216,6 +217,72 @@ class ServerConfig:
             choices=_values(RateLimitAction),
         ),
     )
+    tls_listen: tuple[Address, ...] = field(
+        default=(),
+        metadata=setting(
+            "Addresses to answer DNS over TLS on (RFC 7858; port 853 by convention). Needs "
+            "`certificate` and `key`. Same pipeline, ACL and rate limits as `listen`.",
+            'array of `"host:port"`',
+            default="`[]` (off)",
+        ),
+    )
+    https_listen: tuple[Address, ...] = field(
+        default=(),
+        metadata=setting(
+            "Addresses to answer DNS over HTTPS on (RFC 8484; HTTP/2, and HTTP/1.1 for older "
+            "clients, chosen by ALPN). Needs `certificate` and `key`.",
+            'array of `"host:port"`',
+            default="`[]` (off)",
+        ),
+    )
+    https_path: str = field(
+        default="/dns-query",
+        metadata=setting(
+            "The DoH endpoint's path (the URI template is `https://HOST:PORT<path>{?dns}`).",
+            STRING,
+            allowed="starts with `/`, no `?`",
+        ),
+    )
+    certificate: str = field(
+        default="",
+        metadata=setting(
+            "PEM certificate chain for `tls_listen` and `https_listen` (relative to the "
+            "config file). Read again on SIGHUP: new connections get the new one, open ones "
+            "keep theirs.",
+            "path",
+            default='`""`',
+        ),
+    )
+    key: str = field(
+        default="",
+        metadata=setting("The certificate's PEM private key.", "path", default='`""`'),
+    )
+    tls_handshake_timeout: float = field(
+        default=5.0,
+        metadata=setting(
+            "Seconds a TLS handshake may take; a slower (or stalled) client is dropped.", SECONDS
+        ),
+    )
+    tls_max_connections: int = field(
+        default=1024,
+        metadata=setting(
+            "Concurrent DoT connections per worker, and as many DoH connections, handshakes "
+            "in progress included; over it new connections are closed at accept. Idle "
+            "connections close after `tcp_idle_timeout`.",
+            INTEGER,
+            low=1,
+        ),
+    )
+    https_max_streams: int = field(
+        default=100,
+        metadata=setting(
+            "HTTP/2 streams one DoH connection may have open at once "
+            "(SETTINGS_MAX_CONCURRENT_STREAMS).",
+            INTEGER,
+            low=1,
+            high=10_000,
+        ),
+    )
     # Started as root: the account to switch to once the sockets are bound (resolver/
     # privileges.py).
     user: str = field(
@@ -251,9 +318,21 @@ class UpstreamConfig:
             "Recursive resolvers to forward to; port 53 if left out. Empty: the `nameserver` "
             "lines of `/etc/resolv.conf`, read when the servers are needed, not when the config "
             "is parsed (nameservers that are blokir's own listen address are skipped). A server "
-            "that is blokir's own listen address is an error (it would loop).",
-            'array of `"ip"`, `"ip:port"` or `"[ipv6]:port"`',
+            "that is blokir's own listen address is an error (it would loop). "
+            '`"tls://ip[:port]#name"` forwards over DNS over TLS (RFC 7858, port 853 if left '
+            "out), verifying the server's certificate for `name` (RFC 8310 authentication "
+            "name); connections are kept open and reused.",
+            'array of `"ip"`, `"ip:port"`, `"[ipv6]:port"` or `"tls://ip:port#name"`',
             allowed="port 1..65535",
+        ),
+    )
+    tls_ca: str = field(
+        default="",
+        metadata=setting(
+            "PEM file of the CAs that sign the `tls://` upstreams' certificates (a private "
+            "CA); empty: the system's trust store.",
+            "path",
+            default='`""`',
         ),
     )
     timeout: float = field(
@@ -287,6 +366,8 @@ class UpstreamConfig:
             low=1,
         ),
     )
+    # Filled from the `tls://` entries of `servers` (no TOML key of its own).
+    tls_servers: tuple[TlsServer, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -945,6 +1026,44 @@ class AllowlistConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupConfig:
+    """One `[[groups]]` entry: clients that get their own selection of the lists."""
+
+    name: str = field(
+        metadata=setting(
+            "Unique; the `group` label of the block counters. `default` is taken (clients in "
+            "no group).",
+            STRING,
+        )
+    )
+    clients: tuple[Network, ...] = field(
+        default=(),  # required in effect: the validator asks for at least one
+        metadata=setting(
+            "Client networks in this group. A client in several groups takes the one with the "
+            "longest matching prefix. At least one.",
+            "array of CIDR strings",
+            default="(required)",
+        ),
+    )
+    lists: tuple[str, ...] | None = field(
+        default=None,
+        metadata=setting(
+            "Names of the `[[lists]]` that apply to these clients.",
+            "array of list names",
+            default="every list",
+        ),
+    )
+    allowlists: tuple[str, ...] | None = field(
+        default=None,
+        metadata=setting(
+            "Names of the `[[allowlists]]` that apply to these clients.",
+            "array of allowlist names",
+            default="every allowlist",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Section:
     """What the schema says about one section: its class, whether it is an array of tables."""
 
@@ -1032,6 +1151,17 @@ class Config:
         ),
     )
 
+    groups: tuple[GroupConfig, ...] = field(
+        default=(),
+        metadata=_section(
+            "`[[groups]]` (one table per client group)",
+            "Clients that get their own selection of the lists (docs/groups.md). Clients in "
+            "no group get every list and allowlist.",
+            GroupConfig,
+            array=True,
+        ),
+    )
+
     def list_specs(self) -> list[ListSpec]:
         """Allowlists first, then lists, each with `list_index` = its position in that order.
 
@@ -1074,8 +1204,8 @@ class Config:
 
         Nameservers from resolv.conf that are one of blokir's own listen addresses are dropped
         (forwarding to ourselves would loop); ConfigError if none is left."""
-        if self.upstream.servers:
-            return list(self.upstream.servers)
+        if self.upstream.servers or self.upstream.tls_servers:
+            return list(self.upstream.servers)  # with tls_servers alone: none over UDP
         servers = resolv_conf_servers(resolv_conf)
         usable = [s for s in servers if own_listener(s, self.server.listen) is None]
         if not usable:

@@ -14,6 +14,7 @@ and network rules, with errors made by an `error` method a subclass can word dif
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import math
 import os
@@ -25,7 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
-from resolver.config.addresses import Address, Network, format_address, own_listener
+from resolver.config.addresses import Address, Network, TlsServer, format_address, own_listener
 from resolver.config.locator import ConfigError, KeyPath, Locator, format_key_path
 from resolver.config.schema import (
     ARRAY_SECTIONS,
@@ -37,6 +38,7 @@ from resolver.config.schema import (
     BlockingConfig,
     CacheConfig,
     Config,
+    GroupConfig,
     KeySpec,
     LandingConfig,
     ListConfig,
@@ -147,6 +149,10 @@ def _unknown(kind: str, key: str, known: Sequence[str]) -> str:
     if close:
         return f"unknown {kind} (did you mean '{close[0]}'?)"
     return f"unknown {kind} (expected one of {', '.join(known)})"
+
+
+def _show_server(server: Address | TlsServer) -> str:
+    return str(server) if isinstance(server, TlsServer) else format_address(server)
 
 
 class ValueParsers:
@@ -280,7 +286,9 @@ class _Context(ValueParsers):
         allowlists = tuple(self._allowlist(t) for t in self._array_section(raw, "allowlists"))
         lists = tuple(self._list(t) for t in self._array_section(raw, "lists"))
         self._check_unique_names(allowlists, lists)
+        groups = self._groups(self._array_section(raw, "groups"), lists, allowlists)
         return Config(
+            groups=groups,
             source=source,
             server=server,
             upstream=upstream,
@@ -333,9 +341,32 @@ class _Context(ValueParsers):
         group = t.get_str("group").strip()
         if group and not user:
             raise t.error("group", "switching only the group is not supported: set user too")
+        encrypted: dict[str, tuple[Address, ...]] = {}
+        for key in ("tls_listen", "https_listen"):
+            addresses = t.get_list(key, lambda p, v: self.host_port(p, v, required_port=True))
+            self._check_no_duplicates(t, key, addresses or [], format_address)
+            encrypted[key] = tuple(addresses or ())
+        certificate, key_file = t.get_str("certificate").strip(), t.get_str("key").strip()
+        if encrypted["tls_listen"] or encrypted["https_listen"]:
+            for name, value in (("certificate", certificate), ("key", key_file)):
+                if not value:
+                    raise t.error(name, "tls_listen and https_listen need a certificate and key")
+        certificate = str(self.resolve_path(certificate)) if certificate else ""
+        key_file = str(self.resolve_path(key_file)) if key_file else ""
+        https_path = t.get_str("https_path").strip()
+        if not https_path.startswith("/") or "?" in https_path or "#" in https_path:
+            raise t.error("https_path", f"{https_path!r} must start with '/' and hold no '?'")
         defaults = ServerConfig()
         return ServerConfig(
             listen=tuple(listen) if listen is not None else defaults.listen,
+            tls_listen=encrypted["tls_listen"],
+            https_listen=encrypted["https_listen"],
+            https_path=https_path,
+            certificate=certificate,
+            key=key_file,
+            tls_handshake_timeout=t.get_float("tls_handshake_timeout"),
+            tls_max_connections=t.get_int("tls_max_connections"),
+            https_max_streams=t.get_int("https_max_streams"),
             workers=t.get_int("workers"),
             tcp_idle_timeout=t.get_float("tcp_idle_timeout"),
             tcp_max_connections=t.get_int("tcp_max_connections"),
@@ -349,10 +380,11 @@ class _Context(ValueParsers):
         )
 
     def _upstream(self, t: _Table, server: ServerConfig) -> UpstreamConfig:
-        servers = (
-            t.get_list("servers", lambda p, v: self.host_port(p, v, required_port=False)) or []
-        )
-        self._check_no_duplicates(t, "servers", servers, format_address)
+        entries = t.get_list("servers", self._upstream_server) or []
+        self._check_no_duplicates(t, "servers", entries, _show_server)
+        tls_servers = [e for e in entries if isinstance(e, TlsServer)]
+        servers = [e for e in entries if not isinstance(e, TlsServer)]
+        tls_ca = t.get_str("tls_ca").strip()
         for index, address in enumerate(servers):
             own = own_listener(address, server.listen)
             if own is not None:
@@ -363,6 +395,8 @@ class _Context(ValueParsers):
                 )
         return UpstreamConfig(
             servers=tuple(servers),
+            tls_servers=tuple(tls_servers),
+            tls_ca=str(self.resolve_path(tls_ca)) if tls_ca else "",
             timeout=t.get_float("timeout"),
             attempts=t.get_int("attempts"),
             max_inflight=t.get_int("max_inflight"),
@@ -624,6 +658,58 @@ class _Context(ValueParsers):
             ),
         )
         return name, path, category, match, fmt, source
+
+    def _upstream_server(self, path: KeyPath, value: object) -> Address | TlsServer:
+        """A plain upstream (host_port) or `tls://ip[:port]#name` (RFC 7858 over port 853)."""
+        if not (isinstance(value, str) and value.strip().startswith("tls://")):
+            return self.host_port(path, value, required_port=False)
+        rest, _, name = value.strip()[len("tls://") :].partition("#")
+        name = name.strip().rstrip(".")
+        if not name or any(c in name for c in "/:# ") or name.startswith("."):
+            raise self.error(
+                path, f"{value!r} needs '#name', the name the server's certificate is for"
+            )
+        host, port = self.host_port(path, rest, required_port=False)
+        if ":" not in rest.rpartition("]")[2]:
+            port = 853  # RFC 7858 3.1
+        return TlsServer(host, port, name)
+
+    def _groups(
+        self,
+        tables: list[_Table],
+        config_lists: Sequence[ListConfig],
+        allowlists: Sequence[AllowlistConfig],
+    ) -> tuple[GroupConfig, ...]:
+        known = {
+            "lists": {c.name for c in config_lists},
+            "allowlists": {a.name for a in allowlists},
+        }
+        groups: list[GroupConfig] = []
+        for t in tables:
+            name = t.get_str("name").strip()
+            if not name or name == "default":
+                raise t.error("name", "a group needs a name other than 'default'")
+            if any(g.name == name for g in groups):
+                raise t.error("name", f"'{name}' is already the name of another group")
+            clients = t.get_list("clients", self.network)
+            if not clients:
+                raise t.error("clients", "a group needs at least one client network")
+            for other in groups:
+                for network in clients:
+                    if network in other.clients:
+                        raise t.error("clients", f"{network} is in group '{other.name}' too")
+            chosen: dict[str, tuple[str, ...] | None] = {}
+            for key in ("lists", "allowlists"):
+                parse = functools.partial(self._list_name, kind=key, known=known[key])
+                names = t.get_list(key, parse)
+                chosen[key] = tuple(names) if names is not None else None
+            groups.append(GroupConfig(name, tuple(clients), chosen["lists"], chosen["allowlists"]))
+        return tuple(groups)
+
+    def _list_name(self, path: KeyPath, value: object, *, known: set[str], kind: str) -> str:
+        if not isinstance(value, str) or value not in known:
+            raise self.error(path, f"{value!r} is not the name of one of the [[{kind}]]")
+        return value
 
     def _allowlist(self, t: _Table) -> AllowlistConfig:
         name, path, category, match, fmt, source = self._list_common(t)

@@ -110,6 +110,65 @@ def answer_options_check() -> Check:
     return check
 
 
+def doh_request_check() -> Check:
+    """resolver/transports/doh.dns_query over hostile requests: the first octet picks the
+    method and where the rest goes (a GET's dns parameter, raw or base64url-encoded, or a POST
+    body); only HttpError with an RFC status escapes, and what is accepted is the DNS message
+    that was sent."""
+    import base64
+
+    from resolver.transports.doh import MAX_MESSAGE, HttpError, dns_query
+
+    path = b"/dns-query"
+    statuses = {400, 404, 405, 413, 414, 415}
+
+    def check(data: bytes) -> None:
+        if not data:
+            return
+        mode, rest = data[0] % 4, data[1:]
+        expected: bytes | None = None
+        if mode == 0:  # GET with the octets themselves as the parameter (mostly not base64url)
+            method, target, body = b"GET", path + b"?dns=" + rest, b""
+        elif mode == 1:  # GET with a well-formed parameter
+            encoded = base64.urlsafe_b64encode(rest).rstrip(b"=")
+            method, target, body, expected = b"GET", path + b"?x=1&dns=" + encoded, b"", rest
+        elif mode == 2:
+            method, target, body, expected = b"POST", path, rest, rest
+        else:  # anything as the target
+            method, target, body = b"GET", rest, b""
+        try:
+            message = dns_query(method, target, b"application/dns-message", body, path)
+        except HttpError as error:
+            if error.status not in statuses:
+                raise Violation(f"status {error.status} for a bad request") from None
+            if expected is not None and 12 <= len(expected) <= MAX_MESSAGE:
+                raise Violation(f"a well-formed request refused with {error.status}") from None
+            return
+        if not 12 <= len(message) <= MAX_MESSAGE:
+            raise Violation(f"accepted a message of {len(message)} octets")
+        if expected is not None and message != expected:
+            raise Violation("the accepted message is not the one sent")
+
+    return check
+
+
+def padding_check() -> Check:
+    """resolver/transports/shaping.padded over hostile answers: never raises; a changed answer
+    is a multiple of the block length, longer, and still walks."""
+    from resolver.dns import message
+    from resolver.transports.shaping import BLOCK_LENGTH, padded
+
+    def check(data: bytes) -> None:
+        out = padded(data)
+        if out is data or out == data:
+            return
+        if len(out) % BLOCK_LENGTH or len(out) <= len(data):
+            raise Violation(f"padded to {len(out)} octets from {len(data)}")
+        message.walk(out)  # a MessageError here is a crash
+
+    return check
+
+
 @dataclass
 class HandleTarget:
     """A resolver compiled from the sample lists, reused for every input; `cleanup` removes the
@@ -354,6 +413,8 @@ TARGETS: dict[str, Target] = {
         Target("handle_tcp", _handle(udp=False), 3000),
         Target("answer_options", _without_cleanup(answer_options_check), 3000),
         Target("lists", _without_cleanup(lists_check), 1500, text=True),
+        Target("doh_request", _without_cleanup(doh_request_check), 2000),
+        Target("padding", _without_cleanup(padding_check), 1500),
     )
 }
 

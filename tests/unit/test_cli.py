@@ -115,3 +115,39 @@ def test_blokir_config_names_the_file_when_c_is_not_given(
     assert main(["check", "-c", str(tmp_path / "flag.toml"), "only-in-flag.example"]) == 0
     monkeypatch.setenv("BLOKIR_CONFIG", str(tmp_path / "missing.toml"))
     assert main(["check", "only-in-env.example"]) == 2  # a named file that is not there
+
+
+def test_check_client_shows_its_groups_lists(
+    lists: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (lists / "family.txt").write_text("adult-contoh.example\n")
+    config = lists / "blokir.toml"
+    config.write_text(
+        config.read_text()
+        + """
+[[lists]]
+name = "family"
+path = "family.txt"
+[[groups]]
+name = "plain"
+clients = ["127.0.0.2/32"]
+lists = ["trustpositif"]
+allowlists = []
+[[groups]]
+name = "family"
+clients = ["127.0.0.0/24"]
+lists = ["trustpositif", "family"]
+"""
+    )
+    c = str(config)
+    assert main(["check", "-c", c, "--client", "127.0.0.3", "adult-contoh.example"]) == 0
+    assert "group=family" in capsys.readouterr().out
+    assert main(["check", "-c", c, "--client", "127.0.0.2", "adult-contoh.example"]) == 1
+    # plain takes no allowlist: the exception under the blocked zone does not apply to it.
+    assert main(["check", "-c", c, "--client", "127.0.0.2", "berita.judi-contoh.example"]) == 0
+    assert main(["check", "-c", c, "--client", "127.0.0.3", "berita.judi-contoh.example"]) == 1
+    out = capsys.readouterr().out
+    assert "group=plain" in out and "list=trustpositif rule=*.judi-contoh.example" in out
+    assert main(["check", "-c", c, "--client", "192.0.2.1", "adult-contoh.example"]) == 0
+    assert "group=default" in capsys.readouterr().out
+    assert main(["check", "-c", c, "--client", "nope", "adult-contoh.example"]) == 2

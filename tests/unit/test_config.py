@@ -368,7 +368,7 @@ ERROR_CASES = [
         "[frobnicate]\n",
         "blokir.toml:1 frobnicate: unknown section "
         "(expected one of server, upstream, blocking, cache, metrics, landing, updates, rpz, "
-        "allowlists, lists)",
+        "allowlists, lists, groups)",
     ),
     (
         "workers = 2\n",

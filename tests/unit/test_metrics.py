@@ -18,7 +18,7 @@ def test_bucket_of_powers_of_two_microseconds() -> None:
 def test_cell_layout_is_unique() -> None:
     cells = {
         m.cell(t, qtype, o)
-        for t in (m.UDP, m.TCP)
+        for t in (m.UDP, m.TCP, m.TLS, m.HTTPS)
         for qtype in (*m.QTYPE_INDEX, 9999)
         for o in range(m.N_OUTCOMES)
     }
@@ -42,7 +42,7 @@ def test_top_counter_keeps_heavy_hitters() -> None:
 def snapshot(blocked: int, cached_entries: int, up: bool) -> dict[str, object]:
     stats = m.WorkerStats()
     stats.cells[m.cell(m.UDP, 1, m.BLOCKED)] = blocked
-    stats.blocked_by_labels[("judi", "gambling", "landing")] = blocked
+    stats.blocked_by_labels[("judi", "gambling", "landing", "default")] = blocked
     stats.observe(m.BLOCKED, 5e-6)
     upstream = {
         "address": "127.0.0.1:53",
@@ -79,7 +79,7 @@ def test_merge_sums_counters_and_retire_keeps_only_counters() -> None:
     dead = m.retire(snapshot(blocked=7, cached_entries=99, up=True))
     total = m.merge([live, dead])
     assert total["cells"][m.cell(m.UDP, 1, m.BLOCKED)] == 12
-    assert total["blocked"] == {("judi", "gambling", "landing"): 12}
+    assert total["blocked"] == {("judi", "gambling", "landing", "default"): 12}
     assert total["cache"] == {"entries": 10, "hits": 8}  # a dead worker's gauge is dropped
     upstream = total["upstreams"]["127.0.0.1:53"]
     assert upstream["requests"] == 6 and upstream["up"] == 0  # only live workers vote on health
