@@ -9,6 +9,7 @@ Both rules reduce to "lowest rank wins", with ranks assigned to policy ids by `P
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import os
 import sys
@@ -22,10 +23,11 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from resolver.index import Index, IndexData, IndexError_, hash_name, open_index, save_index
+from resolver.iptrie import IpTables, build_tables
 from resolver.lists import parse_list
 from resolver.lists.detect import detect_format
 from resolver.lists.model import Batch, ListSpec, ParseReport
-from resolver.policy import MATCH_BELOW, MATCH_SELF, PolicyTable
+from resolver.policy import MATCH_BELOW, MATCH_IP, MATCH_SELF, PolicyTable
 
 # Re-exported: defined apart so that the serving processes can use them without numpy.
 from resolver.provenance import CompileError as CompileError
@@ -179,7 +181,7 @@ def open_list(
     def batches() -> Iterator[Batch]:
         with raw:
             resolved = spec
-            if spec.format == "auto":
+            if spec.format == "auto" and spec.kind != "ip":
                 head = raw.read(64 << 10)
                 raw.seek(0)
                 resolved = _with_format(spec, detect_format(head, spec.path))
@@ -208,12 +210,16 @@ def compile_lists(specs: Iterable[ListSpec], progress: Progress | None = None) -
     results: list[ListResult] = []
     self_parts: list[tuple[U64, U16]] = []
     below_parts: list[tuple[U64, U16]] = []
+    ip_triggers = IpTriggers()
     for spec in specs:
         list_self: list[tuple[U64, U16]] = []
         list_below: list[tuple[U64, U16]] = []
         result, batches = open_list(spec, policies, progress)
         for batch in batches:
             if not batch.names:
+                continue
+            if batch.match & MATCH_IP:
+                ip_triggers.add(batch)
                 continue
             hashes = hash_batch(batch)
             pids = np.full(hashes.size, batch.pid, dtype=np.uint16)
@@ -240,7 +246,27 @@ def compile_lists(specs: Iterable[ListSpec], progress: Progress | None = None) -
     data = _assemble(self_parts, below_parts)
     data.policies = list(policies.policies)
     data.ip_entries = sorted({ip for r in results for ip in r.report.ip_entries})
+    data.ip_tables = ip_triggers.tables(policies)
     return CompileResult(data, results, time.perf_counter() - started)
+
+
+class IpTriggers:
+    """Response-IP trigger prefixes of every list, as (network, length, pid) per family."""
+
+    def __init__(self) -> None:
+        self.v4: list[tuple[int, int, int]] = []
+        self.v6: list[tuple[int, int, int]] = []
+
+    def add(self, batch: Batch) -> None:
+        for text in batch.names:
+            address, _, length = text.partition(b"/")
+            packed = ipaddress.ip_address(address.decode("ascii")).packed
+            family = self.v4 if len(packed) == 4 else self.v6
+            family.append((int.from_bytes(packed), int(length), batch.pid))
+
+    def tables(self, policies: PolicyTable) -> IpTables:
+        rank_of, _ = rank_tables(policies)
+        return build_tables(self.v4, self.v6, rank_of.tolist())
 
 
 def _same_parts(a: list[tuple[U64, U16]], b: list[tuple[U64, U16]]) -> bool:

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 V4_BITS = 32
 V6_BITS = 128
@@ -115,7 +116,8 @@ class IpTables:
 
 
 # Section name -> array typecode (the index maps each as a memoryview of that format).
-COLUMN_FORMATS = {
+Format = Literal["B", "H", "I", "Q"]
+COLUMN_FORMATS: dict[str, Format] = {
     "ip4_start": "I",
     "ip4_pid": "H",
     "ip4_len": "B",
@@ -152,7 +154,7 @@ class IpMatcher:
 
     __slots__ = ("count", "v4_len", "v4_pid", "v4_start", "v6_hi", "v6_len", "v6_lo", "v6_pid")
 
-    def __init__(self, columns: dict[str, Sequence[int]]) -> None:
+    def __init__(self, columns: Mapping[str, Sequence[int]]) -> None:
         self.v4_start = columns["ip4_start"]
         self.v4_pid = columns["ip4_pid"]
         self.v4_len = columns["ip4_len"]

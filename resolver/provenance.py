@@ -49,6 +49,7 @@ def spec_from_json(data: dict[str, Any]) -> ListSpec:
         landing_ipv4=tuple(data["landing_ipv4"]),
         landing_ipv6=tuple(data["landing_ipv6"]),
         list_index=int(data["list_index"]),
+        kind=str(data.get("kind", "domain")),
     )
 
 

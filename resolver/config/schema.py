@@ -29,6 +29,7 @@ from resolver.config.addresses import (
 )
 from resolver.config.locator import ConfigError
 from resolver.lists import FORMATS as LIST_FORMATS
+from resolver.lists.model import KINDS as LIST_KINDS
 from resolver.lists.model import ListSpec
 from resolver.policy import Action, Ede, MatchMode
 from resolver.ratelimit import RateLimitAction
@@ -617,6 +618,17 @@ class ListConfig:
             choices=_values(MatchMode),
         ),
     )
+    kind: str = field(
+        default="domain",
+        metadata=setting(
+            "`domain`: the entries are names, matched against the query name. `ip`: they are "
+            "addresses and CIDR prefixes, matched against the A/AAAA records of answers "
+            "(response-IP triggers; docs/ip-triggers.md); `format` must then be `auto` or "
+            "`plain`. RPZ lists of either kind also carry `rpz-ip` triggers.",
+            STRING,
+            choices=LIST_KINDS,
+        ),
+    )
     format: str = field(
         default="auto",
         metadata=setting(
@@ -655,6 +667,15 @@ class AllowlistConfig:
             "`subtree` allows the name and every name below it; `exact` only the name itself.",
             STRING,
             choices=_values(MatchMode),
+        ),
+    )
+    kind: str = field(
+        default="domain",
+        metadata=setting(
+            "`domain`: names. `ip`: addresses and CIDR prefixes an answer may hold even when "
+            'a `kind = "ip"` list covers them (the longest prefix wins, as for names).',
+            STRING,
+            choices=LIST_KINDS,
         ),
     )
     format: str = field(
@@ -751,6 +772,7 @@ class Config:
                     match=allow.match,
                     format=allow.format,
                     list_index=len(specs),
+                    kind=allow.kind,
                 )
             )
         for block in self.lists:
@@ -766,6 +788,7 @@ class Config:
                     landing_ipv4=block.landing_ipv4,
                     landing_ipv6=block.landing_ipv6,
                     list_index=len(specs),
+                    kind=block.kind,
                 )
             )
         return specs

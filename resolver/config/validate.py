@@ -46,6 +46,7 @@ from resolver.config.schema import (
     UpstreamConfig,
 )
 from resolver.control import MAX_PATH_BYTES
+from resolver.lists import IP_FORMATS
 from resolver.policy import Action, Ede, MatchMode
 from resolver.ratelimit import RateLimitAction
 from resolver.sources import source_paths
@@ -441,7 +442,7 @@ class _Context(ValueParsers):
             )
         return updates
 
-    def _list_common(self, t: _Table) -> tuple[str, Path, str, MatchMode, str, ListSource]:
+    def _list_common(self, t: _Table) -> tuple[str, Path, str, MatchMode, str, ListSource, str]:
         name = t.get_str("name")
         if not _NAME_RE.fullmatch(name) or name in (".", ".."):
             raise t.error("name", f"{name!r} may only contain letters, digits, '_', '.' and '-'")
@@ -453,6 +454,14 @@ class _Context(ValueParsers):
             raise t.error("category", "must not be empty")
         match = t.get_enum("match", MatchMode)
         fmt = t.get_choice("format")
+        kind = t.get_choice("kind")
+        if kind == "ip" and fmt not in IP_FORMATS:
+            raise t.error(
+                "format",
+                f'an IP list (kind = "ip") is read one address or prefix per line; format '
+                f"{fmt!r} does not apply (use {' or '.join(repr(f) for f in IP_FORMATS)}; "
+                "an RPZ file's rpz-ip triggers are read from a domain list)",
+            )
         url: str | None = None
         if _URL_RE.match(path_text):
             parts = urllib.parse.urlsplit(path_text.strip())
@@ -471,16 +480,22 @@ class _Context(ValueParsers):
         if refresh is not None and url is None:
             raise t.error("refresh", "only used with a URL path (local files are watched)")
         source = ListSource(url, refresh, t.get_fraction("max_shrink", None))
-        return name, path, category, match, fmt, source
+        return name, path, category, match, fmt, source, kind
 
     def _allowlist(self, t: _Table) -> AllowlistConfig:
-        name, path, category, match, fmt, source = self._list_common(t)
+        name, path, category, match, fmt, source, kind = self._list_common(t)
         return AllowlistConfig(
-            name=name, path=path, category=category, match=match, format=fmt, source=source
+            name=name,
+            path=path,
+            category=category,
+            match=match,
+            format=fmt,
+            source=source,
+            kind=kind,
         )
 
     def _list(self, t: _Table) -> ListConfig:
-        name, path, category, match, fmt, source = self._list_common(t)
+        name, path, category, match, fmt, source, kind = self._list_common(t)
         action = t.get_enum("action", Action)
         ede = t.get_enum("ede", Ede)
         landing: dict[int, tuple[str, ...]] = {}
@@ -500,6 +515,7 @@ class _Context(ValueParsers):
             ede=ede,
             match=match,
             format=fmt,
+            kind=kind,
             landing_ipv4=landing[4],
             landing_ipv6=landing[6],
             source=source,

@@ -14,6 +14,9 @@ EXAMPLES_PER_REASON = 5
 MAX_IP_ENTRIES = 1_000_000
 
 
+KINDS = ("domain", "ip")
+
+
 @dataclass(frozen=True, slots=True)
 class ListSpec:
     """One configured list: where it is and what its entries mean."""
@@ -28,6 +31,7 @@ class ListSpec:
     landing_ipv4: tuple[str, ...] = ()
     landing_ipv6: tuple[str, ...] = ()
     list_index: int = 0  # position in config order, allowlists first
+    kind: str = "domain"  # domain | ip (addresses and prefixes: response-IP triggers)
 
     @property
     def is_allowlist(self) -> bool:
