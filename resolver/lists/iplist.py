@@ -27,12 +27,11 @@ from typing import BinaryIO
 
 from resolver.lists.chunks import read_chunks
 from resolver.lists.model import Batch, ListSpec, ParseReport
-from resolver.lists.normalise import Rejected
+from resolver.lists.normalise import Rejected, before_path, without_scheme
 from resolver.lists.plain import decode_line, list_policy
 from resolver.policy import MATCH_IP, PolicyTable
 
 _TOKEN_SPLIT = re.compile(r"[\s,;|]+")
-_SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _PORT_RE = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}(?:/\d+)?):\d{1,5}$")
 _BRACKETED_RE = re.compile(r"^\[([0-9A-Fa-f:.]+)\](?::\d{1,5})?$")
 _STRIP = " \t\r\n\f\v\ufeff"
@@ -63,13 +62,9 @@ def clean_token(token: str) -> str:
     text = token.strip(_STRIP)
     if "*" in text:
         raise Rejected("wildcard_address")
-    match = _SCHEME_RE.match(text)
-    if match:
-        text = text[match.end() :]
-        for stop in "/?#":
-            cut = text.find(stop)
-            if cut != -1:
-                text = text[:cut]
+    text, url = without_scheme(text)
+    if url:  # a URL's path is no prefix length
+        text = before_path(text)
     bracketed = _BRACKETED_RE.match(text)
     if bracketed:
         return bracketed.group(1)
