@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -66,7 +66,9 @@ def _build_parser() -> argparse.ArgumentParser:
     compile_cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
     compile_cmd.set_defaults(handler=_cmd_compile)
 
-    check_cmd = sub.add_parser("check", help="is a name blocked, and by which list and rule")
+    check_cmd = sub.add_parser(
+        "check", help="is a name (or an answer address) blocked, and by which list and rule"
+    )
     check_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
     check_cmd.add_argument("--index", help="use this compiled index instead of the lists")
     check_cmd.add_argument("names", nargs="+", metavar="NAME")
@@ -343,8 +345,8 @@ def check_names(index: Index, names: Sequence[str], out: TextIO) -> int:
             status = EXIT_ERROR
             continue
         if name.is_ip:
-            write(f"error    {raw}: an IP address, not a domain name\n")
-            status = EXIT_ERROR
+            blocked = check_address(index, name.name, write)
+            status = max(status, EXIT_OK if blocked else EXIT_NOT_ALL_BLOCKED)
             continue
         found = index.match(name.name.encode("ascii"))
         if found is None:
@@ -362,6 +364,28 @@ def check_names(index: Index, names: Sequence[str], out: TextIO) -> int:
         if policy.is_allow:
             status = max(status, EXIT_NOT_ALL_BLOCKED)
     return status
+
+
+def check_address(index: Index, text: str, write: Callable[[str], object]) -> bool:
+    """One line for an address: whether an answer holding it is blocked (response-IP triggers),
+    by which list and listed prefix. True when blocked."""
+    import ipaddress
+
+    address = ipaddress.ip_address(text)
+    pid, length = index.ip_match.locate(address.packed)
+    if not pid:
+        write(f"allowed  {text}  (no IP list entry: answers holding it are not blocked)\n")
+        return False
+    policy = index.policy(pid)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    rule = ipaddress.ip_network((address, length), strict=False)
+    verdict = "allowed " if policy.is_allow else "blocked "
+    write(
+        f"{verdict} {text}  list={policy.list_name} rule={rule} category={policy.category} "
+        f"action={policy.action.value} (in answers)\n"
+    )
+    return not policy.is_allow
 
 
 # -- serve ----------------------------------------------------------------------------------

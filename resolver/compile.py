@@ -333,6 +333,8 @@ class NamedEntries:
     policies: PolicyTable
     entries: dict[bytes, tuple[int, int]]
     lists: list[ListResult]
+    # Response-IP triggers: canonical prefix (`192.0.2.0/24`) -> policy id.
+    ip: dict[bytes, int] = field(default_factory=dict)
 
 
 def collect_names(specs: Iterable[ListSpec]) -> NamedEntries:
@@ -347,8 +349,15 @@ def collect_names(specs: Iterable[ListSpec]) -> NamedEntries:
         results.append(result)
     rank_lut, _ = rank_tables(policies)
     best: dict[bytes, list[int]] = {}
+    ip: dict[bytes, int] = {}
     for batch in raw:
         rank = int(rank_lut[batch.pid])
+        if batch.match & MATCH_IP:
+            for prefix in batch.names:
+                old = ip.get(prefix)
+                if old is None or rank < int(rank_lut[old]):
+                    ip[prefix] = batch.pid
+            continue
         for name in batch.names:
             slots = best.get(name)
             if slots is None:
@@ -358,7 +367,7 @@ def collect_names(specs: Iterable[ListSpec]) -> NamedEntries:
             if batch.match & MATCH_BELOW and (slots[2] == 0 or rank < slots[3]):
                 slots[2], slots[3] = batch.pid, rank
     entries = {name: (s[0], s[2]) for name, s in best.items()}
-    return NamedEntries(policies, entries, results)
+    return NamedEntries(policies, entries, results, ip)
 
 
 def index_is_current(index: Index, specs: list[ListSpec]) -> bool:

@@ -151,6 +151,7 @@ def export(
     for note in writer.notes:
         output.comment(note)
     writer.write(output, when)
+    writer.write_ip(output)
     writer.finish()
     output.comment(f"summary: {_summary(stats)}")
     return stats
@@ -300,6 +301,15 @@ class _Writer:
     def write(self, output: _Output, when: datetime) -> None:
         raise NotImplementedError
 
+    def write_ip(self, output: _Output) -> None:
+        """Response-IP triggers: only RPZ can say "block answers holding this address"."""
+        if self.named.ip:
+            self.stats.not_expressible["ip_trigger"] += len(self.named.ip)
+            output.comment(
+                f"not expressible (ip_trigger): {len(self.named.ip)} IP triggers"
+                " (export to RPZ keeps them)"
+            )
+
     def finish(self) -> None:
         for pid, count in self.written.items():
             self.stats.written[self.answers.policy(pid).action.value] += count
@@ -413,6 +423,36 @@ class _RpzWriter(_Writer):
             inherited = fill.get(name)
             if inherited is not None:
                 output.lines(f"*.{text} {r} ; inherited" for r in self.rdata(inherited))
+
+    def write_ip(self, output: _Output) -> None:
+        """`rpz-ip` triggers (draft-vixie-dnsop-dns-rpz 4.2), in address order."""
+        for prefix, pid in sorted(self.named.ip.items(), key=lambda item: _prefix_order(item[0])):
+            rdata = self.rdata(pid)
+            if not rdata:
+                self.left_out(output, prefix, "ip", pid, "action_refused")
+                continue
+            owner = rpz_ip_owner(prefix.decode("ascii"))
+            output.lines(f"{owner} {r}" for r in rdata)
+            self.written[pid] += 1
+
+
+def _prefix_order(prefix: bytes) -> tuple[int, int, int]:
+    network = ipaddress.ip_network(prefix.decode("ascii"))
+    return network.version, int(network.network_address), network.prefixlen
+
+
+def rpz_ip_owner(prefix: str) -> str:
+    """`192.0.2.0/24` -> `24.0.2.0.192.rpz-ip`; `2001:db8::/32` -> `32.zz.db8.2001.rpz-ip`: the
+    prefix length, then the address least significant part first, `zz` for the `::` run."""
+    network = ipaddress.ip_network(prefix)
+    if network.version == 4:
+        parts = str(network.network_address).split(".")
+    else:
+        text = network.network_address.compressed
+        head, double, tail = text.partition("::")
+        parts = [*(head.split(":") if head else []), *(["zz"] if double else [])]
+        parts += tail.split(":") if tail else []
+    return ".".join([str(network.prefixlen), *reversed(parts), "rpz-ip"])
 
 
 # -- formats where a name's rule also decides its subtree ---------------------------------------

@@ -91,11 +91,14 @@ def prefixes_of(token: str) -> list[str]:
             raise Rejected("bad_range")
         return [str(n) for n in networks]
     try:
-        return [str(parse_prefix(text))]
+        network = parse_prefix(text)
     except Rejected as rejected:
         if rejected.reason == "bad_address" and not any(c.isdigit() for c in text.split(".")[-1]):
             raise Rejected("not_an_address") from None
         raise
+    if network.prefixlen == 0:
+        raise Rejected("whole_address_space")  # would block every answer: a typo, not a listing
+    return [str(network)]
 
 
 def parse_ip(

@@ -8,8 +8,12 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from resolver.compile import compile_lists, write_index
+from resolver.cli import check_names
+from resolver.compile import collect_names, compile_lists, write_index
+from resolver.export import export, rpz_ip_owner
 from resolver.index import open_index
 from resolver.lists import parse_list
 from resolver.lists.iplist import parse_ip, prefixes_of
@@ -183,3 +187,72 @@ def test_compiled_index_answers_addresses(tmp_path: Path) -> None:
         assert verdict("2001:db9::1") == "-"
         assert index.match_pid(b"judi.example") and not index.match_pid(b"192.0.2.1")
         assert match.locate(ipaddress.ip_address("192.0.2.7").packed)[1] == 24
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**128 - 1), st.integers(1, 128), st.booleans())
+def test_rpz_ip_owner_round_trips(address: int, length: int, v4: bool) -> None:
+    if v4:
+        network = ipaddress.ip_network((address >> 96, min(length, 32)), strict=False)
+    else:
+        network = ipaddress.ip_network((address, length), strict=False)
+    owner = rpz_ip_owner(str(network))
+    assert owner.endswith(".rpz-ip")
+    assert rpz_ip_prefix(tuple(owner.split(".")[:-1])) == str(network)
+
+
+def test_export_and_check(tmp_path: Path) -> None:
+    block = tmp_path / "ips.txt"
+    block.write_text("192.0.2.0/24\n2001:db8::/32\n")
+    landing = tmp_path / "landing.txt"
+    landing.write_text("198.51.100.7\n")
+    specs = [
+        ListSpec("ips", str(block), action=Action.NXDOMAIN, kind="ip", category="c1"),
+        ListSpec("land", str(landing), kind="ip", landing_ipv4=("203.0.113.9",), list_index=1),
+    ]
+    out = io.StringIO()
+    stats = export(
+        collect_names(specs), "rpz", out, landing_ipv4=None, landing_ipv6=None, zone="rpz.test."
+    )
+    lines = out.getvalue().splitlines()
+    assert "24.0.2.0.192.rpz-ip CNAME ." in lines
+    assert "32.zz.db8.2001.rpz-ip CNAME ." in lines
+    assert "32.7.100.51.198.rpz-ip A 203.0.113.9" in lines
+    assert stats.written == {"nxdomain": 2, "landing": 1}
+    # What RPZ wrote, RPZ reads back as the same triggers.
+    policies = PolicyTable()
+    batches = list(
+        parse_rpz(
+            io.BytesIO(out.getvalue().encode()),
+            ListSpec("back", "x", format="rpz"),
+            policies,
+            ParseReport(path="x"),
+        )
+    )
+    assert {n for b in batches if b.match == MATCH_IP for n in b.names} == {
+        b"192.0.2.0/24",
+        b"2001:db8::/32",
+        b"198.51.100.7/32",
+    }
+    unbound = io.StringIO()
+    other = export(collect_names(specs), "unbound", unbound, landing_ipv4=None, landing_ipv6=None)
+    assert other.not_expressible == {"ip_trigger": 3}
+
+    write_index(compile_lists(specs), tmp_path / "i.blkx")
+    with open_index(tmp_path / "i.blkx") as index:
+        shown = io.StringIO()
+        status = check_names(index, ["192.0.2.55", "::ffff:192.0.2.1", "192.0.3.1"], shown)
+    got = shown.getvalue().splitlines()
+    assert got[0].split() == [
+        "blocked",
+        "192.0.2.55",
+        "list=ips",
+        "rule=192.0.2.0/24",
+        "category=c1",
+        "action=nxdomain",
+        "(in",
+        "answers)",
+    ]
+    assert "rule=192.0.2.0/24" in got[1]
+    assert got[2].startswith("allowed  192.0.3.1")
+    assert status == 1
