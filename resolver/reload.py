@@ -74,6 +74,7 @@ RESTART_ONLY = (
     ("server", "group"),
     ("metrics", None),
     ("updates", "control_socket"),
+    ("querylog", None),  # the writer threads and their sinks start with the workers
 )
 
 # Swaps the workers to (config, index path); returns one problem text per worker that failed.

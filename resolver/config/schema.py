@@ -52,6 +52,7 @@ __all__ = [
     "ListConfig",
     "ListSource",
     "MetricsConfig",
+    "QueryLogConfig",
     "Section",
     "ServerConfig",
     "Setting",
@@ -541,6 +542,87 @@ class UpdatesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryLogConfig:
+    """`[querylog]`: what was asked and blocked, streamed as dnstap (docs/querylog.md)."""
+
+    dnstap: str = field(
+        default="",
+        metadata=setting(
+            'Where dnstap goes: `"unix:/path"` or `"tcp:HOST:PORT"` (a Frame Streams receiver: '
+            'dnstap-receiver, go-dnscollector, fstrm_capture), or `"file:/path"` (rotated by '
+            'size). With more than one worker each writes its own file, `/path.N`. `""` is off.',
+            "sink string",
+            default='`""` (off)',
+        ),
+    )
+    sample: int = field(
+        default=1,
+        metadata=setting(
+            "Log 1 in this many allowed queries (per worker); blocked ones are always logged.",
+            INTEGER,
+            low=1,
+        ),
+    )
+    only_blocked: bool = field(
+        default=False,
+        metadata=setting("Log blocked queries only (`sample` then does not matter).", BOOLEAN),
+    )
+    client_prefix_v4: int = field(
+        default=24,
+        metadata=setting(
+            "IPv4 client addresses of logged allowed queries are cut to this prefix length "
+            "before they leave the process (32 keeps them whole, 0 drops them).",
+            INTEGER,
+            low=0,
+            high=32,
+        ),
+    )
+    client_prefix_v6: int = field(
+        default=48,
+        metadata=setting("Likewise for IPv6 clients.", INTEGER, low=0, high=128),
+    )
+    blocked_full_address: bool = field(
+        default=True,
+        metadata=setting(
+            "Keep the whole client address for blocked queries (an abuse or compliance team "
+            "needs the subscriber); `false` cuts them like allowed ones.",
+            BOOLEAN,
+        ),
+    )
+    identity: str = field(
+        default="",
+        metadata=setting(
+            "dnstap `identity` of this server.",
+            STRING,
+            default='`""` (the host name)',
+        ),
+    )
+    queue: int = field(
+        default=10_000,
+        metadata=setting(
+            "Messages waiting for the writer per worker; past that they are dropped and "
+            "counted in `blokir_querylog_dropped_total` (the query path never waits).",
+            INTEGER,
+            low=1,
+            high=10_000_000,
+        ),
+    )
+    file_max_bytes: int = field(
+        default=100 * 1024 * 1024,
+        metadata=setting(
+            "`file:` sink: rotate once a file is this large (`/path` -> `/path.1`, ...).",
+            INTEGER,
+            low=4096,
+            default="`104857600` (100 MiB)",
+        ),
+    )
+    file_keep: int = field(
+        default=5,
+        metadata=setting("`file:` sink: rotated files kept.", INTEGER, low=0, high=1000),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ListSource:
     """Where a list comes from and how it is refreshed; `url` None means a local file.
     `refresh` and `max_shrink` None mean `[updates]`'s."""
@@ -731,6 +813,14 @@ class Config:
             "`[updates]`",
             'Keeping lists current while serving (README, "Live list updates").',
             UpdatesConfig,
+        ),
+    )
+    querylog: QueryLogConfig = field(
+        default_factory=QueryLogConfig,
+        metadata=_section(
+            "`[querylog]`",
+            "What was asked and blocked, streamed as dnstap (docs/querylog.md).",
+            QueryLogConfig,
         ),
     )
     # Allowlists before lists: the order sections are named in messages and the docs, and the

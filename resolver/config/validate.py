@@ -41,6 +41,7 @@ from resolver.config.schema import (
     ListConfig,
     ListSource,
     MetricsConfig,
+    QueryLogConfig,
     ServerConfig,
     UpdatesConfig,
     UpstreamConfig,
@@ -269,6 +270,7 @@ class _Context(ValueParsers):
         cache = self._cache(tables["cache"])
         metrics = self._metrics(tables["metrics"])
         self.updates = updates = self._updates(tables["updates"], blocking.index_path)
+        querylog = self._querylog(tables["querylog"])
         allowlists = tuple(self._allowlist(t) for t in self._array_section(raw, "allowlists"))
         lists = tuple(self._list(t) for t in self._array_section(raw, "lists"))
         self._check_unique_names(allowlists, lists)
@@ -280,6 +282,7 @@ class _Context(ValueParsers):
             cache=cache,
             metrics=metrics,
             updates=updates,
+            querylog=querylog,
             lists=lists,
             allowlists=allowlists,
         )
@@ -407,6 +410,37 @@ class _Context(ValueParsers):
             enabled=t.get_bool("enabled"),
             listen=listen,
             top_k=t.get_int("top_k"),
+        )
+
+    def _querylog(self, t: _Table) -> QueryLogConfig:
+        sink = t.get_str("dnstap").strip()
+        if sink:
+            kind, _, rest = sink.partition(":")
+            if kind in ("unix", "file"):
+                if not rest.strip():
+                    raise t.error("dnstap", f"{kind}: needs a path")
+                path = self.resolve_path(rest.strip())
+                if kind == "unix" and len(os.fsencode(path)) > MAX_PATH_BYTES:
+                    raise t.error("dnstap", f"the socket path is over {MAX_PATH_BYTES} bytes")
+                sink = f"{kind}:{path}"
+            elif kind == "tcp":
+                host, port = self.host_port(("querylog", "dnstap"), rest, required_port=True)
+                sink = f"tcp:{format_address((host, port))}"
+            else:
+                raise t.error(
+                    "dnstap", f'{sink!r}: expected "unix:/path", "tcp:HOST:PORT" or "file:/path"'
+                )
+        return QueryLogConfig(
+            dnstap=sink,
+            sample=t.get_int("sample"),
+            only_blocked=t.get_bool("only_blocked"),
+            client_prefix_v4=t.get_int("client_prefix_v4"),
+            client_prefix_v6=t.get_int("client_prefix_v6"),
+            blocked_full_address=t.get_bool("blocked_full_address"),
+            identity=t.get_str("identity"),
+            queue=t.get_int("queue"),
+            file_max_bytes=t.get_int("file_max_bytes"),
+            file_keep=t.get_int("file_keep"),
         )
 
     def _updates(self, t: _Table, index_path: Path) -> UpdatesConfig:

@@ -367,7 +367,8 @@ ERROR_CASES = [
     (
         "[frobnicate]\n",
         "blokir.toml:1 frobnicate: unknown section "
-        "(expected one of server, upstream, blocking, cache, metrics, updates, allowlists, lists)",
+        "(expected one of server, upstream, blocking, cache, metrics, updates, querylog, "
+        "allowlists, lists)",
     ),
     (
         "workers = 2\n",
