@@ -35,7 +35,15 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import xxhash
 
-from resolver.iptrie import COLUMN_FORMATS, Format, IpMatcher, IpTables, empty_tables, matcher_of
+from resolver.iptrie import (
+    COLUMN_FORMATS,
+    DIR_BITS,
+    Format,
+    IpMatcher,
+    IpTables,
+    empty_tables,
+    matcher_of,
+)
 from resolver.policy import Policy
 
 if TYPE_CHECKING:
@@ -315,6 +323,9 @@ class Index:
             and len(columns["ip4_pid"]) == len(columns["ip4_len"]) == v4
             and len(columns["ip6_lo"]) == len(columns["ip6_pid"]) == len(columns["ip6_len"]) == v6
             and columns["ip4_start"][0] == columns["ip6_hi"][0] == columns["ip6_lo"][0] == 0
+            and len(columns["ip4_dir"]) == len(columns["ip6_dir"]) == (1 << DIR_BITS) + 1
+            and columns["ip4_dir"][-1] == v4
+            and columns["ip6_dir"][-1] == v6
         ):
             raise IndexError_(f"{self.path}: corrupt index (IP trigger sections disagree)")
         limit = len(self.policies)

@@ -11,6 +11,10 @@ Measured here (bench/lpm_bench.py) at 1M prefixes: about 1 us per IPv4 answer ad
 four lengths in use and grow with the number of lengths (up to 33 / 129 probes), and as Python
 sets they cost each worker about 60 MB instead of sharing 15 MB of mapped pages.
 
+A directory of 2^16 + 1 offsets per family, indexed by the address's top 16 bits, narrows the
+bisect to the ranges starting under those bits: measured 1.5-2x faster per lookup at 1M
+prefixes, for 256 KiB per family.
+
 IPv6 starts are two uint64 columns (high and low halves; the standard library has no 128-bit
 array): `bisect` on the high half, then on the low half among the ranges sharing it. IPv4-mapped
 IPv6 addresses (::ffff:a.b.c.d, RFC 4291 2.5.5.2) in an AAAA answer are matched as the IPv4
@@ -31,6 +35,7 @@ from typing import Literal
 V4_BITS = 32
 V6_BITS = 128
 _LOW64 = (1 << 64) - 1
+DIR_BITS = 16
 _MAPPED_PREFIX = 0xFFFF  # ::ffff:0:0/96, shifted right by 32
 
 
@@ -102,9 +107,13 @@ class IpTables:
     v6_lo: array.array[int]
     v6_pid: array.array[int]
     v6_len: array.array[int]
+    v4_dir: array.array[int]
+    v6_dir: array.array[int]
 
     def columns(self) -> list[tuple[str, array.array[int]]]:
         return [
+            ("ip4_dir", self.v4_dir),
+            ("ip6_dir", self.v6_dir),
             ("ip4_start", self.v4_start),
             ("ip4_pid", self.v4_pid),
             ("ip4_len", self.v4_len),
@@ -118,6 +127,8 @@ class IpTables:
 # Section name -> array typecode (the index maps each as a memoryview of that format).
 Format = Literal["B", "H", "I", "Q"]
 COLUMN_FORMATS: dict[str, Format] = {
+    "ip4_dir": "I",
+    "ip6_dir": "I",
     "ip4_start": "I",
     "ip4_pid": "H",
     "ip4_len": "B",
@@ -133,14 +144,25 @@ def build_tables(
 ) -> IpTables:
     four = flatten(v4, V4_BITS, rank)
     six = flatten(v6, V6_BITS, rank)
+    v4_start = array.array("I", four.starts)
+    v6_hi = array.array("Q", [s >> 64 for s in six.starts])
     return IpTables(
-        array.array("I", four.starts),
+        v4_start,
         array.array("H", four.pids),
         array.array("B", four.lengths),
-        array.array("Q", [s >> 64 for s in six.starts]),
+        v6_hi,
         array.array("Q", [s & _LOW64 for s in six.starts]),
         array.array("H", six.pids),
         array.array("B", six.lengths),
+        _directory(v4_start, V4_BITS - DIR_BITS),
+        _directory(v6_hi, 64 - DIR_BITS),
+    )
+
+
+def _directory(starts: array.array[int], shift: int) -> array.array[int]:
+    """Entry b: the first range starting at or above b << shift (the last entry: the count)."""
+    return array.array(
+        "I", [bisect_left(starts, bucket << shift) for bucket in range((1 << DIR_BITS) + 1)]
     )
 
 
@@ -152,9 +174,22 @@ class IpMatcher:
     """Lookups over mapped (or in-memory) columns. Every column is a sequence of ints indexed
     like the arrays `build_tables` makes; both families always have a range starting at 0."""
 
-    __slots__ = ("count", "v4_len", "v4_pid", "v4_start", "v6_hi", "v6_len", "v6_lo", "v6_pid")
+    __slots__ = (
+        "count",
+        "v4_dir",
+        "v4_len",
+        "v4_pid",
+        "v4_start",
+        "v6_dir",
+        "v6_hi",
+        "v6_len",
+        "v6_lo",
+        "v6_pid",
+    )
 
     def __init__(self, columns: Mapping[str, Sequence[int]]) -> None:
+        self.v4_dir = columns["ip4_dir"]
+        self.v6_dir = columns["ip6_dir"]
         self.v4_start = columns["ip4_start"]
         self.v4_pid = columns["ip4_pid"]
         self.v4_len = columns["ip4_len"]
@@ -165,18 +200,25 @@ class IpMatcher:
         # Ranges with a policy: 0 means no trigger is listed, and answers need no look at all.
         self.count = sum(1 for pid in self.v4_pid if pid) + sum(1 for pid in self.v6_pid if pid)
 
+    def _slot4(self, address: int) -> int:
+        bucket = address >> (V4_BITS - DIR_BITS)
+        directory = self.v4_dir
+        return bisect_right(self.v4_start, address, directory[bucket], directory[bucket + 1]) - 1
+
     def _slot6(self, address: int) -> int:
         high = address >> 64
         hi = self.v6_hi
-        end = bisect_right(hi, high)
+        bucket = high >> (64 - DIR_BITS)
+        directory = self.v6_dir
+        end = bisect_right(hi, high, directory[bucket], directory[bucket + 1])
         if hi[end - 1] != high:
             return end - 1
-        first = bisect_left(hi, high, 0, end)
+        first = bisect_left(hi, high, directory[bucket], end)
         slot = bisect_right(self.v6_lo, address & _LOW64, first, end) - 1
         return slot if slot >= first else first - 1
 
     def match_v4(self, address: int) -> int:
-        return self.v4_pid[bisect_right(self.v4_start, address) - 1]
+        return self.v4_pid[self._slot4(address)]
 
     def match_v6(self, address: int) -> int:
         if address >> 32 == _MAPPED_PREFIX:
@@ -186,7 +228,13 @@ class IpMatcher:
     def match_packed(self, packed: bytes) -> int:
         """The policy id for an A (4 bytes) or AAAA (16 bytes) rdata; 0 when none applies."""
         if len(packed) == 4:
-            return self.v4_pid[bisect_right(self.v4_start, int.from_bytes(packed)) - 1]
+            address = int.from_bytes(packed)
+            bucket = address >> (V4_BITS - DIR_BITS)
+            directory = self.v4_dir
+            start = self.v4_start
+            return self.v4_pid[
+                bisect_right(start, address, directory[bucket], directory[bucket + 1]) - 1
+            ]
         if len(packed) == 16:
             return self.match_v6(int.from_bytes(packed))
         return 0
@@ -197,7 +245,7 @@ class IpMatcher:
         if len(packed) == 16 and int.from_bytes(packed) >> 32 == _MAPPED_PREFIX:
             packed = packed[12:]
         if len(packed) == 4:
-            slot = bisect_right(self.v4_start, int.from_bytes(packed)) - 1
+            slot = self._slot4(int.from_bytes(packed))
             return self.v4_pid[slot], self.v4_len[slot]
         if len(packed) == 16:
             slot = self._slot6(int.from_bytes(packed))
