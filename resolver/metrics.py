@@ -709,17 +709,43 @@ def _list_metrics(hub: MetricsHub) -> Iterator[Metric]:
     for status in hub.lists:
         labels = [status["name"], status["kind"]]
         updated.add_metric(labels, status["updated_at"])
-        failed = status["kind"] == "url" and status["last_result"] not in (
+        failed = status["kind"] != "file" and status["last_result"] not in (
             "",
             "updated",
             "not_modified",
         )
         source_ok.add_metric(labels, 0 if failed else 1)
-        if status["kind"] == "url":
+        if status["kind"] != "file":
             checked.add_metric([status["name"]], status["checked_at"])
     yield updated
     yield checked
     yield source_ok
+    yield from _transfer_metrics(hub.lists)
+
+
+def _transfer_metrics(lists: list[dict[str, Any]]) -> Iterator[Metric]:
+    """The axfr lists (resolver/xfr/secondary.py): serial of the copy, attempts by outcome."""
+    serial = GaugeMetricFamily(
+        "blokir_list_zone_serial",
+        "SOA serial of the serving copy of a zone-transfer list",
+        labels=["list"],
+    )
+    transfers = CounterMetricFamily(
+        "blokir_list_transfers",
+        "Zone-transfer attempts since start, by what was asked (AXFR, IXFR, SOA: only the "
+        "serial) and the result (updated, not_modified, or a failure reason)",
+        labels=["list", "kind", "result"],
+    )
+    for status in lists:
+        if status["kind"] != "axfr":
+            continue
+        if status.get("serial") is not None:
+            serial.add_metric([status["name"]], status["serial"])
+        for key, count in status.get("transfers", {}).items():
+            kind, _, result = key.partition(" ")
+            transfers.add_metric([status["name"], kind, result], count)
+    yield serial
+    yield transfers
 
 
 # -- HTTP: /metrics, /healthz, /readyz, /api/top -------------------------------------------------

@@ -31,13 +31,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resolver import sources
 from resolver.config import Address, Config, ConfigError, ListSource
 from resolver.index import IndexError_, open_index
 from resolver.lists.model import ListSpec
 from resolver.provenance import header_is_current, spec_json
+
+if TYPE_CHECKING:  # imported when a config has axfr:// lists: it brings in dnspython
+    from resolver.xfr.secondary import Secondaries
 
 log = logging.getLogger("blokir")
 
@@ -74,7 +77,8 @@ RESTART_ONLY = (
     ("server", "group"),
     ("metrics", None),
     ("updates", "control_socket"),
-    ("querylog", None),  # the writer threads and their sinks start with the workers
+    ("querylog", None),  # the writer processes and their sinks start with the workers
+    ("rpz", "notify_listen"),
 )
 
 # Swaps the workers to (config, index path); returns one problem text per worker that failed.
@@ -90,7 +94,7 @@ class ListStatus:
     """What `blokir status` shows for one list, and what the per-list metrics export."""
 
     name: str
-    kind: str  # "file" | "url"
+    kind: str  # "file" | "url" | "axfr"
     source: str  # the path or the URL
     copy: str  # the file compiled: the path itself, or the last good download
     names: int = 0  # distinct names in the serving index
@@ -101,6 +105,12 @@ class ListStatus:
     checked_at: float = 0.0  # last download attempt (URL lists)
     last_result: str = ""
     last_error: str = ""
+    # axfr lists (resolver/xfr/secondary.py): the copy's serial, how it last changed
+    # (AXFR/IXFR), what the last attempt did (AXFR/IXFR/SOA), attempts by "KIND result"
+    serial: int | None = None
+    transfer: str = ""
+    last_transfer: str = ""
+    transfers: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -168,6 +178,7 @@ class Reloader:
         self._upstream_servers = _upstream_servers(config)
         self._seen_stats: tuple[object, ...] | None = None  # debounce: last poll's file stats
         self._rejected_key: tuple[object, ...] | None = None  # do not rebuild a rejected state
+        self.xfr: Secondaries | None = None  # the axfr:// lists, kept across reloads
 
     # -- start ---------------------------------------------------------------------------
 
@@ -237,6 +248,14 @@ class Reloader:
         request.done.wait(wait)
         return request.outcome
 
+    def notify(self, zone: Any, client: str) -> bool:
+        """A NOTIFY (RFC 1996) for `zone` (a dns.name.Name): make its lists' transfers due now;
+        False when no list takes that zone."""
+        names = self.xfr.notify(zone) if self.xfr is not None else []
+        if names:
+            self._requests.put(_Request("notify", False, download_all=False, reread_config=False))
+        return bool(names)
+
     def _run(self) -> None:
         interval = self.config.updates.watch_interval
         while not self._stopping.is_set():
@@ -276,6 +295,8 @@ class Reloader:
         """A timer or file-change reload when one is due, else None. Changed files must look
         the same on two checks in a row, so a list still being written is not read."""
         now = time.time()
+        if self.xfr is not None and self.xfr.due(now):
+            return _Request("zone-transfer", False, download_all=False, reread_config=False)
         for status in self.lists.values():
             source = self._source(status.name)
             if source.url is not None:
@@ -456,7 +477,19 @@ class Reloader:
             max_bytes=updates.max_download_bytes,
         )
         now = time.time()
+        xfr_lists = [(n, s.xfr, s.refresh) for n, _, s in _sources(config) if s.xfr is not None]
+        if xfr_lists or self.xfr is not None:
+            if self.xfr is None:
+                # Here, not at the top: serving without axfr:// lists never loads dnspython
+                # (about 25 MiB; tests/unit/test_serve_imports.py).
+                from resolver.xfr.secondary import Secondaries
+
+                self.xfr = Secondaries()
+            self.xfr.sync(xfr_lists, updates.state_dir)
         for name, path, source in _sources(config):
+            if source.xfr is not None:
+                self._refresh_xfr(name, updates.download_timeout, outcome, download_all, first)
+                continue
             if source.url is None:
                 continue
             state = sources.load_state(updates.state_dir, name, source.url)
@@ -483,6 +516,35 @@ class Reloader:
                     "list %s: downloaded %s bytes from %s", name, result.state.size, source.url
                 )
 
+    def _refresh_xfr(
+        self, name: str, timeout: float, outcome: ReloadOutcome, download_all: bool, first: bool
+    ) -> None:
+        """Transfer an axfr:// list when it is due (resolver/xfr/secondary.py)."""
+        secondary = self.xfr.get(name) if self.xfr is not None else None
+        if secondary is None:
+            return
+        has_copy = secondary.has_copy()
+        if first and has_copy:
+            log.info(
+                "list %s: serving the last good transfer, serial %s (%s)",
+                name,
+                secondary.state.serial,
+                secondary.copy,
+            )
+            return  # the primary is asked once serving has begun
+        if has_copy and not download_all and not secondary.due(time.time()):
+            return
+        result = secondary.transfer(timeout)
+        if result.outcome == "failed":
+            kept = "the last good copy keeps serving" if has_copy else "no copy yet"
+            problem = (
+                f"list {name}: zone transfer failed ({result.reason}): {result.detail}; {kept}"
+            )
+            log.warning("%s", problem)
+            outcome.problems.append(problem)
+        elif result.outcome == "updated":
+            log.info("list %s: %s", name, result.detail)
+
     # -- state ---------------------------------------------------------------------------
 
     def _adopt(self, header: dict[str, Any]) -> None:
@@ -499,8 +561,8 @@ class Reloader:
             compiled = by_name.get(name, {})
             status = ListStatus(
                 name=name,
-                kind="url" if source.url else "file",
-                source=source.url or str(path),
+                kind="axfr" if source.xfr else "url" if source.url else "file",
+                source=source.xfr.url if source.xfr else source.url or str(path),
                 copy=str(path),
                 names=int(compiled.get("unique", 0)),
                 lines=int(compiled.get("lines", 0)),
@@ -517,6 +579,17 @@ class Reloader:
                     status.checked_at = state.checked_at
                     status.last_result = state.last_result
                     status.last_error = state.last_error
+            secondary = self.xfr.get(name) if source.xfr and self.xfr is not None else None
+            if secondary is not None:
+                xstate = secondary.state
+                status.updated_at = xstate.transferred_at
+                status.checked_at = xstate.checked_at
+                status.last_result = xstate.last_result
+                status.last_error = xstate.last_error
+                status.serial = xstate.serial
+                status.transfer = xstate.kind
+                status.last_transfer = xstate.last_kind
+                status.transfers = dict(secondary.counts)
             statuses[name] = status
         return statuses
 

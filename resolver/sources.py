@@ -56,9 +56,11 @@ __all__ = [
     "FetchResult",
     "SourceState",
     "fetch",
+    "fsync_dir",
     "is_url",
     "load_state",
     "source_paths",
+    "write_json",
 ]
 
 log = logging.getLogger("blokir")
@@ -271,7 +273,7 @@ def _attempt(
             return "not_modified", f"{url}: same content as {copy.name} (sha256 {_short(good)})"
         try:
             os.replace(download.temp, copy)
-            _fsync_dir(copy.parent)
+            fsync_dir(copy.parent)
         except OSError as exc:
             raise _Failure("io", f"cannot write {copy}: {exc.strerror or exc}") from exc
     finally:
@@ -567,8 +569,12 @@ def _describes_other_url(state_file: Path, copy: Path, url: str) -> bool:
 
 
 def _write_state(state_file: Path, state: SourceState) -> None:
-    """Replace the state file atomically: a crash leaves the old one or the new one."""
-    text = json.dumps(asdict(state), indent=2, sort_keys=True) + "\n"
+    write_json(state_file, asdict(state))
+
+
+def write_json(state_file: Path, data: dict[str, Any]) -> None:
+    """Replace a state file atomically: a crash leaves the old one or the new one."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     fd, temp_name = tempfile.mkstemp(
         prefix=f".{state_file.name}.", suffix=".part", dir=state_file.parent
     )
@@ -579,13 +585,13 @@ def _write_state(state_file: Path, state: SourceState) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp_name, state_file)
-        _fsync_dir(state_file.parent)
+        fsync_dir(state_file.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make a rename durable (the directory entry is data too)."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -52,6 +52,21 @@ def _serving_lines(status: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _transfer_line(entry: dict[str, Any], now: float | None) -> str:
+    """An axfr list: its serial, how the copy last changed, what the last attempt did."""
+    serial = entry.get("serial")
+    have = (
+        f"serial {serial} by {entry.get('transfer') or '?'} {age(entry['updated_at'], now)}"
+        if serial is not None
+        else "no transfer yet"
+    )
+    last = entry.get("last_transfer") or "-"
+    return (
+        f"{entry['name']}: {have}; last attempt {last} {entry['last_result'] or '-'} "
+        f"{age(entry['checked_at'], now)}"
+    )
+
+
 def format_status(status: dict[str, Any], now: float | None = None) -> str:
     """The supervisor's status (Supervisor.status()) as a table."""
     index = status["index"]
@@ -67,7 +82,7 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     rows = [("list", "kind", "names", "rejected", "sha256", "updated", "last check", "source")]
     for entry in status["lists"]:
         check = "-"
-        if entry["kind"] == "url":
+        if entry["kind"] != "file":
             check = f"{entry['last_result'] or '-'} {age(entry['checked_at'], now)}"
         rows.append(
             (
@@ -85,9 +100,13 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
+    for entry in status["lists"]:
+        if entry["kind"] == "axfr":
+            lines.append("  " + _transfer_line(entry, now))
     errors = [e for e in status["lists"] if e.get("last_error")]
     for entry in errors:
-        lines.append(f"  {entry['name']}: last download failed: {entry['last_error']}")
+        what = "transfer" if entry["kind"] == "axfr" else "download"
+        lines.append(f"  {entry['name']}: last {what} failed: {entry['last_error']}")
     lines += _serving_lines(status)
     last = status.get("last_reload")
     lines.append("")

@@ -33,15 +33,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resolver import NATIVE
 from resolver import metrics as m
-from resolver.config import Config
+from resolver.config import Config, format_address
 from resolver.control import ControlError, ControlServer
 from resolver.privileges import PrivilegeError, drop_privileges
 from resolver.reload import RESULTS, Reloader, ReloadError, ReloadOutcome
 from resolver.server import DRAIN_SECONDS, Worker
+
+if TYPE_CHECKING:  # imported only with [rpz] notify_listen: it brings in dnspython
+    from resolver.xfr.notify import NotifyListener
 
 log = logging.getLogger("blokir")
 
@@ -183,6 +186,7 @@ class Supervisor:
         self.stopping = False
         self.sighup = False
         self.control: ControlServer | None = None
+        self.notify: NotifyListener | None = None  # [rpz] notify_listen (resolver/xfr/notify.py)
         self.reloader = Reloader(config, load_config, self.swap_workers, self._count_outcome)
 
     # -- start ---------------------------------------------------------------------------
@@ -210,10 +214,33 @@ class Supervisor:
             self.control.start()
         except (ControlError, OSError) as exc:
             raise ServeError(f"control socket: {exc}") from exc
+        self._bind_notify(config)
         self._drop_privileges()
         for number in range(config.server.workers):
             self._start_worker(number)
         self.reloader.start()
+        if self.notify is not None:
+            self.notify.start()
+
+    def _bind_notify(self, config: Config) -> None:
+        """Bound while still root (the port may be 53), started once the reloader runs."""
+        if config.rpz.notify_listen is None:
+            return
+        from resolver.xfr.notify import NotifyListener  # here: see TYPE_CHECKING above
+
+        reloader = self.reloader
+        self.notify = NotifyListener(
+            config.rpz.notify_listen,
+            lambda client: reloader.config.rpz.notify_allowed(client),
+            reloader.notify,
+            lambda: reloader.xfr.keyring() if reloader.xfr is not None else {},
+        )
+        try:
+            host, port = self.notify.bind()
+        except OSError as exc:
+            where = format_address(config.rpz.notify_listen)
+            raise ServeError(f"cannot receive NOTIFY on {where}: {exc.strerror}") from exc
+        log.info("receiving NOTIFY for axfr lists on %s:%d", host, port)
 
     def _drop_privileges(self) -> None:
         """After binding (port 53 needs root), run as `[server] user` (README "Security and
@@ -360,6 +387,8 @@ class Supervisor:
             self._stop_workers()
         finally:
             self.reloader.stop()
+            if self.notify is not None:
+                self.notify.close()
             if self.control is not None:
                 self.control.close()
         return 0

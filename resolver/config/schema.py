@@ -33,6 +33,7 @@ from resolver.lists.model import KINDS as LIST_KINDS
 from resolver.lists.model import ListSpec
 from resolver.policy import Action, Ede, MatchMode
 from resolver.ratelimit import RateLimitAction
+from resolver.xfr.source import TsigKey, XfrSource
 
 __all__ = [
     "ARRAY_SECTIONS",
@@ -53,6 +54,7 @@ __all__ = [
     "ListSource",
     "MetricsConfig",
     "QueryLogConfig",
+    "RpzConfig",
     "Section",
     "ServerConfig",
     "Setting",
@@ -119,6 +121,15 @@ def setting(
 ) -> Mapping[str, Setting]:
     """Field metadata declaring a TOML key: `field(default=..., metadata=setting(...))`."""
     return {_SETTING: Setting(doc, type, low, high, choices, allowed, default)}
+
+
+def _in_networks(client: str, networks: Iterable[Network]) -> bool:
+    """Whether an address (text) falls in one of `networks`; False for what is no address."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _values(choices: Iterable[StrEnum]) -> tuple[str, ...]:
@@ -224,11 +235,7 @@ class ServerConfig:
 
     def allows(self, client: str) -> bool:
         """Whether a client address falls in one of the `allow` networks."""
-        try:
-            address = ipaddress.ip_address(client)
-        except ValueError:
-            return False
-        return any(address in network for network in self.allow)
+        return _in_networks(client, self.allow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,6 +548,48 @@ class UpdatesConfig:
         return self.control_socket or self.state_dir / "control.sock"
 
 
+# ---- [rpz], secondary side: receiving NOTIFY (resolver/xfr/notify.py) -----------------------
+# The keys for serving the policy by zone transfer (the primary side) go in their own block.
+
+DEFAULT_NOTIFY_FROM: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RpzConfig:
+    """`[rpz]`: policy zones over zone transfer (docs/rpz-transfer.md)."""
+
+    notify_listen: Address | None = field(
+        default=None,
+        metadata=setting(
+            "Where blokir receives NOTIFY (RFC 1996) for its `axfr://` lists, UDP; a NOTIFY "
+            "for a list's zone from an address in `notify_from` starts a transfer at once. A "
+            "socket of its own in the process that runs the transfers, not the DNS port. Needs "
+            "a restart to change.",
+            '`"host:port"`',
+            allowed="port 0..65535",
+            default='`""` (off: transfers follow the SOA refresh timer only)',
+        ),
+    )
+    notify_from: tuple[Network, ...] = field(
+        default=DEFAULT_NOTIFY_FROM,
+        metadata=setting(
+            "Primaries whose NOTIFY is obeyed; others are answered REFUSED. A bare address "
+            "means a single host.",
+            "array of CIDR strings",
+            default='loopback (`["127.0.0.0/8", "::1/128"]`)',
+        ),
+    )
+
+    def notify_allowed(self, client: str) -> bool:
+        return _in_networks(client, self.notify_from)
+
+
+# ---- end of [rpz], secondary side -------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class QueryLogConfig:
     """`[querylog]`: what was asked and blocked, streamed as dnstap (docs/querylog.md)."""
@@ -624,16 +673,29 @@ class QueryLogConfig:
 
 @dataclass(frozen=True, slots=True)
 class ListSource:
-    """Where a list comes from and how it is refreshed; `url` None means a local file.
+    """Where a list comes from and how it is refreshed; `url` and `xfr` None mean a local file.
     `refresh` and `max_shrink` None mean `[updates]`'s."""
 
     url: str | None = None  # not a key: a `path` that is a URL
+    xfr: XfrSource | None = None  # not a key: a `path` that is an axfr:// URL (resolver/xfr/)
     refresh: float | None = field(
         default=None,
         metadata=setting(
-            "URL lists only: time between downloads of this list.",
+            "URL lists only: time between downloads of this list. For an `axfr://` list: "
+            "checks the primary this often instead of at the zone's SOA refresh timer.",
             SECONDS,
-            default="`[updates] refresh`",
+            default="`[updates] refresh` (`axfr://`: the SOA refresh)",
+        ),
+    )
+    tsig: TsigKey | None = field(
+        default=None,
+        metadata=setting(
+            "`axfr://` lists only: sign the SOA, IXFR and AXFR queries with this TSIG key "
+            "(RFC 8945) and accept only a transfer signed with it.",
+            '`{ name = "key.", algorithm = "hmac-sha256", secret = "base64" }`',
+            allowed="algorithm hmac-sha256 (default), hmac-sha384, hmac-sha512, hmac-sha224, "
+            "hmac-sha1",
+            default="none",
         ),
     )
     max_shrink: float | None = field(
@@ -649,7 +711,7 @@ class ListSource:
 
 
 _NAME_DOC = "string of `A-Z a-z 0-9 _ . -`"
-_PATH_DOC = "path or `http(s)://` URL"
+_PATH_DOC = "path, `http(s)://` URL or `axfr://HOST:PORT/ZONE.`"
 
 
 @dataclass(frozen=True, slots=True)
@@ -665,7 +727,9 @@ class ListConfig:
     )
     path: Path = field(
         metadata=setting(
-            'The list file, or a URL blokir downloads (README, "Live list updates").',
+            'The list file, or a URL blokir downloads (README, "Live list updates"), or '
+            "`axfr://HOST:PORT/ZONE.`: an RPZ zone blokir takes by zone transfer "
+            "(docs/rpz-transfer.md; `format` rpz is implied).",
             _PATH_DOC,
         )
     )
@@ -821,6 +885,14 @@ class Config:
             "`[querylog]`",
             "What was asked and blocked, streamed as dnstap (docs/querylog.md).",
             QueryLogConfig,
+        ),
+    )
+    rpz: RpzConfig = field(
+        default_factory=RpzConfig,
+        metadata=_section(
+            "`[rpz]`",
+            "Response policy zones over zone transfer (docs/rpz-transfer.md).",
+            RpzConfig,
         ),
     )
     # Allowlists before lists: the order sections are named in messages and the docs, and the

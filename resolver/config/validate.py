@@ -42,6 +42,7 @@ from resolver.config.schema import (
     ListSource,
     MetricsConfig,
     QueryLogConfig,
+    RpzConfig,
     ServerConfig,
     UpdatesConfig,
     UpstreamConfig,
@@ -51,6 +52,7 @@ from resolver.lists import IP_FORMATS
 from resolver.policy import Action, Ede, MatchMode
 from resolver.ratelimit import RateLimitAction
 from resolver.sources import source_paths
+from resolver.xfr.source import XfrSource, is_xfr_url, parse_tsig, parse_xfr_url
 
 __all__ = ["ValueParsers", "load_config", "parse_config"]
 
@@ -271,6 +273,7 @@ class _Context(ValueParsers):
         metrics = self._metrics(tables["metrics"])
         self.updates = updates = self._updates(tables["updates"], blocking.index_path)
         querylog = self._querylog(tables["querylog"])
+        rpz = self._rpz(tables["rpz"])
         allowlists = tuple(self._allowlist(t) for t in self._array_section(raw, "allowlists"))
         lists = tuple(self._list(t) for t in self._array_section(raw, "lists"))
         self._check_unique_names(allowlists, lists)
@@ -283,6 +286,7 @@ class _Context(ValueParsers):
             metrics=metrics,
             updates=updates,
             querylog=querylog,
+            rpz=rpz,
             lists=lists,
             allowlists=allowlists,
         )
@@ -476,6 +480,35 @@ class _Context(ValueParsers):
             )
         return updates
 
+    def _rpz(self, t: _Table) -> RpzConfig:
+        """`[rpz]`, the secondary side's keys (NOTIFY); the primary side's are parsed apart."""
+        listen = None
+        if t.raw("notify_listen") not in (_MISSING, ""):
+            listen = self.host_port(
+                (*t.path, "notify_listen"), t.raw("notify_listen"), required_port=True
+            )
+        notify_from = t.get_list("notify_from", self.network)
+        return RpzConfig(
+            notify_listen=listen,
+            notify_from=tuple(notify_from) if notify_from is not None else RpzConfig().notify_from,
+        )
+
+    def _xfr_source(self, t: _Table, path_text: str, fmt: str) -> XfrSource:
+        """An `axfr://` list: the URL, its optional TSIG key, and the implied rpz format."""
+        try:
+            xfr = parse_xfr_url(path_text)
+        except ValueError as exc:
+            raise t.error("path", str(exc)) from None
+        if fmt not in ("auto", "rpz"):
+            raise t.error("format", f"an axfr:// list is an RPZ zone; {fmt!r} cannot apply")
+        raw_tsig = t.raw("tsig")
+        if raw_tsig is _MISSING:
+            return xfr
+        try:
+            return XfrSource(xfr.host, xfr.port, xfr.zone, parse_tsig(raw_tsig))
+        except ValueError as exc:
+            raise t.error("tsig", str(exc)) from None
+
     def _list_common(self, t: _Table) -> tuple[str, Path, str, MatchMode, str, ListSource, str]:
         name = t.get_str("name")
         if not _NAME_RE.fullmatch(name) or name in (".", ".."):
@@ -497,7 +530,13 @@ class _Context(ValueParsers):
                 "an RPZ file's rpz-ip triggers are read from a domain list)",
             )
         url: str | None = None
-        if _URL_RE.match(path_text):
+        xfr: XfrSource | None = None
+        if is_xfr_url(path_text):
+            xfr = self._xfr_source(t, path_text, fmt)
+            fmt = "rpz"
+            # The last good transfer, written as a zone file (resolver/xfr/secondary.py).
+            path = source_paths(self.updates.state_dir, name)[0]
+        elif _URL_RE.match(path_text):
             parts = urllib.parse.urlsplit(path_text.strip())
             if not parts.hostname:
                 raise t.error("path", f"{path_text!r} has no host name")
@@ -506,14 +545,22 @@ class _Context(ValueParsers):
             path = source_paths(self.updates.state_dir, name)[0]
         else:
             if "://" in path_text:
-                raise t.error("path", "only http:// and https:// URLs are supported")
+                raise t.error("path", "only http://, https:// and axfr:// URLs are supported")
             path = self.resolve_path(path_text)
         refresh: float | None = None
         if t.raw("refresh") is not _MISSING:
             refresh = t.get_float("refresh")
-        if refresh is not None and url is None:
+        if refresh is not None and url is None and xfr is None:
             raise t.error("refresh", "only used with a URL path (local files are watched)")
-        source = ListSource(url, refresh, t.get_fraction("max_shrink", None))
+        if t.raw("tsig") is not _MISSING and xfr is None:
+            raise t.error("tsig", "only used with an axfr:// path")
+        source = ListSource(
+            url=url,
+            xfr=xfr,
+            refresh=refresh,
+            tsig=xfr.tsig if xfr is not None else None,
+            max_shrink=t.get_fraction("max_shrink", None),
+        )
         return name, path, category, match, fmt, source, kind
 
     def _allowlist(self, t: _Table) -> AllowlistConfig:

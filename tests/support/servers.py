@@ -79,9 +79,18 @@ def wait_for_answer(
 
 
 def start_nsd(
-    workdir: Path, zone: str, zonefile: Path, probe: str, deadline: Deadline
+    workdir: Path,
+    zone: str,
+    zonefile: Path,
+    probe: str,
+    deadline: Deadline,
+    *,
+    clauses: str = "",
+    zone_options: str = "",
 ) -> tuple[ManagedProcess, int]:
-    """NSD serving `zonefile` on a free port, rate limiting off; returns once it answers."""
+    """NSD serving `zonefile` on a free port, rate limiting off; returns once it answers.
+    `clauses` (e.g. a `key:`) and `zone_options` (e.g. `provide-xfr:`) are nsd.conf text added
+    before the zone and inside it."""
     nsd = require_binary("nsd")
     checkconf = find_binary("nsd-checkconf")
     port = free_port()
@@ -108,10 +117,10 @@ def start_nsd(
     hide-version: yes
 {limits}remote-control:
     control-enable: no
-zone:
+{clauses}zone:
     name: "{zone}"
     zonefile: "{zonefile}"
-"""
+{zone_options}"""
 
     conf.write_text(render(rrl=True))
     if checkconf:

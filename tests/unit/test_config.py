@@ -367,7 +367,7 @@ ERROR_CASES = [
     (
         "[frobnicate]\n",
         "blokir.toml:1 frobnicate: unknown section "
-        "(expected one of server, upstream, blocking, cache, metrics, updates, querylog, "
+        "(expected one of server, upstream, blocking, cache, metrics, updates, querylog, rpz, "
         "allowlists, lists)",
     ),
     (

@@ -261,7 +261,7 @@ def test_url_lists_in_the_config(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("[[lists]]\nname='a'\npath='a.txt'\nrefresh=60\n", "only used with a URL path"),
-        ("[[lists]]\nname='a'\npath='ftp://x/a.txt'\n", "only http:// and https://"),
+        ("[[lists]]\nname='a'\npath='ftp://x/a.txt'\n", "only http://, https:// and axfr://"),
         ("[updates]\nmax_shrink = 1.5\n", "must be between 0 and 1"),
         ("[updates]\ncontrol_socket = '/" + "x" * 120 + "'\n", "Unix socket limit"),
     ],
