@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine
 
 from resolver import metrics as m
 from resolver import wire
+from resolver.answer_ips import address_text, answer_addresses, blocked_address
 from resolver.answers import BlockResponder, BlockSettings
 from resolver.cache import (
     EDE_STALE_ANSWER,
@@ -42,6 +43,7 @@ from resolver.index import Index, IndexError_, open_index
 from resolver.inflight import EDE_OTHER, InflightTable, zone_of
 from resolver.message import MessageError, cname_targets, within_limit, without_options
 from resolver.metrics import TopCounter, WorkerStats
+from resolver.querylog.client import MATCH_QNAME, MATCH_RESPONSE_IP, QueryLog
 from resolver.ratelimit import RateLimiter
 from resolver.upstream import UpstreamPool
 
@@ -70,6 +72,7 @@ Memo = tuple[bytes, int, float, int, bytes, Renewal | None]
 _KEY_DO = 0b10  # the DO bit in a cache key's last field (Resolver._cache_key)
 EDE_NO_REACHABLE_AUTHORITY = 22
 EDE_PROHIBITED = 18  # RFC 8914 4.22: upstreams did not answer
+QUERYLOG_FLUSH_SECONDS = 0.5  # the longest a logged query waits in the worker (querylog/client.py)
 
 
 class Resolver:
@@ -94,8 +97,13 @@ class Resolver:
         self.inflight: InflightTable[CacheKey, bytes | None] = InflightTable(
             upstream.max_inflight, upstream.max_inflight_per_zone
         )
-        # Cached key -> (CNAME/DNAME targets, the lists generation they were checked against).
-        self._aliases: dict[CacheKey, tuple[tuple[bytes, ...], int]] = {}
+        # Cached key -> (CNAME/DNAME targets, A/AAAA addresses, the lists generation they were
+        # checked against): what a reload must check again (_alias_now_blocked).
+        self._aliases: dict[CacheKey, tuple[tuple[bytes, ...], tuple[bytes, ...], int]] = {}
+        # The dnstap query log (resolver/querylog/), set by the Worker when [querylog] is on.
+        self.querylog: QueryLog | None = None
+        # What blocked the last answer forward returned: (pid, trigger, dnstap match).
+        self.last_block: tuple[int, bytes, int] = (0, b"", 0)
         self._lists_generation = 0  # +1 per reload
         self.retired_memos: list[dict[bytes, Memo]] = []  # old memo generations to free
         self.use_index(index)
@@ -191,6 +199,10 @@ class Resolver:
             self.retired_memos += [self._memo, self._memo_old]
         self.index = index
         self.match_pid = index.match_pid
+        # Response-IP triggers: None when the index has none, so answers are not even walked.
+        self.match_ip = index.ip_match.match_packed if index.ip_match.count else None
+        if self.querylog is not None:
+            self.querylog.set_policies(index.policies)
         # is_block[pid]: a list index is cheaper than a Policy attribute chain per query.
         self.is_block = [False] + [not p.is_allow for p in index.policies]
         self.responder = BlockResponder(index.policies, self._settings)
@@ -247,16 +259,28 @@ class Resolver:
                     stats.cells[qcell + m.BLOCKED] += 1
                     self._count_block(pid, qname)
                     self.last_outcome = m.BLOCKED
+                    if self.querylog is not None:
+                        self.querylog.blocked(client, udp, data, data[:2] + tail, pid, qname)
                     return data[:2] + tail
                 if valid_until > self._clock():
                     stats.cells[qcell + m.CACHED] += 1
                     self.last_outcome = m.CACHED
+                    querylog = self.querylog
+                    if querylog is not None:
+                        querylog.left -= 1
+                        if querylog.left <= 0:
+                            querylog.allowed(client, udp, data, data[:2] + tail)
                     return data[:2] + tail
                 # A cache answer whose TTLs ticked: the same question, so no parse, no index.
                 renewed = self._renewed(key, qcell, qname, renewal) if renewal else None
                 if renewed is not None:
                     stats.cells[qcell + m.CACHED] += 1
                     self.last_outcome = m.CACHED
+                    querylog = self.querylog
+                    if querylog is not None:
+                        querylog.left -= 1
+                        if querylog.left <= 0:
+                            querylog.allowed(client, udp, data, data[:2] + renewed)
                     return data[:2] + renewed
         transport = m.UDP if udp else m.TCP
         try:
@@ -286,6 +310,8 @@ class Resolver:
                 if answer is not None and udp:
                     answer = self.fit_udp(answer, query)
                     self._remember_block(key, answer, pid, qcell, query.qname)
+                if self.querylog is not None:
+                    self.querylog.blocked(client, udp, data, answer, pid, query.qname)
                 return answer
         if not query.flags & wire.RD:
             # A forwarder has nothing to say to a query that does not ask for recursion but what
@@ -319,6 +345,11 @@ class Resolver:
                     answer = self.fit_udp(answer, query)
                 memo = (answer[2:], 0, fresh_until, qcell, query.qname, renewal)
                 self._remember(key, memo)
+            querylog = self.querylog
+            if querylog is not None:
+                querylog.left -= 1
+                if querylog.left <= 0:
+                    querylog.allowed(client, udp, data, answer)
             return answer
         if not self.inflight.is_open(cache_key):
             # A miss the in-flight caps turn away is answered here rather than from a task:
@@ -456,7 +487,9 @@ class Resolver:
             return None
         return wire.error_response(data, error.rcode, query, self._payload)
 
-    async def forward(self, query: wire.Query, data: bytes, transport: int) -> bytes | None:
+    async def forward(
+        self, query: wire.Query, data: bytes, transport: int, client: str = ""
+    ) -> bytes | None:
         """Answer a cache miss from upstream; count the outcome (allowed, blocked_cname, stale
         or servfail).
 
@@ -498,11 +531,20 @@ class Resolver:
                 query, data, transport, key, EDE_NO_REACHABLE_AUTHORITY, "upstream did not answer"
             )
         blocked = self._cname_block(query, response)
+        querylog = self.querylog
         if blocked is not None:
             self._count(transport, query, m.BLOCKED_CNAME)
+            if querylog is not None:
+                pid, trigger, match = self.last_block
+                querylog.blocked(client, transport == m.UDP, data, blocked, pid, trigger, match)
             return blocked
         self._count(transport, query, m.ALLOWED)
-        return data[:2] + _reply_tail(response, query, query.question, query.question_end)
+        answer = data[:2] + _reply_tail(response, query, query.question, query.question_end)
+        if querylog is not None:
+            querylog.left -= 1
+            if querylog.left <= 0:
+                querylog.allowed(client, transport == m.UDP, data, answer)
+        return answer
 
     def _over_cap(
         self, query: wire.Query, data: bytes, transport: int, key: CacheKey, zone: bytes
@@ -533,10 +575,11 @@ class Resolver:
                 # (wire.HOP_BY_HOP_OPTIONS); a compliant one says nothing, as none were sent.
                 response = without_options(response, wire.HOP_BY_HOP_OPTIONS)
                 targets = self._alias_targets(response)
-                if not self._any_blocked(targets):
+                addresses = answer_addresses(response) if self.match_ip is not None else ()
+                if not self._any_blocked(targets, addresses):
                     self.cache.put(key, response)
-                    if targets:
-                        self._remember_aliases(key, targets)
+                    if targets or addresses:
+                        self._remember_aliases(key, targets, addresses)
             return response
         finally:
             self.inflight.remove(key, zone)
@@ -549,10 +592,15 @@ class Resolver:
         except MessageError:
             return ()
 
-    def _any_blocked(self, targets: tuple[bytes, ...]) -> bool:
-        """Whether a CNAME/DNAME target is blocked: such an answer must not be cached, or a
-        cache hit would skip the check in `_cname_block`."""
-        return self._blocked_target(targets) is not None
+    def _any_blocked(self, targets: tuple[bytes, ...], addresses: tuple[bytes, ...]) -> bool:
+        """Whether a CNAME/DNAME target or an A/AAAA address is blocked: such an answer must not
+        be cached, or a cache hit would skip the check in `_cname_block`."""
+        if self._blocked_target(targets) is not None:
+            return True
+        match_ip = self.match_ip
+        return (
+            match_ip is not None and blocked_address(match_ip, self.is_block, addresses) is not None
+        )
 
     def _blocked_target(self, targets: tuple[bytes, ...]) -> tuple[int, bytes] | None:
         """The first target a blocking list covers, with its policy id."""
@@ -562,27 +610,29 @@ class Resolver:
                 return pid, target
         return None
 
-    def _remember_aliases(self, key: CacheKey, targets: tuple[bytes, ...]) -> None:
+    def _remember_aliases(
+        self, key: CacheKey, targets: tuple[bytes, ...], addresses: tuple[bytes, ...] = ()
+    ) -> None:
         """Keep the targets of a cached aliasing answer for the check after a reload; bounded
         like the cache (the oldest go first; a forgotten entry keeps its old verdict)."""
         aliases = self._aliases
         aliases.pop(key, None)
         if len(aliases) >= max(self.config.cache.max_entries, 1):
             del aliases[next(iter(aliases))]
-        aliases[key] = (targets, self._lists_generation)
+        aliases[key] = (targets, addresses, self._lists_generation)
 
     def _alias_now_blocked(self, key: CacheKey) -> bool:
         """After a reload: drop a cached answer whose CNAME/DNAME targets the new lists block,
         so the query goes upstream again and `_cname_block` answers it."""
         entry = self._aliases.get(key)
-        if entry is None or entry[1] == self._lists_generation:
+        if entry is None or entry[2] == self._lists_generation:
             return False
-        targets = entry[0]
-        if self._any_blocked(targets):
+        targets, addresses, _ = entry
+        if self._any_blocked(targets, addresses):
             self.cache.discard(key)
             del self._aliases[key]
             return True
-        self._aliases[key] = (targets, self._lists_generation)
+        self._aliases[key] = (targets, addresses, self._lists_generation)
         return False
 
     def _count(self, transport: int, query: wire.Query, outcome: int) -> None:
@@ -624,13 +674,21 @@ class Resolver:
         return wire.error_response(data, wire.SERVFAIL, query, self._payload, options)
 
     def _cname_block(self, query: wire.Query, response: bytes) -> bytes | None:
-        """An allowed name whose answer aliases (CNAME/DNAME) a blocked name gets that list's
-        block answer: otherwise any CNAME alias would reach a blocked site."""
+        """An allowed name whose answer aliases (CNAME/DNAME) a blocked name, or holds an
+        address an IP list covers (docs/ip-triggers.md), gets that list's block answer:
+        otherwise any CNAME alias, or any new name for a listed server, would reach it."""
         blocked = self._blocked_target(self._alias_targets(response))
+        match = MATCH_QNAME
+        if blocked is None and self.match_ip is not None:
+            found = blocked_address(self.match_ip, self.is_block, answer_addresses(response))
+            if found is not None:
+                blocked = (found[0], address_text(found[1]))
+                match = MATCH_RESPONSE_IP
         if blocked is None:
             return None
         pid, target = blocked
         self._count_block(pid, target)
+        self.last_block = (pid, target, match)
         return self.responder.answer(query, pid)
 
     def udp_limit(self, query: wire.Query) -> int:
@@ -658,6 +716,11 @@ class Worker:
         self.timing = slots is not None  # the latency histogram costs two clock reads a query
         self._tick = 0  # UDP answers so far: every SAMPLE-th synchronous answer is timed
         self.resolver = Resolver(config, open_index(index_path))
+        if config.querylog.dnstap:
+            querylog = QueryLog(config.querylog, slot, config.server.workers)
+            querylog.start()
+            self.resolver.querylog = querylog
+            querylog.set_policies(self.resolver.index.policies)
         self.udp_socks = udp_socks
         self.tcp_socks = tcp_socks
         self.tasks: set[asyncio.Task[None]] = set()
@@ -685,10 +748,21 @@ class Worker:
         if self.slots is not None:
             self.publish()
             loop.call_later(m.FLUSH_SECONDS, self._flush_tick)
+        if self.resolver.querylog is not None:
+            loop.call_later(QUERYLOG_FLUSH_SECONDS, self._querylog_tick)
         await self.stopping.wait()
         await self.drain()
+        if self.resolver.querylog is not None:
+            self.resolver.querylog.close()  # the writer finishes its stream (STOP, FINISH)
         if self.slots is not None:
             self.publish()  # the last counts reach the supervisor before this process ends
+
+    def _querylog_tick(self) -> None:
+        """Logged queries reach the writer within this interval even when few are logged."""
+        if self.resolver.querylog is not None:
+            self.resolver.querylog.flush()
+        if not self.stopping.is_set():
+            asyncio.get_running_loop().call_later(QUERYLOG_FLUSH_SECONDS, self._querylog_tick)
 
     def _flush_tick(self) -> None:
         self.publish()
@@ -733,6 +807,9 @@ class Worker:
             "tcp_overflows": self.tcp_overflows,
             "tcp_short": self.tcp_short,
         }
+        if resolver.querylog is not None:
+            extra["querylog_logged"] = resolver.querylog.logged
+            extra["querylog_dropped"] = resolver.querylog.dropped
         limiter = resolver.ratelimiter
         if limiter is not None:
             extra["ratelimit_refused"] = limiter.refused
@@ -878,7 +955,7 @@ class Worker:
         started: float,
     ) -> None:
         resolver = self.resolver
-        response = await resolver.forward(query, data, m.UDP)
+        response = await resolver.forward(query, data, m.UDP, address[0])
         outcome = resolver.last_outcome
         if response is None:
             return
@@ -987,7 +1064,7 @@ class Worker:
                     continue
                 # Pipelining: answer out of order as upstream replies arrive (RFC 7766 6.2.1.1).
                 task = asyncio.get_running_loop().create_task(
-                    self._tcp_forward(writer, result, data)
+                    self._tcp_forward(writer, result, data, client)
                 )
                 pending.add(task)
                 task.add_done_callback(pending.discard)
@@ -1012,9 +1089,9 @@ class Worker:
         return True
 
     async def _tcp_forward(
-        self, writer: asyncio.StreamWriter, query: wire.Query, data: bytes
+        self, writer: asyncio.StreamWriter, query: wire.Query, data: bytes, client: str = ""
     ) -> None:
-        response = await self.resolver.forward(query, data, m.TCP)
+        response = await self.resolver.forward(query, data, m.TCP, client)
         if response is not None:
             self._tcp_send(writer, response)
 
