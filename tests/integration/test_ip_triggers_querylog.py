@@ -24,6 +24,7 @@ import pytest
 from resolver.querylog import framestream as fs
 from resolver.querylog.schema import CONTENT_TYPE, message_classes
 from tests.integration.dnsutil import free_port
+from tests.support.processes import Deadline, ManagedProcess
 from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
@@ -78,40 +79,35 @@ action = "nxdomain"
 ede = "censored"
 """
         )
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(
+        self.process = ManagedProcess(
+            "blokir",
             [sys.executable, "-m", "resolver", "serve", "-c", str(self.config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
+            tmp / "blokir.log",
+            env={"PYTHONPATH": str(ROOT)},
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"blokir exited:\n{self.output()}")
-            try:
-                if self.ask("judi.example", timeout=0.3).rcode() == dns.rcode.NXDOMAIN:
-                    return
-            except (dns.exception.Timeout, OSError):
+        self.proc = self.process.proc
+        ready = Deadline(START_TIMEOUT)
+        try:
+            while not self._answers():
+                self.process.check_alive()
+                assert ready.remaining() > 0, "blokir did not answer in time"
                 time.sleep(0.1)
-        self.stop()
-        raise AssertionError("blokir did not answer in time")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _answers(self) -> bool:
+        try:
+            return self.ask("judi.example", timeout=0.3).rcode() == dns.rcode.NXDOMAIN
+        except (dns.exception.Timeout, OSError):
+            return False
 
     def ask(self, name: str, rdtype: str = "A", timeout: float = 3.0) -> dns.message.Message:
         query = dns.message.make_query(name, rdtype, use_edns=0)
         return dns.query.udp(query, LOOPBACK, port=self.port, timeout=timeout)
 
-    def output(self) -> str:
-        return self.proc.stdout.read().decode() if self.proc.stdout else ""
-
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.process.stop(timeout=20)
 
 
 @pytest.fixture
