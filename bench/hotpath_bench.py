@@ -17,6 +17,12 @@ per query, so TTLs tick and answers leave the memo as often as they would at tha
     python bench/hotpath_bench.py                       # 1M list, 800k queries, 3 passes
     python bench/hotpath_bench.py --quick               # 100k list, 100k queries (CI smoke)
     python bench/hotpath_bench.py --by-path             # also blocked and cache answers apart
+    python bench/hotpath_bench.py --querylog            # dnstap query log off and on, side by side
+
+With --querylog the passes alternate between the query log off and on (`[querylog]` with
+`sample = 100`, every blocked query logged, a `file:` sink in a temporary directory): the writer
+process runs as in a real worker, on whatever core is free, and the figure is the ratio of the
+medians.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ from bench import resolver_bench, servers  # noqa: E402
 from resolver import metrics as m  # noqa: E402
 from resolver import server, supervisor, wire  # noqa: E402
 from resolver.compile import compile_lists, write_index  # noqa: E402
-from resolver.config import parse_config  # noqa: E402
+from resolver.config import QueryLogConfig, parse_config  # noqa: E402
+from resolver.querylog.client import QueryLog  # noqa: E402
 
 ZONE_TTL = 3600  # bench/resolver_bench.py write_zone: $TTL 3600, SOA MINIMUM 300
 NEGATIVE_TTL = 300
@@ -171,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="then replay the blocked and the cache-answered queries apart (us per query each)",
     )
+    parser.add_argument(
+        "--querylog",
+        action="store_true",
+        help="alternate passes with the dnstap query log off and on (sample 1/100, all blocks)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.queries, args.passes = 100_000, 100_000, 1
@@ -203,14 +215,22 @@ def main(argv: list[str] | None = None) -> int:
         step = 1.0 / args.rate
         warm = replay(worker, ReplaySocket(datagrams, clock, step), upstream)
         figures = []
-        for _ in range(args.passes):
+        querylog_figures: list[float] = []
+        querylog = None
+        if args.querylog:
+            querylog = QueryLog(QueryLogConfig(dnstap=f"file:{tmp}/bench.fstrm", sample=100))
+            querylog.start()
+            querylog.set_policies(resolver.index.policies)
+        for number in range(args.passes * (2 if querylog else 1)):
+            logging = querylog is not None and number % 4 in (1, 2)  # off, on, on, off, ...
+            resolver.querylog = querylog if logging else None
             sock = ReplaySocket(datagrams, clock, step)
             blocked_before = sum(resolver.stats.blocked_by_pid.values())
             cells_before = list(resolver.stats.cells)
             started = time.perf_counter()
             counts = replay(worker, sock, upstream)
             elapsed = time.perf_counter() - started
-            figures.append(elapsed / counts[0] * 1e6)
+            (querylog_figures if logging else figures).append(elapsed / counts[0] * 1e6)
             blocked = sum(resolver.stats.blocked_by_pid.values()) - blocked_before
             cached = sum(
                 after - before
@@ -228,8 +248,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{counts[-1]:,} forwarded, {sock.sent:,} answers sent; "
             f"memo {resolver.memo_size():,} entries, cache {len(resolver.cache):,}"
         )
+        resolver.querylog = None
         runs = ", ".join(f"{f:.3f}" for f in figures)
-        print(f"us per query: median {statistics.median(figures):.3f} (passes: {runs})")
+        label = "query log off: " if querylog else ""
+        print(f"{label}us per query: median {statistics.median(figures):.3f} (passes: {runs})")
+        if querylog is not None:
+            querylog.close()
+            runs = ", ".join(f"{f:.3f}" for f in querylog_figures)
+            on = statistics.median(querylog_figures)
+            print(f"query log on:  us per query: median {on:.3f} (passes: {runs})")
+            print(
+                f"query log on/off: {on / statistics.median(figures):.3f}; "
+                f"{querylog.logged:,} queries logged, {querylog.dropped:,} dropped, "
+                f"{Path(tmp, 'bench.fstrm').stat().st_size / 1e6:.1f} MB of dnstap written"
+            )
         if args.by_path:
             for label, subset in by_path(worker, datagrams).items():
                 figures = []
