@@ -256,3 +256,12 @@ def test_export_and_check(tmp_path: Path) -> None:
     assert "rule=192.0.2.0/24" in got[1]
     assert got[2].startswith("allowed  192.0.3.1")
     assert status == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=200).map(str.encode))
+def test_any_input_is_read_or_rejected_never_raised(data: bytes) -> None:
+    names, report, _ = parse(data)
+    assert report.entries == len(names)
+    for prefix in names:  # whatever is kept is a canonical prefix
+        assert str(ipaddress.ip_network(prefix)) == prefix
