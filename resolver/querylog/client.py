@@ -78,13 +78,14 @@ class QueryLog:
         self.bits4 = config.client_prefix_v4
         self.bits6 = config.client_prefix_v6
         self.blocked_bits = (32, 128) if config.blocked_full_address else (self.bits4, self.bits6)
+        self.cut_blocked = self.blocked_bits != (32, 128)
         self.limit = config.queue
         self.every = min(BATCH, self.limit)  # records per write attempt from the query path
         self.records: list[tuple[Any, ...]] = []
         self.tables: list[tuple[Any, ...]] = []  # policy tables not yet written (never dropped)
         self.pending = b""  # the unwritten end of the last pipe write
         self.dropped = 0
-        self.logged = 0
+        self.handed = 0  # records put into pipe writes so far
         self.sink = sink_for_worker(config.dnstap, worker, workers)
         self._process: subprocess.Popen[bytes] | None = None
         self._fd = -1
@@ -122,9 +123,12 @@ class QueryLog:
         value: bytes,
         match: int = MATCH_QNAME,
     ) -> None:
-        bits4, bits6 = self.blocked_bits
-        if bits4 < 32 or bits6 < 128:
-            client = cut_address(client, bits4, bits6)
+        if self.cut_blocked:
+            client = cut_address(client, *self.blocked_bits)
+        records = self.records
+        if len(records) < self.every:  # the common case, written out: this runs per block
+            records.append((time.time(), client, udp, query, answer, pid, match, value))
+            return
         self._add((time.time(), client, udp, query, answer, pid, match, value))
 
     def allowed(self, client: str, udp: bool, query: bytes, answer: bytes) -> None:
@@ -135,14 +139,18 @@ class QueryLog:
 
     def _add(self, record: tuple[Any, ...]) -> None:
         waiting = len(self.records)
-        if waiting >= self.every and waiting % self.every == 0:
+        if self.every and waiting >= self.every and waiting % self.every == 0:
             self.flush()  # tried once per batch: a full pipe costs one failed write per batch
             waiting = len(self.records)
         if waiting >= self.limit:
             self.dropped += 1
             return
         self.records.append(record)
-        self.logged += 1
+
+    @property
+    def logged(self) -> int:
+        """Records handed to the writer or waiting for it (dropped ones not counted)."""
+        return self.handed + len(self.records)
 
     # -- off the query path ---------------------------------------------------------------
 
@@ -162,6 +170,7 @@ class QueryLog:
         if not (self.records or self.tables):
             return
         batch = self.tables + self.records
+        self.handed += len(self.records)
         blob = marshal.dumps(batch)
         self.pending = _U32.pack(len(blob)) + blob
         self.tables = []
@@ -179,6 +188,7 @@ class QueryLog:
                 self._fd = -1  # the writer died: log nothing more (counted as dropped)
                 self.dropped += len(self.records)
                 self.records = []
+                self.every = self.limit = 0  # every later record goes to _add and is dropped
                 return False
             raise
         self.pending = self.pending[written:]
