@@ -8,10 +8,8 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +20,9 @@ import dns.rcode
 import pytest
 
 from resolver.querylog import framestream as fs
-from resolver.querylog.schema import CONTENT_TYPE, message_classes
+from resolver.querylog.schema import message_classes
 from tests.integration.dnsutil import free_port
+from tests.support.framestream import Receiver
 from tests.support.processes import Deadline, ManagedProcess
 from tests.support.upstream import FakeUpstream
 
@@ -184,62 +183,6 @@ def test_answers_pointing_into_a_listed_prefix_are_blocked(
         assert "list=regulator-ip rule=192.0.2.0/24" in check.stdout
     finally:
         server.stop()
-
-
-class Receiver:
-    """A Frame Streams receiver on a Unix socket (bidirectional handshake), writing what it
-    takes to a file as a unidirectional stream, as fstrm_capture does."""
-
-    def __init__(self, path: Path, out: Path) -> None:
-        self.path = path
-        self.out = out
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(path))
-        self.listener.listen(4)
-        self.listener.settimeout(0.2)
-        self.frames: list[bytes] = []
-        self.controls: list[int] = []
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        deadline = time.monotonic() + 120
-        while not self.done.is_set() and time.monotonic() < deadline:
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(30)
-                self._session(conn)
-
-    def _session(self, conn: socket.socket) -> None:
-        reader = fs.FrameReader()
-        while True:
-            data = conn.recv(65536)
-            if not data:
-                return
-            for frame in reader.feed(data):
-                if isinstance(frame, bytes):
-                    self.frames.append(frame)
-                    continue
-                self.controls.append(frame.kind)
-                if frame.kind == fs.READY:
-                    conn.sendall(fs.control_frame(fs.ACCEPT, [CONTENT_TYPE]))
-                elif frame.kind == fs.STOP:
-                    conn.sendall(fs.control_frame(fs.FINISH))
-                    return
-
-    def close(self) -> None:
-        self.done.set()
-        self.thread.join(5)
-        self.listener.close()
-        self.out.write_bytes(
-            fs.control_frame(fs.START, [CONTENT_TYPE])
-            + b"".join(fs.data_frame(f) for f in self.frames)
-            + fs.control_frame(fs.STOP)
-        )
 
 
 def dnstap_read(path: Path) -> str:

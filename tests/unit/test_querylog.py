@@ -19,6 +19,7 @@ from resolver.policy import Action, Policy
 from resolver.querylog import framestream as fs
 from resolver.querylog.client import QueryLog, cut_address
 from resolver.querylog.schema import ENUMS, FIELDS, message_classes
+from tests.support.framestream import Receiver
 
 PROTO = Path(__file__).resolve().parents[2] / "resolver" / "querylog" / "dnstap.proto"
 
@@ -156,3 +157,28 @@ def test_a_stuck_sink_drops_and_counts_without_blocking(tmp_path: Path) -> None:
     assert qlog.dropped > 0
     assert qlog.logged + qlog.dropped == total
     assert elapsed < 10, "the query path waited for the sink"
+
+
+def test_the_writer_reconnects_once_the_receiver_is_up(tmp_path: Path) -> None:
+    """Records logged while nobody listens wait in the writer; after its backoff it connects,
+    does the handshake and delivers them all, then ends the stream with STOP/FINISH."""
+    path = tmp_path / "late.sock"
+    qlog = QueryLog(QueryLogConfig(dnstap=f"unix:{path}"))
+    qlog.start()
+    receiver = None
+    try:
+        for n in range(5):
+            qlog.blocked("192.0.2.1", True, b"q" * 20, b"a" * 20, 1, f"n{n}.example".encode())
+        qlog.flush()
+        time.sleep(0.8)  # the writer has failed to connect at least once by now
+        receiver = Receiver(path)
+        qlog.close(timeout=20)
+    finally:
+        qlog.close()
+        if receiver is not None:
+            receiver.close()
+    assert receiver is not None
+    assert receiver.controls == [fs.READY, fs.START, fs.STOP]
+    dnstap, _, _ = message_classes()
+    values = [dnstap.FromString(f).message.policy.value for f in receiver.frames]
+    assert [v for v in values if v] == [f"n{n}.example".encode() for n in range(5)]
