@@ -17,12 +17,15 @@ per query, so TTLs tick and answers leave the memo as often as they would at tha
     python bench/hotpath_bench.py                       # 1M list, 800k queries, 3 passes
     python bench/hotpath_bench.py --quick               # 100k list, 100k queries (CI smoke)
     python bench/hotpath_bench.py --by-path             # also blocked and cache answers apart
-    python bench/hotpath_bench.py --querylog            # dnstap query log off and on, side by side
+    python bench/hotpath_bench.py --querylog writer     # dnstap query log off and on, side by side
+    python bench/hotpath_bench.py --querylog discard    # the same, the writer's work left out
 
 With --querylog the passes alternate between the query log off and on (`[querylog]` with
-`sample = 100`, every blocked query logged, a `file:` sink in a temporary directory): the writer
-process runs as in a real worker, on whatever core is free, and the figure is the ratio of the
-medians.
+`sample = 100`, every blocked query logged, a `file:` sink in a temporary directory), and the
+figure is the ratio of the medians. With `writer` the writer process encodes dnstap as in a real
+worker, on whatever core is free: on a machine without a free core it competes with the replay.
+With `discard` a reader that drops the batches stands in for it: the ratio is then the query
+path's own cost (the appends, the batching and the pipe writes).
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ from resolver.compile import compile_lists, write_index  # noqa: E402
 from resolver.config import QueryLogConfig, parse_config  # noqa: E402
 from resolver.querylog.client import QueryLog  # noqa: E402
 
+# `--querylog discard`: the writer replaced by a reader that drops what it reads.
+DISCARD = "import sys\nwhile sys.stdin.buffer.read(1 << 20):\n    pass\n"
 ZONE_TTL = 3600  # bench/resolver_bench.py write_zone: $TTL 3600, SOA MINIMUM 300
 NEGATIVE_TTL = 300
 
@@ -181,12 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--querylog",
-        action="store_true",
-        help="alternate passes with the dnstap query log off and on (sample 1/100, all blocks)",
+        choices=("writer", "discard"),
+        help="alternate passes with the dnstap query log off and on (sample 1/100, all blocks); "
+        "`writer`: the real writer process encodes and writes a file beside the replay; "
+        "`discard`: a reader that throws the batches away, so only the query path's own cost "
+        "is measured",
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.size, args.queries, args.passes = 100_000, 100_000, 1
+        args.size, args.queries = 100_000, 100_000
+        if not args.querylog:  # a side-by-side comparison needs its passes
+            args.passes = 1
     workdir = REPO / "bench" / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     list_path = resolver_bench.list_file(workdir, args.size, resolver_bench.DEFAULT_SEED)
@@ -222,11 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         querylog = None
         if args.querylog:
             querylog = QueryLog(QueryLogConfig(dnstap=f"file:{tmp}/bench.fstrm", sample=100))
+            if args.querylog == "discard":
+                querylog.command = [sys.executable, "-c", DISCARD]
             querylog.start()
-            querylog.set_policies(resolver.index.policies)
         for number in range(args.passes * (2 if querylog else 1)):
             logging = querylog is not None and number % 4 in (1, 2)  # off, on, on, off, ...
-            resolver.querylog = querylog if logging else None
+            resolver.use_querylog(querylog if logging else None)
             sock = ReplaySocket(datagrams, clock, step)
             blocked_before = sum(resolver.stats.blocked_by_pid.values())
             cells_before = list(resolver.stats.cells)
@@ -254,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{counts[-1]:,} forwarded, {sock.sent:,} answers sent; "
             f"memo {resolver.memo_size():,} entries, cache {len(resolver.cache):,}"
         )
-        resolver.querylog = None
+        resolver.use_querylog(None)
         runs = ", ".join(f"{f:.3f}" for f in figures)
         label = "query log off: " if querylog else ""
         print(f"{label}us per query: median {statistics.median(figures):.3f} (passes: {runs})")

@@ -62,6 +62,9 @@ MEMO_GENERATION = 50_000
 SEEN_BITS = 1 << 21  # 256 KiB
 SEEN_CLEAR_AFTER = SEEN_BITS // 16
 _FOREVER = float("inf")
+_FOREVER_COUNT = 1 << 62  # the query log's countdown when nothing allowed is logged
+# A query log record: (time, client, over UDP, query, answer, policy id, dnstap match, trigger).
+LogRecord = tuple[float, str, bool, bytes, bytes | None, int, int, bytes]
 CNAME_CHECK_MAX = 16  # CNAME/DNAME targets checked per answer (RFC 1034 chains are short)
 # How a remembered cache answer is renewed when its TTLs tick: (cache key, end of the question
 # in the query, the client's UDP size limit).
@@ -100,8 +103,13 @@ class Resolver:
         # Cached key -> (CNAME/DNAME targets, A/AAAA addresses, the lists generation they were
         # checked against): what a reload must check again (_alias_now_blocked).
         self._aliases: dict[CacheKey, tuple[tuple[bytes, ...], tuple[bytes, ...], int]] = {}
-        # The dnstap query log (resolver/querylog/), set by the Worker when [querylog] is on.
+        # The dnstap query log (resolver/querylog/): see use_querylog.
         self.querylog: QueryLog | None = None
+        self._log_records: list[LogRecord] | None = None
+        self._log_every = 0
+        self._log_left = _FOREVER_COUNT  # allowed answers until the next one is logged
+        self._log_sample = _FOREVER_COUNT
+        self._log_cut = False
         # What blocked the last answer forward returned: (pid, trigger, dnstap match).
         self.last_block: tuple[int, bytes, int] = (0, b"", 0)
         self._lists_generation = 0  # +1 per reload
@@ -202,7 +210,7 @@ class Resolver:
         # Response-IP triggers: None when the index has none, so answers are not even walked.
         self.match_ip = index.ip_match.match_packed if index.ip_match.count else None
         if self.querylog is not None:
-            self.querylog.set_policies(index.policies)
+            self.querylog.set_policies(index.policies)  # ids mean other policies from now on
         # is_block[pid]: a list index is cheaper than a Policy attribute chain per query.
         self.is_block = [False] + [not p.is_allow for p in index.policies]
         self.responder = BlockResponder(index.policies, self._settings)
@@ -259,28 +267,24 @@ class Resolver:
                     stats.cells[qcell + m.BLOCKED] += 1
                     self._count_block(pid, qname)
                     self.last_outcome = m.BLOCKED
-                    if self.querylog is not None:
-                        self.querylog.blocked(client, udp, data, data[:2] + tail, pid, qname)
+                    if self._log_records is not None:
+                        self._log_block(client, udp, data, data[:2] + tail, pid, qname)
                     return data[:2] + tail
                 if valid_until > self._clock():
                     stats.cells[qcell + m.CACHED] += 1
                     self.last_outcome = m.CACHED
-                    querylog = self.querylog
-                    if querylog is not None:
-                        querylog.left -= 1
-                        if querylog.left <= 0:
-                            querylog.allowed(client, udp, data, data[:2] + tail)
+                    self._log_left -= 1
+                    if self._log_left <= 0:
+                        self._log_allowed(client, udp, data, data[:2] + tail)
                     return data[:2] + tail
                 # A cache answer whose TTLs ticked: the same question, so no parse, no index.
                 renewed = self._renewed(key, qcell, qname, renewal) if renewal else None
                 if renewed is not None:
                     stats.cells[qcell + m.CACHED] += 1
                     self.last_outcome = m.CACHED
-                    querylog = self.querylog
-                    if querylog is not None:
-                        querylog.left -= 1
-                        if querylog.left <= 0:
-                            querylog.allowed(client, udp, data, data[:2] + renewed)
+                    self._log_left -= 1
+                    if self._log_left <= 0:
+                        self._log_allowed(client, udp, data, data[:2] + renewed)
                     return data[:2] + renewed
         transport = m.UDP if udp else m.TCP
         try:
@@ -310,8 +314,8 @@ class Resolver:
                 if answer is not None and udp:
                     answer = self.fit_udp(answer, query)
                     self._remember_block(key, answer, pid, qcell, query.qname)
-                if self.querylog is not None:
-                    self.querylog.blocked(client, udp, data, answer, pid, query.qname)
+                if self._log_records is not None:
+                    self._log_block(client, udp, data, answer, pid, query.qname)
                 return answer
         if not query.flags & wire.RD:
             # A forwarder has nothing to say to a query that does not ask for recursion but what
@@ -345,11 +349,9 @@ class Resolver:
                     answer = self.fit_udp(answer, query)
                 memo = (answer[2:], 0, fresh_until, qcell, query.qname, renewal)
                 self._remember(key, memo)
-            querylog = self.querylog
-            if querylog is not None:
-                querylog.left -= 1
-                if querylog.left <= 0:
-                    querylog.allowed(client, udp, data, answer)
+            self._log_left -= 1
+            if self._log_left <= 0:
+                self._log_allowed(client, udp, data, answer)
             return answer
         if not self.inflight.is_open(cache_key):
             # A miss the in-flight caps turn away is answered here rather than from a task:
@@ -360,6 +362,45 @@ class Resolver:
             if turned_away is not None:
                 return self.fit_udp(turned_away, query) if udp else turned_away
         return query
+
+    def use_querylog(self, querylog: QueryLog | None) -> None:
+        """Start (or stop, with None) logging to a dnstap query log. The query path appends
+        records to the log's own list (compiled code, no call into the log per query) and
+        counts allowed answers down to the next sampled one."""
+        self.querylog = querylog
+        if querylog is None:
+            self._log_records = None
+            self._log_left = self._log_sample = _FOREVER_COUNT
+            return
+        self._log_records = querylog.records
+        self._log_every = querylog.every
+        self._log_sample = querylog.sample_every
+        self._log_left = self._log_sample
+        self._log_cut = querylog.cut_blocked
+        querylog.set_policies(self.index.policies)
+
+    def _log_block(
+        self,
+        client: str,
+        udp: bool,
+        data: bytes,
+        answer: bytes | None,
+        pid: int,
+        trigger: bytes,
+        match: int = MATCH_QNAME,
+    ) -> None:
+        records = self._log_records
+        assert records is not None and self.querylog is not None
+        if self._log_cut:
+            client = self.querylog.cut_blocked_address(client)
+        records.append((time.time(), client, udp, data, answer, pid, match, trigger))
+        if len(records) >= self._log_every:
+            self.querylog.full()
+
+    def _log_allowed(self, client: str, udp: bool, data: bytes, answer: bytes) -> None:
+        self._log_left = self._log_sample
+        if self.querylog is not None:
+            self.querylog.allowed(client, udp, data, answer)
 
     def _count_block(self, pid: int, qname: bytes) -> None:
         """Exact per-list counts; the top-K sketch sees every SAMPLE-th block, weighted."""
@@ -531,19 +572,17 @@ class Resolver:
                 query, data, transport, key, EDE_NO_REACHABLE_AUTHORITY, "upstream did not answer"
             )
         blocked = self._cname_block(query, response)
-        querylog = self.querylog
         if blocked is not None:
             self._count(transport, query, m.BLOCKED_CNAME)
-            if querylog is not None:
+            if self._log_records is not None:
                 pid, trigger, match = self.last_block
-                querylog.blocked(client, transport == m.UDP, data, blocked, pid, trigger, match)
+                self._log_block(client, transport == m.UDP, data, blocked, pid, trigger, match)
             return blocked
         self._count(transport, query, m.ALLOWED)
         answer = data[:2] + _reply_tail(response, query, query.question, query.question_end)
-        if querylog is not None:
-            querylog.left -= 1
-            if querylog.left <= 0:
-                querylog.allowed(client, transport == m.UDP, data, answer)
+        self._log_left -= 1
+        if self._log_left <= 0:
+            self._log_allowed(client, transport == m.UDP, data, answer)
         return answer
 
     def _over_cap(
@@ -719,8 +758,7 @@ class Worker:
         if config.querylog.dnstap:
             querylog = QueryLog(config.querylog, slot, config.server.workers)
             querylog.start()
-            self.resolver.querylog = querylog
-            querylog.set_policies(self.resolver.index.policies)
+            self.resolver.use_querylog(querylog)
         self.udp_socks = udp_socks
         self.tcp_socks = tcp_socks
         self.tasks: set[asyncio.Task[None]] = set()

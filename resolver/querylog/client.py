@@ -1,18 +1,18 @@
 """The worker's end of the query log: what the query path calls, kept to a list append.
 
-Per logged query the worker appends one tuple (time, client, transport, query bytes, answer bytes,
-policy id, match, trigger) to a list; at BATCH records, or at the worker's next flush tick, the
-list goes to the writer process in one non-blocking pipe write (resolver/querylog/writer.py
-encodes dnstap there). When the pipe is full (the sink is slow or down) records wait up to
-`[querylog] queue`; past that new ones are dropped and counted (`dropped`), and the query path
-never waits.
+Per logged query the query path appends one tuple (time, client, transport, query bytes,
+answer bytes, policy id, match, trigger) to `records`; at BATCH records, or at the worker's next
+flush tick, the list goes to the writer process in one non-blocking pipe write
+(resolver/querylog/writer.py encodes dnstap there). When the pipe is full (the sink is slow or
+down) records wait up to `[querylog] queue`; past that new ones are dropped and counted
+(`dropped`), and the query path never waits.
 
 Privacy: the client address is cut here, in the worker, before anything leaves the process:
 allowed queries to `client_prefix_v4`/`client_prefix_v6` bits, blocked ones too unless
 `blocked_full_address` (the default) keeps them whole.
 
-Sampling: `left` counts down allowed queries; the query path checks it before calling anything,
-so an allowed query that is not logged costs one attribute decrement.
+Sampling: the query path counts allowed answers down from `sample_every` and calls `allowed`
+for the one that reaches 0, so an allowed query that is not logged costs one decrement.
 """
 
 from __future__ import annotations
@@ -73,20 +73,23 @@ class QueryLog:
 
     def __init__(self, config: QueryLogConfig, worker: int = 0, workers: int = 1) -> None:
         self.config = config
-        self.sample = config.sample
-        self.left = NEVER if config.only_blocked else config.sample
+        # Allowed answers per logged one, counted down by the query path (Resolver._log_left).
+        self.sample_every = NEVER if config.only_blocked else config.sample
         self.bits4 = config.client_prefix_v4
         self.bits6 = config.client_prefix_v6
         self.blocked_bits = (32, 128) if config.blocked_full_address else (self.bits4, self.bits6)
         self.cut_blocked = self.blocked_bits != (32, 128)
         self.limit = config.queue
-        self.every = min(BATCH, self.limit)  # records per write attempt from the query path
+        self.every = min(BATCH, self.limit)  # records per write attempt
         self.records: list[tuple[Any, ...]] = []
         self.tables: list[tuple[Any, ...]] = []  # policy tables not yet written (never dropped)
         self.pending = b""  # the unwritten end of the last pipe write
         self.dropped = 0
         self.handed = 0  # records put into pipe writes so far
         self.sink = sink_for_worker(config.dnstap, worker, workers)
+        # The writer's command line; bench/hotpath_bench.py swaps in a reader that discards,
+        # to tell the query path's own cost from the writer's.
+        self.command = [sys.executable, "-m", "resolver.querylog.writer"]
         self._process: subprocess.Popen[bytes] | None = None
         self._fd = -1
 
@@ -100,7 +103,7 @@ class QueryLog:
             "keep": self.config.file_keep,
         }
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "resolver.querylog.writer", json.dumps(settings)],
+            [*self.command, json.dumps(settings)],
             stdin=subprocess.PIPE,
             close_fds=True,
         )
@@ -113,6 +116,9 @@ class QueryLog:
 
     # -- the query path -------------------------------------------------------------------
 
+    # The query path appends blocked queries' records to `records` itself (in compiled code:
+    # pipeline's Resolver._log_block) and calls `full` once `every` are waiting.
+
     def blocked(
         self,
         client: str,
@@ -123,29 +129,32 @@ class QueryLog:
         value: bytes,
         match: int = MATCH_QNAME,
     ) -> None:
-        if self.cut_blocked:
-            client = cut_address(client, *self.blocked_bits)
-        records = self.records
-        if len(records) < self.every:  # the common case, written out: this runs per block
-            records.append((time.time(), client, udp, query, answer, pid, match, value))
-            return
-        self._add((time.time(), client, udp, query, answer, pid, match, value))
+        """What the query path does for a blocked query, for callers without its shortcut."""
+        client = self.cut_blocked_address(client)
+        self.records.append((time.time(), client, udp, query, answer, pid, match, value))
+        if len(self.records) >= self.every:
+            self.full()
+
+    def cut_blocked_address(self, client: str) -> str:
+        return cut_address(client, *self.blocked_bits) if self.cut_blocked else client
 
     def allowed(self, client: str, udp: bool, query: bytes, answer: bytes) -> None:
-        """Called when `left` reached 0: resets it and logs this query."""
-        self.left = self.sample
+        """A sampled allowed query (the query path's countdown reached 0)."""
         client = cut_address(client, self.bits4, self.bits6)
-        self._add((time.time(), client, udp, query, answer, 0, 0, b""))
+        self.records.append((time.time(), client, udp, query, answer, 0, 0, b""))
+        if len(self.records) >= self.every:
+            self.full()
 
-    def _add(self, record: tuple[Any, ...]) -> None:
-        waiting = len(self.records)
-        if self.every and waiting >= self.every and waiting % self.every == 0:
-            self.flush()  # tried once per batch: a full pipe costs one failed write per batch
-            waiting = len(self.records)
-        if waiting >= self.limit:
-            self.dropped += 1
-            return
-        self.records.append(record)
+    def full(self) -> None:
+        """`every` or more records wait: write them, once per batch, when the pipe takes them;
+        past `limit` the newest are dropped and counted. During an outage the pipe stays full
+        and this costs a length check and a trim per record, no system call."""
+        records = self.records
+        if len(records) % self.every == 0:
+            self.flush()
+        if len(records) > self.limit:
+            self.dropped += len(records) - self.limit
+            del records[self.limit :]
 
     @property
     def logged(self) -> int:
@@ -174,7 +183,7 @@ class QueryLog:
         blob = marshal.dumps(batch)
         self.pending = _U32.pack(len(blob)) + blob
         self.tables = []
-        self.records = []
+        self.records.clear()  # the same list: the query path holds it
         self._write_pending()
 
     def _write_pending(self) -> bool:
@@ -185,10 +194,10 @@ class QueryLog:
             return False
         except OSError as exc:
             if exc.errno in (errno.EPIPE, errno.EBADF):
-                self._fd = -1  # the writer died: log nothing more (counted as dropped)
+                self._fd = -1  # the writer died: what waits and what comes is dropped
+                self.limit = 0
                 self.dropped += len(self.records)
-                self.records = []
-                self.every = self.limit = 0  # every later record goes to _add and is dropped
+                self.records.clear()
                 return False
             raise
         self.pending = self.pending[written:]

@@ -40,6 +40,7 @@ log = logging.getLogger("blokir.querylog")
 
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
+SHUTDOWN_GRACE = 3.0  # seconds of retries after the worker closed its end (QueryLog.close waits 5)
 MAX_BATCH_BYTES = 64 << 20
 _U32 = struct.Struct(">I")
 _STOP = object()
@@ -162,6 +163,7 @@ def run(settings: dict[str, Any], stream: BinaryIO) -> int:
     reader = threading.Thread(target=read_batches, args=(stream, waiting.put), daemon=True)
     reader.start()
     backoff = BACKOFF_FIRST
+    given_up: float | None = None  # when to stop retrying once the worker has stopped
     while True:
         batch = waiting.get()
         if batch is _STOP:
@@ -180,11 +182,18 @@ def run(settings: dict[str, Any], stream: BinaryIO) -> int:
                 backoff = BACKOFF_FIRST
                 break
             except OSError as exc:
+                if not reader.is_alive():
+                    # The worker is stopping: retry for a short grace only, then what waits
+                    # is lost (the worker does not wait for this process much longer).
+                    if given_up is None:
+                        given_up = time.monotonic() + SHUTDOWN_GRACE
+                    if time.monotonic() > given_up:
+                        log.warning("querylog: %s; stopping with records unsent", exc)
+                        return 0
+                    backoff = min(backoff, BACKOFF_FIRST)
                 log.warning("querylog: %s; retrying in %.1f s", exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
-                if not reader.is_alive():
-                    return 0  # the worker is gone and the sink is down: what waits is lost
     try:
         sink.close()
     except OSError as exc:
