@@ -268,7 +268,9 @@ class Resolver:
                     self._count_block(pid, qname)
                     self.last_outcome = m.BLOCKED
                     if self._log_records is not None:
-                        self._log_block(client, udp, data, data[:2] + tail, pid, qname)
+                        answer = data[:2] + tail
+                        self._log_block(client, udp, data, answer, pid, qname)
+                        return answer
                     return data[:2] + tail
                 if valid_until > self._clock():
                     stats.cells[qcell + m.CACHED] += 1
