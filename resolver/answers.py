@@ -24,9 +24,13 @@ import ipaddress
 import json
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from resolver import wire
 from resolver.policy import Action, Policy
+
+if TYPE_CHECKING:
+    from resolver.config import Config
 
 _RR_FIXED = struct.Struct("!HHHIH")  # pointer, type, class, ttl, rdlength
 _QNAME_POINTER = 0xC00C  # the question name always starts at offset 12
@@ -48,6 +52,22 @@ class BlockSettings:
     justification: str | None = None
     organisation: str | None = None
     udp_payload_size: int = 1232
+
+    @classmethod
+    def from_config(cls, config: Config) -> BlockSettings:
+        """`[blocking]` and the advertised UDP size: the same answers in every mode."""
+        blocking = config.blocking
+        return cls(
+            ttl=blocking.ttl,
+            landing_ipv4=blocking.landing_ipv4,
+            landing_ipv6=blocking.landing_ipv6,
+            soa_mname=blocking.soa_mname,
+            soa_rname=blocking.soa_rname,
+            contact=blocking.contact,
+            justification=blocking.justification,
+            organisation=blocking.organisation,
+            udp_payload_size=config.server.udp_payload_size,
+        )
 
 
 # (rcode, ancount, nscount, arcount, records after the question), or None for "drop"

@@ -79,6 +79,16 @@ def _build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve_cmd.set_defaults(handler=_cmd_serve)
 
+    landing_cmd = sub.add_parser(
+        "landing",
+        help="run only the block-notice web server (docs/landing.md)",
+        description="Serve the landing page of [landing] on its own, for a separate host: the "
+        "index at [blocking] index_path is followed when it is replaced.",
+    )
+    landing_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
+    landing_cmd.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    landing_cmd.set_defaults(handler=_cmd_landing)
+
     reload_cmd = sub.add_parser(
         "reload",
         help="reload the lists and config of the running server",
@@ -107,6 +117,19 @@ def _build_parser() -> argparse.ArgumentParser:
     export_cmd.add_argument("-o", "--output", help="output file (default: standard output)")
     export_cmd.add_argument("--zone", default="rpz.blokir.", help="RPZ zone name")
     export_cmd.set_defaults(handler=_cmd_export)
+
+    plugin_cmd = sub.add_parser("plugin", help="run blokir's blocking inside another resolver")
+    plugin_sub = plugin_cmd.add_subparsers(title="resolvers")
+    unbound_cmd = plugin_sub.add_parser(
+        "unbound",
+        help="print the unbound.conf lines and environment for the Unbound plugin",
+        description="Print what Unbound needs to run blokir's blocking as a Python module "
+        "(docs/plugin-unbound.md); --check starts Unbound with it on a throwaway loopback port.",
+    )
+    unbound_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
+    unbound_cmd.add_argument("--check", action="store_true", help="load it in a real Unbound")
+    unbound_cmd.add_argument("--unbound", default="unbound", help="the unbound binary")
+    unbound_cmd.set_defaults(handler=_cmd_plugin_unbound)
 
     verify_cmd = sub.add_parser(
         "verify",
@@ -391,19 +414,34 @@ def check_address(index: Index, text: str, write: Callable[[str], object]) -> bo
 # -- serve ----------------------------------------------------------------------------------
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _setup_logging(verbose: bool) -> None:
     import logging
 
-    from resolver.supervisor import ServeError, serve
-
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s blokir[%(process)d] %(levelname)s %(message)s",
     )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from resolver.supervisor import ServeError, serve
+
+    _setup_logging(args.verbose)
     config = _config(args.config)
     try:
         return serve(config, load_config=lambda: _config(args.config))
     except ServeError as exc:
+        print(f"blokir: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _cmd_landing(args: argparse.Namespace) -> int:
+    from resolver.landing.process import LandingError, run_standalone
+
+    _setup_logging(args.verbose)
+    try:
+        return run_standalone(_config(args.config))
+    except LandingError as exc:
         print(f"blokir: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
@@ -473,6 +511,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
         stats = export(named, args.format, sys.stdout, **kwargs)
     print(f"blokir export: {stats}", file=sys.stderr)
     return EXIT_OK
+
+
+# -- plugin -----------------------------------------------------------------------------------
+
+
+def _cmd_plugin_unbound(args: argparse.Namespace) -> int:
+    from resolver.plugins.unbound_setup import check, plugin_setup
+
+    config = _config(args.config)  # validated here, so a broken config fails before Unbound
+    path = args.config or os.environ.get(CONFIG_ENV)
+    setup = plugin_setup(Path(path) if path else None, args.unbound)
+    if not args.check:
+        print(setup.render(), end="")
+        return EXIT_OK
+    ok, detail = check(setup, args.unbound)
+    print(f"{'ok' if ok else 'failed'}: {detail}")
+    if ok:
+        print(f"index {config.blocking.index_path}")
+    return EXIT_OK if ok else EXIT_ERROR
 
 
 # -- verify -----------------------------------------------------------------------------------

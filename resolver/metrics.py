@@ -38,6 +38,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from resolver import NATIVE, __version__
+from resolver.landing import stats as landing_stats
 
 # Latency and the top-K see one query in SAMPLE, counted SAMPLE times (an unbiased estimate);
 # every counter is exact. Timing every answer measured 10% fewer queries/s; 1 in 8, within noise.
@@ -405,6 +406,7 @@ class MetricsHub:
         self.lists: list[dict[str, Any]] = []  # reload.ListStatus.to_json() per list
         self.started_at = time.time()
         self._lock = threading.Lock()
+        self.landing = SharedSlots(landing_stats.SLOTS)  # the landing process (resolver/landing)
 
     def set_index(self, header: dict[str, Any], loaded_at: float | None = None) -> None:
         with self._lock:
@@ -490,6 +492,10 @@ class BlokirCollector(Collector):
         yield from _cache_metrics(totals)
         yield from _upstream_metrics(totals)
         yield from _list_metrics(hub)
+        slots = hub.landing
+        yield from landing_stats.landing_metrics(
+            landing_stats.merge([slots.read(i) for i in range(slots.count)])
+        )
         top = GaugeMetricFamily(
             "blokir_top_blocked_domain_queries",
             "Approximate queries for the most blocked names (space-saving sketch, top K only)",

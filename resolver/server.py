@@ -142,18 +142,7 @@ class Resolver:
                 self.ratelimiter.refused = previous.refused
                 self.ratelimiter.dropped = previous.dropped
                 self.ratelimiter.slipped = previous.slipped
-        blocking = config.blocking
-        self._settings = BlockSettings(
-            ttl=blocking.ttl,
-            landing_ipv4=blocking.landing_ipv4,
-            landing_ipv6=blocking.landing_ipv6,
-            soa_mname=blocking.soa_mname,
-            soa_rname=blocking.soa_rname,
-            contact=blocking.contact,
-            justification=blocking.justification,
-            organisation=blocking.organisation,
-            udp_payload_size=self._payload,
-        )
+        self._settings = BlockSettings.from_config(config)
 
     def reconfigure(self, config: Config, index: Index) -> None:
         """A reload: new settings (when they changed) and a new index, from the next query on."""
@@ -268,9 +257,9 @@ class Resolver:
                     self._count_block(pid, qname)
                     self.last_outcome = m.BLOCKED
                     if self._log_records is not None:
-                        answer = data[:2] + tail
-                        self._log_block(client, udp, data, answer, pid, qname)
-                        return answer
+                        reply = data[:2] + tail
+                        self._log_block(client, udp, data, reply, pid, qname)
+                        return reply
                     return data[:2] + tail
                 if valid_until > self._clock():
                     stats.cells[qcell + m.CACHED] += 1

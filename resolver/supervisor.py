@@ -39,6 +39,7 @@ from resolver import NATIVE
 from resolver import metrics as m
 from resolver.config import Config, format_address
 from resolver.control import ControlError, ControlServer
+from resolver.landing import process as landing
 from resolver.privileges import PrivilegeError, drop_privileges
 from resolver.reload import RESULTS, Reloader, ReloadError, ReloadOutcome
 from resolver.server import DRAIN_SECONDS, Worker
@@ -187,6 +188,7 @@ class Supervisor:
         self.sighup = False
         self.control: ControlServer | None = None
         self.notify: NotifyListener | None = None  # [rpz] notify_listen (resolver/xfr/notify.py)
+        self.landing: landing.LandingProcess | None = None
         self.reloader = Reloader(config, load_config, self.swap_workers, self._count_outcome)
 
     # -- start ---------------------------------------------------------------------------
@@ -215,9 +217,12 @@ class Supervisor:
         except (ControlError, OSError) as exc:
             raise ServeError(f"control socket: {exc}") from exc
         self._bind_notify(config)
+        self._bind_landing()
         self._drop_privileges()
         for number in range(config.server.workers):
             self._start_worker(number)
+        if self.landing is not None:
+            self.landing.start()
         self.reloader.start()
         if self.notify is not None:
             self.notify.start()
@@ -241,6 +246,23 @@ class Supervisor:
             where = format_address(config.rpz.notify_listen)
             raise ServeError(f"cannot receive NOTIFY on {where}: {exc.strerror}") from exc
         log.info("receiving NOTIFY for axfr lists on %s:%d", host, port)
+
+    def _bind_landing(self) -> None:
+        """The landing page's sockets and certificate, while still root (resolver/landing)."""
+        if not landing.enabled(self.config):
+            return
+        try:
+            listeners = landing.Listeners.bind(self.config)
+        except landing.LandingError as exc:
+            raise ServeError(str(exc)) from exc
+        slots = self.hub.landing if self.hub is not None else None
+        self.landing = landing.LandingProcess(
+            self.config,
+            self.reloader.index_path,
+            listeners,
+            slots,
+            lambda: self._close_inherited(-1),
+        )
 
     def _drop_privileges(self) -> None:
         """After binding (port 53 needs root), run as `[server] user` (README "Security and
@@ -297,6 +319,8 @@ class Supervisor:
             child.channel.close()
         if self.control is not None:
             self.control.close_in_child()
+        if self.landing is not None and number >= 0:  # a DNS worker: the landing sockets too
+            self.landing.listeners.close()
 
     # -- reloads -------------------------------------------------------------------------
 
@@ -314,6 +338,8 @@ class Supervisor:
                 send_message(child.channel, message)
             except OSError as exc:
                 problems.append(f"worker {child.number}: cannot send the swap: {exc}")
+        if self.landing is not None:
+            self.landing.swap(config, index_path)
         for child in children:
             try:
                 child.channel.settimeout(10.0)
@@ -357,6 +383,7 @@ class Supervisor:
             "pid": os.getpid(),
             "workers": [{"number": n, "pid": p} for n, p in workers],
             "listen": [f"{h}:{p}" for h, p in self.config.server.listen],
+            **({"landing_pid": self.landing.pid} if self.landing is not None else {}),
             **(m.serving_summary(self.hub.totals()) if self.hub is not None else {}),
         }
 
@@ -382,9 +409,13 @@ class Supervisor:
                 if self.sighup:
                     self.sighup = False
                     self.reloader.request("SIGHUP")
+                if self.landing is not None:
+                    self.landing.poll()
                 if not self._reap():
                     time.sleep(POLL_SECONDS)
             self._stop_workers()
+            if self.landing is not None:
+                self.landing.stop()
         finally:
             self.reloader.stop()
             if self.notify is not None:

@@ -50,6 +50,7 @@ __all__ = [
     "CacheConfig",
     "Config",
     "KeySpec",
+    "LandingConfig",
     "ListConfig",
     "ListSource",
     "MetricsConfig",
@@ -357,6 +358,103 @@ class BlockingConfig:
     )
 
 
+LANGUAGES = ("en", "id")  # the landing page's built-in languages (resolver/landing/templates)
+
+
+@dataclass(frozen=True, slots=True)
+class LandingConfig:
+    """`[landing]`: the block-notice web server at the landing address (docs/landing.md)."""
+
+    listen: tuple[Address, ...] = field(
+        default=(),
+        metadata=setting(
+            "Addresses to serve the block notice on over HTTP, normally port 80 of "
+            "`[blocking] landing_ipv4`/`landing_ipv6`. Empty: no landing server.",
+            'array of `"host:port"`',
+            allowed="port 0..65535",
+        ),
+    )
+    tls_listen: tuple[Address, ...] = field(
+        default=(),
+        metadata=setting(
+            "Addresses for HTTPS (normally port 443). Needs `certificate`, `key` and "
+            "`server_names`; a handshake for any other name is refused with a TLS alert.",
+            'array of `"host:port"`',
+            allowed="port 0..65535",
+        ),
+    )
+    certificate: Path | None = field(
+        default=None,
+        metadata=setting(
+            "PEM certificate chain for `server_names` (your own landing name, never a blocked "
+            "one); read once at start, as the user blokir starts as, and again on each reload.",
+            "path",
+        ),
+    )
+    key: Path | None = field(
+        default=None, metadata=setting("PEM private key of `certificate`.", "path")
+    )
+    server_names: tuple[str, ...] = field(
+        default=(),
+        metadata=setting(
+            "The names `certificate` is valid for: the only TLS server names (SNI) whose "
+            "handshake is completed.",
+            "array of domain names",
+        ),
+    )
+    default_language: str = field(
+        default="en",
+        metadata=setting(
+            "Page language when the browser's `Accept-Language` names none of the built-in "
+            "ones (`en` English, `id` Indonesian).",
+            STRING,
+            choices=LANGUAGES,
+        ),
+    )
+    template_dir: Path | None = field(
+        default=None,
+        metadata=setting(
+            "A directory of your own page templates (`blocked.en.html`, `unblocked.id.html`, "
+            "...; string.Template `$placeholders`); a file not there is the built-in one.",
+            "path",
+        ),
+    )
+    appeal_url: str | None = field(
+        default=None,
+        metadata=setting(
+            "Where a customer asks for a review of a block (shown on the page; a list's own "
+            '`appeal_url` wins). Also the RFC 7725 `Link: rel="blocked-by"` target.',
+            "http(s) URL",
+        ),
+    )
+    log_clients: bool = field(
+        default=False,
+        metadata=setting(
+            "Log client addresses of refused TLS handshakes and bad requests (personal data: "
+            "off unless your policy allows it).",
+            BOOLEAN,
+        ),
+    )
+    max_connections: int = field(
+        default=512,
+        metadata=setting("Open connections before new ones are closed at once.", INTEGER, low=1),
+    )
+    header_timeout: float = field(
+        default=10.0,
+        metadata=setting(
+            "Seconds a client has to send a complete request head (a slow-headers client is "
+            "answered 408 and closed); also the keep-alive idle time.",
+            SECONDS,
+        ),
+    )
+    max_header_bytes: int = field(
+        default=8192,
+        metadata=setting(
+            "Largest request head accepted; more is answered 431.", INTEGER, low=1024, high=65536
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
     """`[cache]`: the answer cache in front of the upstreams."""
@@ -464,6 +562,20 @@ class MetricsConfig:
         metadata=setting(
             "How many most-blocked names the metrics report.", INTEGER, low=0, high=1000
         ),
+    )
+    textfile: Path | None = field(
+        default=None,
+        metadata=setting(
+            "Plugin mode (`blokir plugin unbound`): the Prometheus textfile the resolver plugin "
+            "writes its metrics to, for node_exporter's textfile collector (a `.prom` file in its "
+            "`--collector.textfile.directory`). Not used by `blokir serve`.",
+            "path",
+            default='`""` (none)',
+        ),
+    )
+    textfile_interval: float = field(
+        default=15.0,
+        metadata=setting("Plugin mode: how often the metrics textfile is rewritten.", SECONDS),
     )
 
 
@@ -797,6 +909,37 @@ class ListConfig:
             default="`[]` (use `[blocking]`'s)",
         ),
     )
+    justification: str | None = field(
+        default=None,
+        metadata=setting(
+            "The landing page's legal basis for this list's names.",
+            STRING,
+            default="`[blocking] justification`",
+        ),
+    )
+    contact: str | None = field(
+        default=None,
+        metadata=setting(
+            "The landing page's contact for this list's names.",
+            "URI string",
+            default="`[blocking] contact`",
+        ),
+    )
+    organisation: str | None = field(
+        default=None,
+        metadata=setting(
+            "The landing page's blocking organisation for this list's names (e.g. the "
+            "regulator whose order it is).",
+            STRING,
+            default="`[blocking] organisation`",
+        ),
+    )
+    appeal_url: str | None = field(
+        default=None,
+        metadata=setting(
+            "Where to appeal a block by this list.", "http(s) URL", default="`[landing] appeal_url`"
+        ),
+    )
     source: ListSource = field(default=ListSource(), metadata={_KEYS_FROM: ListSource})
 
 
@@ -870,6 +1013,14 @@ class Config:
     metrics: MetricsConfig = field(
         default_factory=MetricsConfig,
         metadata=_section("`[metrics]`", "The Prometheus endpoint.", MetricsConfig),
+    )
+    landing: LandingConfig = field(
+        default_factory=LandingConfig,
+        metadata=_section(
+            "`[landing]`",
+            "The built-in block-notice web server (docs/landing.md).",
+            LandingConfig,
+        ),
     )
     updates: UpdatesConfig = field(
         default_factory=UpdatesConfig,

@@ -38,6 +38,7 @@ from resolver.config.schema import (
     CacheConfig,
     Config,
     KeySpec,
+    LandingConfig,
     ListConfig,
     ListSource,
     MetricsConfig,
@@ -271,6 +272,7 @@ class _Context(ValueParsers):
         blocking = self._blocking(tables["blocking"])
         cache = self._cache(tables["cache"])
         metrics = self._metrics(tables["metrics"])
+        landing = self._landing(tables["landing"])
         self.updates = updates = self._updates(tables["updates"], blocking.index_path)
         querylog = self._querylog(tables["querylog"])
         rpz = self._rpz(tables["rpz"])
@@ -284,6 +286,7 @@ class _Context(ValueParsers):
             blocking=blocking,
             cache=cache,
             metrics=metrics,
+            landing=landing,
             updates=updates,
             querylog=querylog,
             rpz=rpz,
@@ -410,10 +413,13 @@ class _Context(ValueParsers):
         listen = t.get(
             "listen", MetricsConfig().listen, lambda p, v: self.host_port(p, v, required_port=True)
         )
+        textfile = t.get_str("textfile")
         return MetricsConfig(
             enabled=t.get_bool("enabled"),
             listen=listen,
             top_k=t.get_int("top_k"),
+            textfile=self.resolve_path(textfile) if textfile.strip() else None,
+            textfile_interval=t.get_float("textfile_interval"),
         )
 
     def _querylog(self, t: _Table) -> QueryLogConfig:
@@ -446,6 +452,69 @@ class _Context(ValueParsers):
             file_max_bytes=t.get_int("file_max_bytes"),
             file_keep=t.get_int("file_keep"),
         )
+
+    def _landing(self, t: _Table) -> LandingConfig:
+        listen: dict[str, tuple[Address, ...]] = {}
+        for key in ("listen", "tls_listen"):
+            found = t.get_list(key, lambda p, v: self.host_port(p, v, required_port=True)) or []
+            self._check_no_duplicates(t, key, found, format_address)
+            listen[key] = tuple(found)
+        paths: dict[str, Path | None] = {}
+        for key in ("certificate", "key", "template_dir"):
+            text = t.get_str(key).strip()
+            paths[key] = self.resolve_path(text) if text else None
+        names = tuple(
+            self._domain_value((*t.path, "server_names", i), v)
+            for i, v in enumerate(t.get_list("server_names", lambda p, v: v) or [])
+        )
+        if listen["tls_listen"]:
+            for key in ("certificate", "key"):
+                if paths[key] is None:
+                    raise t.error(key, "required with tls_listen")
+            if not names:
+                raise t.error(
+                    "server_names", "required with tls_listen: the names the certificate is for"
+                )
+        return LandingConfig(
+            listen=listen["listen"],
+            tls_listen=listen["tls_listen"],
+            certificate=paths["certificate"],
+            key=paths["key"],
+            server_names=names,
+            default_language=t.get_choice("default_language"),
+            template_dir=paths["template_dir"],
+            appeal_url=self._http_url(t, "appeal_url"),
+            log_clients=t.get_bool("log_clients"),
+            max_connections=t.get_int("max_connections"),
+            header_timeout=t.get_float("header_timeout"),
+            max_header_bytes=t.get_int("max_header_bytes"),
+        )
+
+    def _http_url(self, t: _Table, key: str) -> str | None:
+        """An absolute http(s) URL with no spaces, quotes or angle brackets: it goes into an
+        href and into the Link header (RFC 8288), where `>` would end it."""
+        value = t.get_str(key).strip()
+        if not value:
+            return None
+        parts = urllib.parse.urlsplit(value)
+        if (
+            parts.scheme.lower() not in ("http", "https")
+            or not parts.hostname
+            or any(c in value for c in " <>\"'\\")
+            or not value.isascii()
+            or not value.isprintable()
+        ):
+            raise t.error(key, f"{value!r} is not an http:// or https:// URL")
+        return value
+
+    def _domain_value(self, path: KeyPath, value: object) -> str:
+        """A host name as written in a certificate (no trailing dot), in lower case."""
+        text = value.strip().lower().rstrip(".") if isinstance(value, str) else ""
+        labels = text.split(".")
+        valid = all(_DNS_LABEL_RE.fullmatch(x) for x in labels)
+        if len(text) > 253 or len(labels) < 2 or not valid:
+            raise self.error(path, 'expected a domain name such as "blocked.isp.example"')
+        return text
 
     def _updates(self, t: _Table, index_path: Path) -> UpdatesConfig:
         # By default next to the index: both are written by blokir, so a deployment makes one
@@ -599,6 +668,10 @@ class _Context(ValueParsers):
             kind=kind,
             landing_ipv4=landing[4],
             landing_ipv6=landing[6],
+            justification=self._sde_text(t, "justification"),
+            contact=self._sde_text(t, "contact", uri=True),
+            organisation=self._sde_text(t, "organisation"),
+            appeal_url=self._http_url(t, "appeal_url"),
             source=source,
         )
 

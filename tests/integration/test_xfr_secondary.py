@@ -32,10 +32,11 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from tests.integration.dnsutil import UPSTREAM_IPV4, FakeUpstream, free_port
+from tests.integration.dnsutil import UPSTREAM_IPV4, answer_everything, free_port
 from tests.integration.test_live_updates import LANDING, STAYING, LiveBlokir
 from tests.support.processes import Deadline, ManagedProcess, find_binary
 from tests.support.servers import start_nsd, wait_for_answer
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
@@ -181,6 +182,7 @@ def feeding_blokir(
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream() as fake:
+        answer_everything(fake)
         yield fake
 
 

@@ -4,6 +4,7 @@ blokir's Prometheus endpoint read back."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -146,9 +147,22 @@ def start_nsd(
 
 
 def unbound_conf(
-    workdir: Path, port: int, threads: int, rpz: Path, upstream_port: int, tag: str
+    workdir: Path,
+    port: int,
+    threads: int,
+    rpz: Path | None,
+    upstream_port: int,
+    tag: str,
+    *,
+    modules: str = "respip iterator",
+    extra: str = "",
+    env: dict[str, str] | None = None,
 ) -> Path:
+    """Unbound forwarding everything to `upstream_port`, with the list as an RPZ zone file
+    (`rpz`), or without one and `modules` / `extra` sections (the blokir plugin, which needs
+    its `env` to load in unbound-checkconf too)."""
     conf = workdir / f"unbound-{tag}.conf"
+    rpz_section = f'rpz:\n    name: "rpz.blokir."\n    zonefile: "{rpz}"\n' if rpz else ""
     conf.write_text(f"""server:
     interface: {LOOPBACK}
     port: {port}
@@ -163,7 +177,7 @@ def unbound_conf(
     use-syslog: no
     logfile: "{workdir}/unbound-{tag}.log"
     verbosity: 0
-    module-config: "respip iterator"
+    module-config: "{modules}"
     do-not-query-localhost: no
     statistics-cumulative: no
     extended-statistics: no
@@ -171,24 +185,27 @@ remote-control:
     control-enable: yes
     control-interface: "{workdir}/unbound-{tag}.ctl"
     control-use-cert: no
-rpz:
-    name: "rpz.blokir."
-    zonefile: "{rpz}"
-forward-zone:
+{rpz_section}forward-zone:
     name: "."
     forward-addr: {LOOPBACK}@{upstream_port}
-""")
+{extra}""")
     checkconf = find_binary("unbound-checkconf")
     if checkconf:
-        checked = subprocess.run([checkconf, str(conf)], capture_output=True, text=True)
+        checked = subprocess.run(
+            [checkconf, str(conf)],
+            capture_output=True,
+            text=True,
+            env=None if env is None else {**os.environ, **env},  # the plugin reads its config
+        )
         if checked.returncode != 0:
             raise SetupError(f"unbound-checkconf rejected {conf}: {checked.stdout}{checked.stderr}")
     return conf
 
 
-def start_unbound(conf: Path, tag: str) -> ManagedProcess:
+def start_unbound(conf: Path, tag: str, env: dict[str, str] | None = None) -> ManagedProcess:
     unbound = require_binary("unbound")
-    return ManagedProcess(tag, [unbound, "-d", "-c", str(conf)], conf.with_suffix(".stdout"))
+    argv = [unbound, "-d", "-c", str(conf)]
+    return ManagedProcess(tag, argv, conf.with_suffix(".stdout"), env=env)
 
 
 def start_blokir(

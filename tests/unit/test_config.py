@@ -367,7 +367,8 @@ ERROR_CASES = [
     (
         "[frobnicate]\n",
         "blokir.toml:1 frobnicate: unknown section "
-        "(expected one of server, upstream, blocking, cache, metrics, updates, querylog, rpz, "
+        "(expected one of server, upstream, blocking, cache, metrics, landing, updates, querylog, "
+        "rpz, "
         "allowlists, lists)",
     ),
     (
