@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -29,9 +30,22 @@ import native  # noqa: E402
 
 sys.path.pop(0)
 
-# The modules a UDP query passes through on the blocked, cached and memo paths (server.py's
-# handle and the UDP callback) and the ones they call per query.
-HOT_MODULES = ("wire", "message", "answers", "cache", "inflight", "index", "server")
+# The modules a UDP query passes through on the blocked, cached and memo paths (the worker's UDP
+# callback and the pipeline's handle) and the ones they call per query, as paths under resolver/
+# in dotted form.
+HOT_MODULES = (
+    "dns.constants",
+    "dns.names",
+    "dns.query",
+    "dns.message",
+    "dns.response",
+    "dns.answers",
+    "cache",
+    "inflight",
+    "index",
+    "pipeline",
+    "worker",
+)
 # The setup.py commands that install or package code (PEP 517 backends run one per hook).
 BUILDING = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"}
 
@@ -67,7 +81,7 @@ class CompileHotPath(build_ext):
                         # prometheus_client's Collector). Type errors still stop the compile.
                         "--config-file=",
                         "--ignore-missing-imports",
-                        *(f"resolver/{name}.py" for name in HOT_MODULES),
+                        *(f"resolver/{name.replace('.', '/')}.py" for name in HOT_MODULES),
                     ],
                     group_name=native.GROUP,
                     opt_level="3",
@@ -80,7 +94,7 @@ class CompileHotPath(build_ext):
         super().finalize_options()
 
     def run(self) -> None:
-        output = Path(self.get_ext_fullpath(f"resolver.{HOT_MODULES[0]}")).parent
+        output = Path(self.get_ext_fullpath(native.GROUP)).parent  # resolver/
         # A build that fails half-way must not leave the last build's manifest vouching for it.
         (output / native.MANIFEST).unlink(missing_ok=True)
         if self.fallback is None:
@@ -96,8 +110,22 @@ class CompileHotPath(build_ext):
             # pip shows none of this without -v: `blokir --version` will say why instead.
             native.write_fallback(output, self.fallback)
             return
+        _remove_orphans(output)
         native.write_manifest(output, ROOT / "resolver", [f"resolver.{m}" for m in HOT_MODULES])
         print(f"blokir: compiled {', '.join(HOT_MODULES)} with mypyc", file=sys.stderr)
+
+
+def _remove_orphans(output: Path) -> None:
+    """Delete extension modules an earlier build left for sources that are gone (a module moved
+    or renamed): Python would still import the stale compiled copy under the old name. The
+    group library (_native__mypyc) has no source of its own and stays."""
+    for path in output.rglob("*"):
+        if not path.name.endswith(tuple(EXTENSION_SUFFIXES)):
+            continue
+        stem = path.name.partition(".")[0]  # module names hold no dot; the suffix may hold many
+        source = ROOT / "resolver" / path.parent.relative_to(output) / f"{stem}.py"
+        if not stem.startswith("_") and not source.exists():
+            path.unlink()
 
 
 setup(

@@ -51,10 +51,12 @@ if str(REPO) not in sys.path:
 
 from bench import resolver_bench, servers  # noqa: E402
 from resolver import metrics as m  # noqa: E402
-from resolver import server, supervisor, wire  # noqa: E402
+from resolver import supervisor  # noqa: E402
 from resolver.compile import compile_lists, write_index  # noqa: E402
 from resolver.config import QueryLogConfig, parse_config  # noqa: E402
+from resolver.dns.query import Query  # noqa: E402
 from resolver.querylog.client import QueryLog  # noqa: E402
+from resolver.worker import Worker  # noqa: E402
 
 # `--querylog discard`: the writer replaced by a reader that drops what it reads.
 DISCARD = "import sys\nwhile sys.stdin.buffer.read(1 << 20):\n    pass\n"
@@ -124,7 +126,7 @@ def datagrams_for(lines: list[str], seed: int) -> list[bytes]:
     return out
 
 
-def build_worker(workdir: Path, list_path: Path) -> server.Worker:
+def build_worker(workdir: Path, list_path: Path) -> Worker:
     """A worker on the config `scripts/bench` gives blokir (its sockets are never used)."""
     config_path = servers.blokir_config(
         workdir / "blokir.toml",
@@ -138,21 +140,19 @@ def build_worker(workdir: Path, list_path: Path) -> server.Worker:
     )
     config = parse_config(config_path.read_text(), config_path)
     write_index(compile_lists(config.list_specs()), workdir / "index.blkx")
-    worker = server.Worker(config, str(workdir / "index.blkx"), [], [])
+    worker = Worker(config, str(workdir / "index.blkx"), [], [])
     worker.timing = True  # as with metrics on (scripts/bench scrapes them)
     return worker
 
 
-def replay(worker: server.Worker, sock: ReplaySocket, upstream: dict[bytes, bytes]) -> Counter[int]:
+def replay(worker: Worker, sock: ReplaySocket, upstream: dict[bytes, bytes]) -> Counter[int]:
     """Feed every datagram through the UDP callback; forwarded queries are answered into the
     cache at once. Returns {0: datagrams handled, -1: of them forwarded}."""
     resolver = worker.resolver
     outcomes: Counter[int] = Counter()
-    pending: list[tuple[wire.Query, bytes]] = []
+    pending: list[tuple[Query, bytes]] = []
 
-    def forward(
-        sock: object, query: wire.Query, data: bytes, address: object, started: float
-    ) -> None:
+    def forward(sock: object, query: Query, data: bytes, address: object, started: float) -> None:
         pending.append((query, data))
 
     worker.start_udp_forward = forward  # type: ignore[assignment]
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             logging = querylog is not None and number % 4 in (1, 2)  # off, on, on, off, ...
             resolver.use_querylog(querylog if logging else None)
             sock = ReplaySocket(datagrams, clock, step)
-            blocked_before = sum(resolver.stats.blocked_by_pid.values())
+            blocked_before = sum(resolver.stats.blocked_by_policy_id.values())
             cells_before = list(resolver.stats.cells)
             started = time.perf_counter()
             cpu_started = time.process_time()
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu = time.process_time() - cpu_started
             (querylog_figures if logging else figures).append(elapsed / counts[0] * 1e6)
             (querylog_cpu if logging else cpu_figures).append(cpu / counts[0] * 1e6)
-            blocked = sum(resolver.stats.blocked_by_pid.values()) - blocked_before
+            blocked = sum(resolver.stats.blocked_by_policy_id.values()) - blocked_before
             cached = sum(
                 after - before
                 for i, (before, after) in enumerate(
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def forget_answers(worker: server.Worker) -> None:
+def forget_answers(worker: Worker) -> None:
     """An empty answer memo and doorkeeper (the cache stays): each subset pass then starts as
     a run of the benchmark does, where a blocked name is nearly always a first sighting."""
     resolver = worker.resolver
@@ -316,7 +316,7 @@ def forget_answers(worker: server.Worker) -> None:
     resolver._seen_count = 0
 
 
-def by_path(worker: server.Worker, datagrams: list[bytes]) -> dict[str, list[bytes]]:
+def by_path(worker: Worker, datagrams: list[bytes]) -> dict[str, list[bytes]]:
     """The datagrams split by how the resolver answers them now (after the passes): blocked
     names, and answers from the cache. Each subset is replayed from an empty memo
     (forget_answers): blocked names then cost a parse, an index walk and a template (a name
@@ -325,8 +325,7 @@ def by_path(worker: server.Worker, datagrams: list[bytes]) -> dict[str, list[byt
     resolver = worker.resolver
     paths: dict[str, list[bytes]] = {"blocked": [], "cache answers": []}
     for data in datagrams:
-        resolver.handle(data, "127.0.0.1")
-        outcome = resolver.last_outcome
+        outcome = resolver.handle(data, "127.0.0.1")[1]
         if outcome == m.BLOCKED:
             paths["blocked"].append(data)
         elif outcome == m.CACHED:

@@ -71,7 +71,7 @@ def lookup_figures(index_path: Path, names: list[bytes]) -> dict[str, float]:
     started = time.perf_counter()
     index = open_index(index_path)
     open_seconds = time.perf_counter() - started
-    match = index.match_pid
+    match = index.match_policy_id
     sample = names[:LOOKUP_SAMPLE]
     workloads = {
         # 4 labels, not listed: the common ISP case (3 probes: name, parent, grandparent)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Sequence
 
-from resolver.message import ANSWER, MessageError, walk
+from resolver.dns.constants import TYPE_A, TYPE_AAAA
+from resolver.dns.message import ANSWER, walk
+from resolver.dns.names import MessageError
 
-TYPE_A = 1
-TYPE_AAAA = 28
 ADDRESS_CHECK_MAX = 64  # addresses checked per answer: round-robin sets are rarely larger
 
 

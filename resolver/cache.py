@@ -33,24 +33,25 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
-from resolver import wire
-from resolver.message import (
-    ADDITIONAL,
-    ANSWER,
-    HEADER_LEN,
+from resolver.dns.constants import (
+    HEADER_SIZE,
     MAX_TTL,
-    RCODE_NOERROR,
-    RCODE_NXDOMAIN,
+    NOERROR,
+    NXDOMAIN,
+    OPCODE_MASK,
+    QR,
+    SERVFAIL,
+    TC,
     TYPE_OPT,
-    MessageError,
-    negative_ttl,
-    walk,
+    TYPE_TSIG,
 )
+from resolver.dns.message import ADDITIONAL, ANSWER, negative_ttl, walk
+from resolver.dns.names import MessageError
+from resolver.dns.response import opt_record
 
 __all__ = [
-    "EDE_STALE_ANSWER",
     "ENTRY_OVERHEAD",
     "CacheKey",
     "CacheLimits",
@@ -70,13 +71,10 @@ CacheKey = tuple[bytes, int, int, int]
 # len(response) + 33 more for an entry that is hit after its first second.
 ENTRY_OVERHEAD = 640
 
-RCODE_SERVFAIL = 2
-EDE_STALE_ANSWER = 3  # RFC 8914 4.4, the INFO-CODE of an answer served stale (RFC 8767)
-TYPE_TSIG = 250  # RFC 8945: the signature covers this hop only; a rewritten copy would not verify
-
-_QR = 0x80  # in the third header byte
-_OPCODE = 0x78
-_TC = 0x02
+# The header flags in the third header byte, the high half of the flags word.
+_QR: Final = QR >> 8
+_OPCODE: Final = OPCODE_MASK >> 8
+_TC: Final = TC >> 8
 
 _pack_u32_into = struct.Struct("!I").pack_into
 
@@ -244,7 +242,7 @@ class ResponseCache:
         now = self._clock()
         if not entry.expires_at <= now < entry.expires_at + self.max_stale:
             return None
-        if entry.response[3] & 0x0F == RCODE_SERVFAIL:
+        if entry.response[3] & 0x0F == SERVFAIL:
             return None
         buf = bytearray(entry.response)
         for offset in entry.offsets:
@@ -293,7 +291,7 @@ class ResponseCache:
     def _lifetime(self, response: bytes) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
         """Seconds `response` may be cached (0: not at all), and the offsets and values of its
         TTL fields."""
-        if len(response) < HEADER_LEN:
+        if len(response) < HEADER_SIZE:
             return 0, (), ()
         flags = response[2]
         if not flags & _QR or flags & (_OPCODE | _TC):
@@ -323,10 +321,10 @@ class ResponseCache:
                 positive_min = ttl
         rcode = response[3] & 0x0F
         ancount = response[6] << 8 | response[7]
-        if rcode == RCODE_NOERROR and ancount:
+        if rcode == NOERROR and ancount:
             assert positive_min is not None  # ancount > 0 and walk found that many records
             lifetime = min(max(positive_min, self.min_ttl), self.max_ttl)
-        elif rcode in (RCODE_NXDOMAIN, RCODE_NOERROR):
+        elif rcode in (NXDOMAIN, NOERROR):
             try:
                 negative = negative_ttl(response, records)
             except MessageError:
@@ -336,7 +334,7 @@ class ResponseCache:
             if answer_min is not None:
                 negative = min(negative, answer_min)
             lifetime = min(negative, self.negative_ttl_max)
-        elif rcode == RCODE_SERVFAIL:
+        elif rcode == SERVFAIL:
             lifetime = self.servfail_ttl
         else:
             return 0, (), ()
@@ -385,5 +383,5 @@ def with_edns_option(response: bytes, option: bytes, payload: int, do: bool) -> 
         response[:10]
         + arcount.to_bytes(2, "big")
         + response[12:]
-        + wire.opt_record(payload, do, 0, option)
+        + opt_record(payload, do, 0, option)
     )

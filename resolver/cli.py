@@ -1,6 +1,8 @@
 """`blokir` command line: argument parsing only; each subcommand calls into a module.
 
-Exit codes follow grep for `check` (0 all blocked, 1 some not, 2 error) and are 0/2 elsewhere.
+Exit codes: `check` follows grep (0 all blocked, 1 some not, 2 error); `reload` (0 applied or
+unchanged, 1 refused or failed, 2 no server answered) says whether the running server took the
+new lists; every other command exits 0, or 2 on an error.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
     from resolver.compile import CompileResult
 
 EXIT_OK = 0
-EXIT_NOT_ALL_BLOCKED = 1
+EXIT_NOT_ALL_BLOCKED = 1  # check
+EXIT_REFUSED = 1  # reload: the server refused or failed it; the old index keeps serving
 EXIT_ERROR = 2
 CONFIG_ENV = "BLOKIR_CONFIG"  # the config file when -c is not given
 CONFIG_HELP = f"config file (default: ${CONFIG_ENV}, else the embedded one)"
@@ -376,7 +379,7 @@ def check_names(index: Index, names: Sequence[str], out: TextIO) -> int:
             write(f"allowed  {name.name}  (no list entry)\n")
             status = max(status, EXIT_NOT_ALL_BLOCKED)
             continue
-        policy = index.policy(found.pid)
+        policy = index.policy(found.policy_id)
         rule = found.name.decode("ascii")
         rule = f"*.{rule}" if found.as_parent else rule
         verdict = "allowed " if policy.is_allow else "blocked "
@@ -470,10 +473,10 @@ def _cmd_reload(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if "outcome" not in reply:
         print(f"blokir: {reply.get('error', 'no outcome in the reply')}", file=sys.stderr)
-        return EXIT_NOT_ALL_BLOCKED
+        return EXIT_REFUSED
     outcome = reply["outcome"]
     print(json.dumps(outcome, indent=2) if args.json else format_outcome(outcome))
-    return EXIT_OK if outcome["ok"] else EXIT_NOT_ALL_BLOCKED
+    return EXIT_OK if outcome["ok"] else EXIT_REFUSED
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -70,6 +70,12 @@ class ControlServer:
 
     def start(self) -> None:
         """Bind (replacing a stale socket file) and serve in a daemon thread."""
+        self.listen()
+        self.serve()
+
+    def listen(self) -> None:
+        """Bind (replacing a stale socket file), not serving yet: the supervisor binds before it
+        forks its workers and starts the thread (`serve`) after."""
         _check_path_length(self.path)
         _make_parent(self.path.parent)
         _remove_if_stale(self.path)
@@ -86,6 +92,9 @@ class ControlServer:
         self._identity = (info.st_dev, info.st_ino)
         self._listener = listener
         self._wake_read, self._wake_write = os.pipe()
+
+    def serve(self) -> None:
+        """Serve in a daemon thread (after `listen`)."""
         self._thread = threading.Thread(target=self._serve, name="blokir-control", daemon=True)
         self._thread.start()
         log.info("control socket on %s", self.path)

@@ -43,13 +43,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
 from resolver import __version__
+from resolver.dns.constants import MAX_TTL
 from resolver.policy import Action, Policy
 
 if TYPE_CHECKING:  # resolver.compile imports numpy, which `blokir serve` (importing the CLI) avoids
     from resolver.compile import NamedEntries
 
 FORMATS = ("rpz", "unbound", "hosts", "dnsmasq")
-MAX_TTL = 2**31 - 1  # RFC 2181 section 8
 
 # Names exactly as the normaliser makes them; anything else could break a format's syntax.
 _SAFE_NAME = re.compile(rb"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")

@@ -1,11 +1,12 @@
 """The compiled, memory-mapped blocklist index.
 
 Layout: every normalised name is hashed with xxh3_64. The distinct hashes are stored sorted in one
-uint64 array, with two parallel uint16 arrays of policy ids: `self_pid` (the policy for the name
-itself) and `below_pid` (the policy for names strictly below it); 0 means none. A directory of
-2^k + 1 uint32 offsets, indexed by the top k bits of a hash, gives the run of keys that share those
-bits, so a probe reads two directory words and on average about one key: no collision chains, no
-empty slots, and a build that is one numpy sort.
+uint64 array, with two parallel uint16 arrays of policy ids (the number of a policy in the
+index's policy table, from 1): `self_pid` (the policy for the name itself) and `below_pid` (the
+policy for names strictly below it); 0 means none (those are the sections' names in the file). A
+directory of 2^k + 1 uint32 offsets, indexed by the top k bits of a hash, gives the run of keys
+that share those bits, so a probe reads two directory words and on average about one key: no
+collision chains, no empty slots, and a build that is one numpy sort.
 
 Denser than an open-addressing hash table with the same hash: at 10M names it takes
 80 MB of keys, 40 MB of policy ids and 32 MB of directory, and a miss costs one bucket read.
@@ -206,7 +207,7 @@ class Match:
     """A lookup result: the policy id, and the listed name that matched (the query name itself or
     one of its parents), with whether it matched as the name itself or as a parent."""
 
-    pid: int
+    policy_id: int
     name: bytes
     as_parent: bool
 
@@ -280,12 +281,12 @@ class Index:
         self._filter = section("filter", "B")
         self._directory = section("directory", "I")
         self._keys = section("keys", "Q")
-        self._self_pid = section("self_pid", "H")
-        self._below_pid = section("below_pid", "H")
+        self._self_policy_ids = section("self_pid", "H")
+        self._below_policy_ids = section("below_pid", "H")
         if (
             len(self._keys) != count
-            or len(self._self_pid) != count
-            or len(self._below_pid) != count
+            or len(self._self_policy_ids) != count
+            or len(self._below_policy_ids) != count
             or len(self._filter) != 1 << self.filter_bits
             or len(self._directory) != (1 << self.dir_bits) + 1
             or self._directory[-1] != count
@@ -293,20 +294,20 @@ class Index:
             raise IndexError_(f"{self.path}: corrupt index (section sizes disagree)")
         self.policies = [Policy.from_json(p) for p in header["policies"]]
         if count and not (
-            pids_within(self._self_pid, len(self.policies))
-            and pids_within(self._below_pid, len(self.policies))
+            policy_ids_within(self._self_policy_ids, len(self.policies))
+            and policy_ids_within(self._below_policy_ids, len(self.policies))
         ):
             raise IndexError_(f"{self.path}: corrupt index (policy id out of range)")
         self.count = count
         self.ip_match = self._bind_ip_sections(section)
-        self.match_pid = _make_matcher(
+        self.match_policy_id = _make_matcher(
             self._filter,
             64 - self.filter_bits,
             self._directory,
             64 - self.dir_bits,
             self._keys,
-            self._self_pid,
-            self._below_pid,
+            self._self_policy_ids,
+            self._below_policy_ids,
         )
 
     def _bind_ip_sections(self, section: Callable[[str, Format], memoryview]) -> IpMatcher:
@@ -329,7 +330,10 @@ class Index:
         ):
             raise IndexError_(f"{self.path}: corrupt index (IP trigger sections disagree)")
         limit = len(self.policies)
-        if not (pids_within(columns["ip4_pid"], limit) and pids_within(columns["ip6_pid"], limit)):
+        if not (
+            policy_ids_within(columns["ip4_pid"], limit)
+            and policy_ids_within(columns["ip6_pid"], limit)
+        ):
             raise IndexError_(f"{self.path}: corrupt index (IP trigger policy id out of range)")
         return IpMatcher(columns)
 
@@ -337,26 +341,26 @@ class Index:
         """The most specific entry covering `name` (lower-case ASCII, no trailing dot): the name
         itself when it has a `self` policy, else the nearest parent with a `below` policy.
         Entries always have at least two labels, so the bare TLD is never probed. For tools;
-        the server uses the faster `match_pid`."""
+        the server uses the faster `match_policy_id`."""
         import numpy as np
 
-        keys, self_pid, below_pid = self.arrays()
-        candidates = [(name, self_pid, False)]
+        keys, self_ids, below_ids = self.arrays()
+        candidates = [(name, self_ids, False)]
         rest = name
         while rest.count(b".") >= 2:
             rest = rest.partition(b".")[2]
-            candidates.append((rest, below_pid, True))
+            candidates.append((rest, below_ids, True))
         if b"." not in name:
             return None
-        for candidate, pids, as_parent in candidates:
+        for candidate, policy_ids, as_parent in candidates:
             h = np.uint64(hash_name(candidate))
             slot = int(np.searchsorted(keys, h))
-            if slot < keys.size and keys[slot] == h and pids[slot]:
-                return Match(int(pids[slot]), candidate, as_parent)
+            if slot < keys.size and keys[slot] == h and policy_ids[slot]:
+                return Match(int(policy_ids[slot]), candidate, as_parent)
         return None
 
-    def policy(self, pid: int) -> Policy:
-        return self.policies[pid - 1]
+    def policy(self, policy_id: int) -> Policy:
+        return self.policies[policy_id - 1]
 
     # -- whole-index access (tools, tests) --------------------------------------------------
 
@@ -366,8 +370,8 @@ class Index:
 
         return (
             np.frombuffer(self._keys, dtype=np.uint64),
-            np.frombuffer(self._self_pid, dtype=np.uint16),
-            np.frombuffer(self._below_pid, dtype=np.uint16),
+            np.frombuffer(self._self_policy_ids, dtype=np.uint16),
+            np.frombuffer(self._below_policy_ids, dtype=np.uint16),
         )
 
     def ip_entries(self) -> list[str]:
@@ -400,13 +404,14 @@ def open_index(path: str | os.PathLike[str], *, verify: bool = True) -> Index:
 
 # Policy ids checked per step: the temporaries stay at a few hundred KiB, so a worker's heap does
 # not grow by the size of a 10M-entry column just to check it once.
-_PID_CHECK_STEP = 1 << 16
+_POLICY_ID_CHECK_STEP = 1 << 16
 _LATIN1_MAX = 0xFF
 _BELOW_SURROGATES = 0xD7FF
 
 
-def pids_within(pids: memoryview, limit: int) -> bool:
-    """Whether every policy id in `pids` (a section of little-endian uint16) is at most `limit`.
+def policy_ids_within(policy_ids: memoryview, limit: int) -> bool:
+    """Whether every policy id in `policy_ids` (a section of little-endian uint16) is at most
+    `limit`.
 
     Every worker checks both columns each time it maps an index, and without numpy (which the
     serving processes do not load, and which a worker that has dropped privileges may not be
@@ -417,12 +422,12 @@ def pids_within(pids: memoryview, limit: int) -> bool:
     Up to 0xD7FF a regular expression finds an id above the limit (about 5 ms per million); past
     that, a plain max() (20 times slower than the first; no real config has 55k policies)."""
     if limit > _BELOW_SURROGATES:
-        return not len(pids) or max(pids.cast("B").cast("H")) <= limit
+        return not len(policy_ids) or max(policy_ids.cast("B").cast("H")) <= limit
     small = limit <= _LATIN1_MAX
     allowed = bytes(range(limit + 1)) if small else b""
     above = None if small else re.compile(f"[^\\x00-\\u{limit:04x}]")
-    raw = pids.cast("B")
-    step = 2 * _PID_CHECK_STEP
+    raw = policy_ids.cast("B")
+    step = 2 * _POLICY_ID_CHECK_STEP
     for start in range(0, len(raw), step):
         try:
             ids = str(raw[start : start + step], "utf-16-le")
@@ -442,8 +447,8 @@ def _make_matcher(
     directory: memoryview,
     dir_shift: int,
     keys: memoryview,
-    self_pid: memoryview,
-    below_pid: memoryview,
+    self_ids: memoryview,
+    below_ids: memoryview,
 ) -> Callable[[bytes], int]:
     """The server's lookup: name -> policy id (0 = none), most specific first.
 
@@ -452,7 +457,7 @@ def _make_matcher(
     lookup is visible in queries/s. bytes.find beat partition and split in measurements here."""
     h = hash_name
 
-    def match_pid(name: bytes) -> int:
+    def match_policy_id(name: bytes) -> int:
         dot = name.find(b".")
         if dot < 0:
             return 0
@@ -465,9 +470,9 @@ def _make_matcher(
                 key = keys[lo]
                 if key >= x:
                     if key == x:
-                        pid: int = self_pid[lo]
-                        if pid:
-                            return pid
+                        policy_id: int = self_ids[lo]
+                        if policy_id:
+                            return policy_id
                     break
                 lo += 1
         start = dot + 1
@@ -482,13 +487,13 @@ def _make_matcher(
                     key = keys[lo]
                     if key >= x:
                         if key == x:
-                            pid = below_pid[lo]
-                            if pid:
-                                return pid
+                            policy_id = below_ids[lo]
+                            if policy_id:
+                                return policy_id
                         break
                     lo += 1
             start = dot + 1
             dot = name.find(b".", start)
         return 0
 
-    return match_pid
+    return match_policy_id

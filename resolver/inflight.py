@@ -25,7 +25,7 @@ import asyncio
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-__all__ = ["EDE_OTHER", "SHORT_SECOND_LEVEL_LABELS", "InflightTable", "zone_of"]
+__all__ = ["SHORT_SECOND_LEVEL_LABELS", "InflightTable", "zone_of"]
 
 # Second-level labels under which registrations commonly sit one level deeper ("co.id",
 # "co.uk", "com.au", "ac.id" ...). Indonesia's registry uses ac, biz, co, desa, go, mil, my,
@@ -33,8 +33,6 @@ __all__ = ["EDE_OTHER", "SHORT_SECOND_LEVEL_LABELS", "InflightTable", "zone_of"]
 SHORT_SECOND_LEVEL_LABELS = frozenset(
     b"ac biz co com desa edu go gob gov mil my ne net or org ponpes sch web".split()
 )
-
-EDE_OTHER = 0  # RFC 8914 4.1: "Other", with EXTRA-TEXT saying which cap was full
 
 _T = TypeVar("_T")
 _K = TypeVar("_K", bound=Hashable)

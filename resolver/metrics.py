@@ -118,8 +118,8 @@ class TopCounter:
         self.sketch: dict[tuple[str, str], int] = {}
         self.untracked = 0
 
-    def fold(self, list_of_pid: Any) -> None:
-        """Merge the interval into the sketch; `list_of_pid(pid)` names the list."""
+    def fold(self, list_of: Any) -> None:
+        """Merge the interval into the sketch; `list_of(policy_id)` names the list."""
         if not self.capacity:
             self.interval.clear()
             return
@@ -131,8 +131,8 @@ class TopCounter:
         self.untracked += len(self.interval) - len(items)
         self.interval = {}
         sketch = self.sketch
-        for (name, pid), count in items:
-            key = (name.decode("ascii", "replace"), list_of_pid(pid))
+        for (name, policy_id), count in items:
+            key = (name.decode("ascii", "replace"), list_of(policy_id))
             if key in sketch:
                 sketch[key] += count
             elif len(sketch) < self.capacity:
@@ -147,7 +147,7 @@ class WorkerStats:
     """A worker's counters: plain ints and lists, updated inline by the server."""
 
     cells: list[int] = field(default_factory=lambda: [0] * N_CELLS)
-    blocked_by_pid: dict[int, int] = field(default_factory=dict)
+    blocked_by_policy_id: dict[int, int] = field(default_factory=dict)
     blocked_by_labels: dict[tuple[str, str, str], int] = field(default_factory=dict)
     histogram: list[int] = field(default_factory=lambda: [0] * (N_OUTCOMES * (N_BUCKETS + 1)))
     duration_sum: list[float] = field(default_factory=lambda: [0.0] * N_OUTCOMES)
@@ -757,8 +757,9 @@ def _transfer_metrics(lists: list[dict[str, Any]]) -> Iterator[Metric]:
 # -- HTTP: /metrics, /healthz, /readyz, /api/top -------------------------------------------------
 
 
-def start_http(hub: MetricsHub, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve in a daemon thread of the supervisor; returns the server (`.server_address`)."""
+def bind_http(hub: MetricsHub, host: str, port: int) -> ThreadingHTTPServer:
+    """The endpoint, bound but not yet serving (`serve_http`): the supervisor binds before it
+    drops privileges and forks, and starts the thread after."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BlokirCollector(hub))
 
@@ -790,5 +791,9 @@ def start_http(hub: MetricsHub, host: str, port: int) -> ThreadingHTTPServer:
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server
+
+
+def serve_http(server: ThreadingHTTPServer) -> None:
+    """Serve `server` (from bind_http) in a daemon thread of the supervisor."""
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()

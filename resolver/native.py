@@ -59,13 +59,16 @@ def write_fallback(output_dir: Path, why: str) -> None:
 
 
 def _compiled_modules(package_dir: Path) -> list[str]:
-    """Modules of the package with both an extension file and a source file."""
-    return sorted(
-        f"resolver.{path.name[: -len(suffix)]}"
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES
-        for path in package_dir.glob(f"*{suffix}")
-        if (package_dir / (path.name[: -len(suffix)] + ".py")).is_file()
-    )
+    """Modules of the package (subpackages included) with both an extension file and a source
+    file."""
+    found = []
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        for path in package_dir.rglob(f"*{suffix}"):
+            source = path.with_name(path.name[: -len(suffix)] + ".py")
+            if source.is_file():
+                parts = source.relative_to(package_dir).with_suffix("").parts
+                found.append(".".join(("resolver", *parts)))
+    return sorted(found)
 
 
 def decide(package_dir: Path, environ: Mapping[str, str]) -> tuple[Mode, list[str]]:
@@ -108,7 +111,8 @@ class SourceFirst(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in self.modules:
             return None
-        source = self.package_dir / (fullname.rpartition(".")[2] + ".py")
+        # resolver.dns.query -> <package_dir>/dns/query.py
+        source = self.package_dir.joinpath(*fullname.split(".")[1:]).with_suffix(".py")
         return importlib.util.spec_from_file_location(fullname, source)
 
 

@@ -26,7 +26,9 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from resolver import wire
+from resolver.dns.constants import NOERROR, REFUSED, TC
+from resolver.dns.query import Query
+from resolver.dns.response import error_response
 
 MAX_PREFIXES = 100_000  # tracked prefixes; past this the table restarts (memory stays bounded)
 
@@ -50,13 +52,13 @@ def client_prefix(client: str) -> str:
     return str(network.network_address)
 
 
-def slip_response(data: bytes, query: wire.Query, payload: int) -> bytes:
+def slip_response(data: bytes, query: Query, payload: int) -> bytes:
     """An answer with no records and TC=1: the header (QR, RD/CD copied, RCODE NOERROR), the
     question echoed, and an OPT record when the query had one (RFC 6891 7). A client that
     really sent the query retries over TCP; a forged source receives no more octets than the
     forger sent."""
-    answer = wire.error_response(data, wire.NOERROR, query, payload)
-    return answer[:2] + bytes([answer[2] | (wire.TC >> 8)]) + answer[3:]
+    answer = error_response(data, NOERROR, query, payload)
+    return answer[:2] + bytes([answer[2] | (TC >> 8)]) + answer[3:]
 
 
 class RateLimiter:
@@ -102,9 +104,7 @@ class RateLimiter:
         bucket[0] = tokens - 1
         return True
 
-    def over_limit_answer(
-        self, data: bytes, query: wire.Query, payload: int, udp: bool
-    ) -> bytes | None:
+    def over_limit_answer(self, data: bytes, query: Query, payload: int, udp: bool) -> bytes | None:
         """What a query that `allow` turned away gets: bytes to send, or None for silence."""
         action = self.action if udp else RateLimitAction.REFUSE
         if action is RateLimitAction.DROP:
@@ -114,4 +114,4 @@ class RateLimiter:
             self.slipped += 1
             return slip_response(data, query, payload)
         self.refused += 1
-        return wire.error_response(data, wire.REFUSED, query, payload)
+        return error_response(data, REFUSED, query, payload)

@@ -67,7 +67,6 @@ FAILED_RESULTS = frozenset(RESULTS) - {APPLIED, UNCHANGED}
 # many: an HTML error page or a binary file served in place of a list, not a few typos.
 PARSE_GUARD_MIN_REJECTED = 10
 BUILD_TIMEOUT = 1800.0  # seconds; a 10M-name build takes about 10 s here
-SWAP_TIMEOUT = 10.0  # seconds a worker has to confirm it maps the new index
 
 # Settings the workers take at start only; a change is reported and waits for a restart.
 RESTART_ONLY = (

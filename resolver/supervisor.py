@@ -9,10 +9,13 @@ per listen address per worker), so that
   for it wait there instead of being lost.
 
 Each worker also gets one end of a Unix socket pair, the channel the supervisor uses to swap the
-index and settings in every worker (`Worker._on_control`) and to learn that the worker confirmed.
+index and settings in every worker (`Worker._on_control`, resolver/channel.py) and to learn that
+the worker confirmed.
 The reloader (resolver/reload.py) runs in a thread here; the control socket (`blokir reload`,
-`blokir status`) and the metrics endpoint are served from threads too. The main thread only
-watches the workers and the signals.
+`blokir status`) and the metrics endpoint are served from threads too, all started after the
+workers are forked (a process forked while another thread holds a lock, such as logging's,
+inherits it held by a thread that does not exist there). The main thread only watches the
+workers and the signals.
 """
 
 from __future__ import annotations
@@ -27,22 +30,23 @@ import os
 import pickle
 import signal
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resolver import NATIVE
 from resolver import metrics as m
+from resolver.channel import recv_message, send_message
 from resolver.config import Config, format_address
 from resolver.control import ControlError, ControlServer
 from resolver.landing import process as landing
 from resolver.privileges import PrivilegeError, drop_privileges
 from resolver.reload import RESULTS, Reloader, ReloadError, ReloadOutcome
-from resolver.server import DRAIN_SECONDS, Worker
+from resolver.worker import DRAIN_SECONDS, Worker
 
 if TYPE_CHECKING:  # imported only with [rpz] notify_listen: it brings in dnspython
     from resolver.xfr.notify import NotifyListener
@@ -53,7 +57,6 @@ RESTART_BACKOFF = 0.2  # seconds between restarts of a crashing worker (bounded 
 POLL_SECONDS = 0.05  # how often the main thread looks at its workers and signals
 CONTROL_WAIT = 1800.0  # how long `blokir reload` waits for its outcome
 GC_GEN0_THRESHOLD = 100_000  # allocations between young-generation collections (default 700)
-_LENGTH = struct.Struct("!I")
 
 Sockets = tuple[list[socket.socket], list[socket.socket]]
 
@@ -103,38 +106,6 @@ def bind_sockets(config: Config) -> Sockets:
     return udp, tcp
 
 
-# -- the supervisor <-> worker channel ---------------------------------------------------------
-
-
-def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
-    """Length-prefixed pickle. Both ends are this program (a socket pair made before fork), so
-    pickle carries the frozen Config as it is, with no second serialiser to keep in step."""
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    sock.sendall(_LENGTH.pack(len(body)) + body)
-
-
-def recv_message(sock: socket.socket) -> dict[str, Any] | None:
-    """One message, or None when the other end has closed."""
-    prefix = _recv_exactly(sock, _LENGTH.size)
-    if prefix is None:
-        return None
-    body = _recv_exactly(sock, _LENGTH.unpack(prefix)[0])
-    if body is None:
-        return None
-    message = pickle.loads(body)
-    return message if isinstance(message, dict) else None
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            return None
-        chunks += chunk
-    return bytes(chunks)
-
-
 @dataclass(slots=True)
 class _Child:
     number: int
@@ -181,6 +152,7 @@ class Supervisor:
     def __init__(self, config: Config, load_config: Callable[[], Config]) -> None:
         self.config = config
         self.hub: m.MetricsHub | None = None
+        self.http: ThreadingHTTPServer | None = None  # the metrics endpoint
         self.children: dict[int, _Child] = {}  # pid -> child
         self._children_lock = threading.Lock()
         self.sockets: list[Sockets] = []
@@ -207,22 +179,26 @@ class Supervisor:
             self._count_outcome(self.reloader.last)
             host, port = config.metrics.listen
             try:
-                http = m.start_http(self.hub, host, port)
+                self.http = m.bind_http(self.hub, host, port)
             except OSError as exc:
                 raise ServeError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
-            log.info("metrics on http://%s:%d/metrics", *http.server_address[:2])
         self.control = ControlServer(config.updates.socket_path, self._on_control)
         try:
-            self.control.start()
+            self.control.listen()
         except (ControlError, OSError) as exc:
             raise ServeError(f"control socket: {exc}") from exc
         self._bind_notify(config)
         self._bind_landing()
         self._drop_privileges()
+        # Every socket is bound: fork, then start the threads (see the module docstring).
         for number in range(config.server.workers):
             self._start_worker(number)
         if self.landing is not None:
             self.landing.start()
+        if self.http is not None:
+            m.serve_http(self.http)
+            log.info("metrics on http://%s:%d/metrics", *self.http.server_address[:2])
+        self.control.serve()
         self.reloader.start()
         if self.notify is not None:
             self.notify.start()

@@ -33,7 +33,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from resolver.message import HEADER_LEN, MessageError, skip_name
+from resolver.dns.constants import HEADER_SIZE, QR, REFUSED, SERVFAIL, TC
+from resolver.dns.names import MessageError, skip_name
 from resolver.metrics import N_BUCKETS, bucket_of
 
 __all__ = [
@@ -53,10 +54,8 @@ RTT_ALPHA = 0.3
 MAX_UDP_RESPONSE = 65_535  # RFC 6891: the EDNS buffer size the client asked for may be this big
 MAX_TCP_MESSAGE = 65_535  # RFC 7766 section 8: the length prefix is 16 bits
 
-_QR = 0x80  # third header byte
-_TC = 0x02  # third header byte
-RCODE_SERVFAIL = 2
-RCODE_REFUSED = 5
+_QR = QR >> 8  # in the third header byte
+_TC = TC >> 8
 
 
 @dataclass(slots=True)
@@ -103,13 +102,13 @@ class _Question:
     __slots__ = ("end", "name_end", "name_lower", "type_class")
 
     def __init__(self, request: bytes) -> None:
-        if len(request) < HEADER_LEN or request[4:6] != b"\x00\x01":
+        if len(request) < HEADER_SIZE or request[4:6] != b"\x00\x01":
             raise MessageError("the request must hold exactly one question")
-        self.name_end = skip_name(request, HEADER_LEN)
+        self.name_end = skip_name(request, HEADER_SIZE)
         self.end = self.name_end + 4
         if self.end > len(request):
             raise MessageError("the question runs past the end of the request")
-        self.name_lower = request[HEADER_LEN : self.name_end].lower()
+        self.name_lower = request[HEADER_SIZE : self.name_end].lower()
         self.type_class = request[self.name_end : self.end]
 
     def matches(self, response: bytes, qid: bytes) -> bool:
@@ -122,7 +121,7 @@ class _Question:
             and response[:2] == qid
             and response[2] & _QR != 0
             and response[4:6] == b"\x00\x01"
-            and response[HEADER_LEN:name_end].lower() == self.name_lower
+            and response[HEADER_SIZE:name_end].lower() == self.name_lower
             and response[name_end : self.end] == self.type_class
         )
 
@@ -145,6 +144,8 @@ class UpstreamPool:
             raise ValueError("timeout must be > 0 and attempts >= 1")
         self.timeout = timeout
         self.attempts = attempts
+        # The longest `query` takes (scheduling aside): what anyone waiting on it should allow.
+        self.query_bound = timeout * attempts
         self._clock = clock
         self._servers: list[_Server] = []
         for host, port in servers:
@@ -246,11 +247,11 @@ class UpstreamPool:
     async def query(self, request: bytes) -> bytes | None:
         """The upstream answer to `request` (the client's query, any ID) with the request's ID
         restored, or None when no try got an acceptable answer that is not SERVFAIL or REFUSED.
-        Returns within `timeout * attempts` (plus scheduling slack). Raises MessageError if the
-        request does not hold exactly one well-formed question."""
+        Returns within `query_bound`, timeout x attempts (plus scheduling slack). Raises
+        MessageError if the request does not hold exactly one well-formed question."""
         question = _Question(request)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout * self.attempts
+        deadline = loop.time() + self.query_bound
         order, side_probe = self._order()
         if side_probe is not None:
             self._probe_on_the_side(side_probe, request, question)
@@ -288,7 +289,7 @@ class UpstreamPool:
             return None
         rcode = response[3] & 0x0F
         stats.observe(loop.time() - sent)
-        if rcode in (RCODE_SERVFAIL, RCODE_REFUSED):
+        if rcode in (SERVFAIL, REFUSED):
             stats.responses += 1
             stats.failure_rcodes += 1
             self._rtt_sample(stats, loop.time() - sent)

@@ -28,6 +28,7 @@ from resolver.config.addresses import (
     resolv_conf_servers,
 )
 from resolver.config.locator import ConfigError
+from resolver.dns.constants import MAX_TTL
 from resolver.lists import FORMATS as LIST_FORMATS
 from resolver.lists.model import KINDS as LIST_KINDS
 from resolver.lists.model import ListSpec
@@ -81,7 +82,6 @@ DEFAULT_ALLOW: tuple[Network, ...] = tuple(
 )
 
 LIST_ACTIONS = (Action.LANDING, Action.NXDOMAIN, Action.NODATA, Action.REFUSED)
-MAX_TTL = 2**31 - 1  # RFC 2181 section 8
 MAX_SDE_TEXT = 256  # keeps the structured DNS error JSON (EDE EXTRA-TEXT) well inside a UDP answer
 
 # Value types the validator has a generic rule for (validate.py's _Table getters); any other

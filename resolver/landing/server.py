@@ -206,9 +206,9 @@ class Landing:
         if name in self.own_names or _is_address(name):
             return notice_for(self.config, ABOUT, name), OWN_NAME
         index = self.index.current()
-        pid = index.match_pid(name.encode("ascii")) if index is not None else 0
-        if pid and index is not None:
-            policy = index.policy(pid)
+        policy_id = index.match_policy_id(name.encode("ascii")) if index is not None else 0
+        if policy_id and index is not None:
+            policy = index.policy(policy_id)
             if not policy.is_allow:
                 notice = notice_for(self.config, BLOCKED, name, policy.list_name, policy.category)
                 return notice, policy.category

@@ -15,6 +15,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from resolver.dns.constants import MAX_LABEL, MAX_NAME_TEXT
+
 CHUNK_BYTES = 256 << 10  # measured: numpy temporaries stay in cache; 4 MiB chunks were 1.7x slower
 _BOM = b"\xef\xbb\xbf"
 MAX_LINE_BYTES = 64 << 10  # a longer "line" is junk (names are <= 253): cut it, reject it
@@ -25,8 +27,6 @@ _GOOD_BYTE[np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789._-\n", dtype=np.
 _DIGIT = np.zeros(256, dtype=bool)
 _DIGIT[np.frombuffer(b"0123456789", dtype=np.uint8)] = True
 _DOT, _NL, _HYPHEN, _UNDERSCORE = 0x2E, 0x0A, 0x2D, 0x5F
-MAX_LABEL_LENGTH = 63  # RFC 1035 2.3.4
-MAX_NAME_LENGTH = 253  # RFC 1035 2.3.4, text form without the trailing dot
 
 
 def read_chunks(stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
@@ -109,7 +109,7 @@ def suspect_lines(chunk: bytes) -> np.ndarray:
     label_starts = np.empty_like(seps)
     label_starts[0] = 0
     label_starts[1:] = seps[:-1] + 1
-    bad[label_ends[(label_ends - label_starts) > MAX_LABEL_LENGTH]] = True
+    bad[label_ends[(label_ends - label_starts) > MAX_LABEL]] = True
 
     newlines = np.flatnonzero(is_nl)
     line_starts = np.empty_like(newlines)
@@ -119,7 +119,7 @@ def suspect_lines(chunk: bytes) -> np.ndarray:
     bad_count = np.cumsum(bad, dtype=np.int32)
     before = np.where(line_starts > 0, bad_count[line_starts - 1], 0)
     line_bad = (bad_count[newlines] - before) > 0
-    line_bad |= line_lengths > MAX_NAME_LENGTH
+    line_bad |= line_lengths > MAX_NAME_TEXT
 
     dot_count = np.cumsum(is_dot, dtype=np.int32)
     dots_before = np.where(line_starts > 0, dot_count[line_starts - 1], 0)

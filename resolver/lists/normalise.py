@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import idna
 
-MAX_NAME_LENGTH = 253  # RFC 1035 2.3.4: 255 octets on the wire = 253 text characters
-MAX_LABEL_LENGTH = 63  # RFC 1035 2.3.4
+from resolver.dns.constants import MAX_LABEL, MAX_NAME_TEXT
 
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 _TLD_RE = re.compile(r"[a-z0-9-]+")
@@ -121,7 +120,7 @@ def _to_ascii(text: str) -> str:
 def _check_name(name: str) -> str:
     if not name:
         raise Rejected("empty")
-    if len(name) > MAX_NAME_LENGTH:
+    if len(name) > MAX_NAME_TEXT:
         raise Rejected("name_too_long")
     labels = name.split(".")
     if len(labels) < 2:
@@ -129,7 +128,7 @@ def _check_name(name: str) -> str:
     for label in labels:
         if not label:
             raise Rejected("empty_label")
-        if len(label) > MAX_LABEL_LENGTH:
+        if len(label) > MAX_LABEL:
             raise Rejected("label_too_long")
         if not _LABEL_CHARS.issuperset(label):
             raise Rejected("bad_character")

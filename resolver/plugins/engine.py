@@ -3,7 +3,7 @@
 Per query the host hands over the question name in wire form and the query type; the engine
 answers None (not blocked: resolve as usual) or a `BlockReply`, the block answer as text
 records the host can load (Unbound's pythonmod builds messages from presentation-format RRs).
-The lookup is the one `blokir serve` uses (`Index.match_pid` over the mapped file) and the
+The lookup is the one `blokir serve` uses (`Index.match_policy_id` over the mapped file) and the
 records come from the same answer builder (`BlockResponder`), parsed once per policy and query
 shape, so a list's landing addresses, SOA, TTL and EDE are the same in both modes.
 
@@ -32,21 +32,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from resolver.answers import BlockResponder, BlockSettings
 from resolver.config import Config
+from resolver.dns.answers import BlockResponder, BlockSettings
+from resolver.dns.constants import CLASS_IN, HEADER_SIZE, REFUSED, TYPE_A, TYPE_AAAA
+from resolver.dns.query import ParseError, parse_query
 from resolver.index import Index, IndexError_, open_index
 from resolver.policy import Action, Policy
-
-# The only module that knows where the DNS helpers live (they are moving to resolver.dns).
-from resolver.wire import (
-    CLASS_IN,
-    HEADER_SIZE,
-    REFUSED,
-    TYPE_A,
-    TYPE_AAAA,
-    ParseError,
-    parse_query,
-)
 
 log = logging.getLogger("blokir.plugin")
 
@@ -102,11 +93,19 @@ def wire_question(qname_wire: bytes, qtype: int) -> bytes:
 class _Generation:
     """One opened index with its matcher and its block answers."""
 
-    __slots__ = ("index", "loaded_at", "match_pid", "policies", "replies", "responder", "stat")
+    __slots__ = (
+        "index",
+        "loaded_at",
+        "match_policy_id",
+        "policies",
+        "replies",
+        "responder",
+        "stat",
+    )
 
     def __init__(self, index: Index, settings: BlockSettings, stat: tuple[int, int, int]) -> None:
         self.index = index
-        self.match_pid: Callable[[bytes], int] = index.match_pid
+        self.match_policy_id: Callable[[bytes], int] = index.match_policy_id
         self.policies: list[Policy] = index.policies
         self.responder = BlockResponder(index.policies, settings)
         self.replies: dict[tuple[int, int], BlockReply] = {}
@@ -157,10 +156,10 @@ class PluginEngine:
             return None
         if query.unmatchable:
             return None
-        pid = gen.match_pid(query.qname)
-        if not pid or gen.policies[pid - 1].action is Action.ALLOW:
+        policy_id = gen.match_policy_id(query.qname)
+        if not policy_id or gen.policies[policy_id - 1].action is Action.ALLOW:
             return None
-        return self._reply(gen, pid, qtype)
+        return self._reply(gen, policy_id, qtype)
 
     def decide_chain(self, names: Iterable[bytes], qtype: int) -> BlockReply | None:
         """CNAME/DNAME inspection: the block answer (for the question) of the first name of an
@@ -177,22 +176,22 @@ class PluginEngine:
         with self._count_lock:
             self.blocked[reply.labels] = self.blocked.get(reply.labels, 0) + 1
 
-    def _reply(self, gen: _Generation, pid: int, qtype: int) -> BlockReply:
+    def _reply(self, gen: _Generation, policy_id: int, qtype: int) -> BlockReply:
         shape = qtype if qtype in (TYPE_A, TYPE_AAAA) else 0
-        reply = gen.replies.get((pid, shape))
+        reply = gen.replies.get((policy_id, shape))
         if reply is None:
-            reply = gen.replies[(pid, shape)] = self._build(gen, pid, shape)
+            reply = gen.replies[(policy_id, shape)] = self._build(gen, policy_id, shape)
         return reply
 
-    def _build(self, gen: _Generation, pid: int, shape: int) -> BlockReply:
+    def _build(self, gen: _Generation, policy_id: int, shape: int) -> BlockReply:
         """The answer builder's response for a stand-in question, read back as records."""
         import dns.message  # dnspython: once per policy and shape, never per query
 
-        policy = gen.policies[pid - 1]
+        policy = gen.policies[policy_id - 1]
         labels = (policy.list_name, policy.category, policy.action.value)
         ttl = self.settings.block.ttl
         query = parse_query(wire_question(_TEMPLATE_NAME, _SHAPE_QTYPE[shape]))
-        response = gen.responder.answer(query, pid)
+        response = gen.responder.answer(query, policy_id)
         code = policy.ede.code
         ede = (
             b""

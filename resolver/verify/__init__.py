@@ -279,13 +279,6 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def parse_sample(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
 def landing_values(values: Sequence[str]) -> list[str]:
     """`--landing` values, each possibly comma-separated."""
     return [v.strip() for value in values for v in value.split(",") if v.strip()]

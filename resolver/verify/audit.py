@@ -204,7 +204,3 @@ def evaluate(
 
 def _get(table: dict[Job, Response] | None, job: Job) -> Response | None:
     return None if table is None else table.get(job)
-
-
-def category_names(audit: Audit) -> list[str]:
-    return sorted({domain.category for domain in audit.sample.domains})

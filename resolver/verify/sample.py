@@ -62,10 +62,6 @@ class Domain:
     category: str
     probes: tuple[tuple[str, str], ...]
 
-    @property
-    def subtree_probes(self) -> tuple[tuple[str, str], ...]:
-        return tuple(p for p in self.probes if p[0] != PROBE_NAME)
-
 
 @dataclass(slots=True)
 class Stratum:
@@ -235,7 +231,7 @@ def blocked_by(index: Index, name: str) -> Policy | None:
     found = index.match(encoded)
     if found is None:
         return None
-    policy = index.policy(found.pid)
+    policy = index.policy(found.policy_id)
     return None if policy.is_allow else policy
 
 

@@ -9,12 +9,12 @@ fed mutated input, with invariants checked on every output.
 Targets and invariants (any exception other than the expected one is a crash too; the targets
 and their checks are in tests/fuzz/targets.py):
 
-- parse_query: raises only wire.ParseError; an accepted query's ID and echoed question are the
+- parse_query: raises only ParseError; an accepted query's ID and echoed question are the
   packet's own; "drop" (rcode None) only for packets shorter than a header or with QR=1; the
   error response built from a ParseError is a message dnspython parses, with our ID and QR=1.
 - handle_udp / handle_tcp: Resolver.handle on a resolver compiled from blocklists/ samples (every
   block action, an allowlist, an ACL, a warm cache), with an upstream that is never contacted:
-  a miss returns a wire.Query, which is checked, not forwarded. It returns bytes, a Query or
+  a miss returns a Query, which is checked, not forwarded. It returns bytes, a Query or
   None; never an answer to a packet with QR=1 or shorter than a header; an answer is a DNS
   message dnspython parses, with QR=1, the query's ID and, when it has a question, the query's
   question bytes; over UDP it fits the client's limit (512 octets without EDNS).
@@ -290,9 +290,9 @@ def atheris_worker(target: str, crash_dir: Path, summary: Path, libfuzzer_args: 
     if not TARGETS[target].text:
         exclude += [f"resolver.lists.{name}" for name in LIST_MODULES] + ["resolver.lists"]
     with atheris.instrument_imports(include=["resolver"], exclude=exclude):
+        import resolver.dns.query
         import resolver.lists
-        import resolver.server
-        import resolver.wire  # noqa: F401
+        import resolver.pipeline  # noqa: F401
     check, _cleanup = make_check(target)
     result = Result(target, "atheris")
     recorder = Recorder(result, check, crash_dir)

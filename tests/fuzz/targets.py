@@ -31,14 +31,16 @@ def parse_query_check() -> Check:
     import dns.flags
     import dns.message
 
-    from resolver import wire
+    from resolver.dns.constants import BADVERS, FORMERR, NOTIMP
+    from resolver.dns.query import ParseError, parse_query, upstream_request
+    from resolver.dns.response import error_response
 
-    rcodes = {wire.FORMERR, wire.NOTIMP, wire.BADVERS}
+    rcodes = {FORMERR, NOTIMP, BADVERS}
 
     def check(data: bytes) -> None:
         try:
-            query = wire.parse_query(data)
-        except wire.ParseError as error:
+            query = parse_query(data)
+        except ParseError as error:
             if error.rcode is None:
                 if len(data) >= 12 and not data[2] & 0x80:
                     raise Violation("dropped a well-formed header without QR") from None
@@ -47,7 +49,7 @@ def parse_query_check() -> Check:
                 raise Violation("answers a short packet or a response") from None
             if error.rcode not in rcodes:
                 raise Violation(f"unexpected rcode {error.rcode}") from None
-            answer = wire.error_response(data, error.rcode, error.query, 1232)
+            answer = error_response(data, error.rcode, error.query, 1232)
             message = dns.message.from_wire(answer)
             if message.id != int.from_bytes(data[:2], "big") or not message.flags & dns.flags.QR:
                 raise Violation("error response ID or QR") from None
@@ -62,7 +64,7 @@ def parse_query_check() -> Check:
             raise Violation("qname longer than 253 or escaped without being unmatchable")
         # What goes upstream: parses the same way, asks the same, holds no hop option, and asks
         # for recursion and AD (RFC 6840 5.7) with the asker's CD, unless signed (RFC 8945).
-        sent = wire.upstream_request(data, query)
+        sent = upstream_request(data, query)
         signed = int.from_bytes(data[10:12], "big") > query.edns
         wanted = query.flags if signed else 0x0120 | (query.flags & 0x7810)  # RD AD | OPCODE CD
         if int.from_bytes(sent[2:4], "big") != wanted:
@@ -71,7 +73,7 @@ def parse_query_check() -> Check:
             if sent[:2] + sent[4:] != data[:2] + data[4:]:
                 raise Violation("a query without hop options was changed beyond its flags")
             return
-        again = wire.parse_query(sent)  # a ParseError here is a crash: it must parse
+        again = parse_query(sent)  # a ParseError here is a crash: it must parse
         if again.question != query.question or again.hop_options or len(sent) >= len(data):
             raise Violation("upstream request: question changed or hop options left")
         if (again.edns, again.do, again.payload) != (query.edns, query.do, query.payload):
@@ -85,21 +87,23 @@ def answer_options_check() -> Check:
     is shorter, still walks, and holds none of the removed options."""
     import struct
 
-    from resolver import message, wire
+    from resolver.dns.constants import TYPE_OPT
+    from resolver.dns.message import ADDITIONAL, walk, without_options
+    from resolver.dns.query import HOP_BY_HOP_OPTIONS
 
     def check(data: bytes) -> None:
-        cleaned = message.without_options(data, wire.HOP_BY_HOP_OPTIONS)
+        cleaned = without_options(data, HOP_BY_HOP_OPTIONS)
         if cleaned is data:
             return
         if len(cleaned) >= len(data):
             raise Violation("removing options did not shorten the answer")
-        for record in message.walk(cleaned)[1]:  # a MessageError here is a crash
-            if record.section != message.ADDITIONAL or record.rtype != message.TYPE_OPT:
+        for record in walk(cleaned)[1]:  # a MessageError here is a crash
+            if record.section != ADDITIONAL or record.rtype != TYPE_OPT:
                 continue
             pos, end = record.rdata_offset, record.rdata_offset + record.rdlength
             while pos + 4 <= end:
                 code, length = struct.unpack_from("!HH", cleaned, pos)
-                if code in wire.HOP_BY_HOP_OPTIONS:
+                if code in HOP_BY_HOP_OPTIONS:
                     raise Violation(f"option {code} left in the answer")
                 pos += 4 + length
 
@@ -130,10 +134,10 @@ def build_resolver() -> HandleTarget:
     import dns.message
     import dns.rrset
 
-    from resolver import wire
     from resolver.compile import compile_temporary
     from resolver.config import parse_config
-    from resolver.server import Resolver
+    from resolver.dns.query import parse_query
+    from resolver.pipeline import Resolver
 
     workdir = Path(tempfile.mkdtemp(prefix="blokir-fuzz-"))
     lists = ROOT / "blocklists"
@@ -176,7 +180,7 @@ path = "{lists / "sample-rpz.rpz"}"
             # An authoritative upstream's header, with Z set: never to reach a client.
             response.flags |= dns.flags.AA | 0x0040
             response.answer.append(dns.rrset.from_text(name + ".", 300, "IN", rdtype, value))
-            parsed = wire.parse_query(query_wire)
+            parsed = parse_query(query_wire)
             resolver.cache.put(resolver._cache_key(parsed), response.to_wire())
     return HandleTarget(resolver, [workdir, index_path])
 
@@ -212,12 +216,12 @@ def answer_question_is_the_querys(exchange: Exchange) -> None:
 
 
 def udp_answer_fits(exchange: Exchange) -> None:
-    from resolver import wire
+    from resolver.dns.query import ParseError, parse_query
 
     if exchange.udp and len(exchange.answer) > 512:
         try:
-            query = wire.parse_query(exchange.query)
-        except wire.ParseError:
+            query = parse_query(exchange.query)
+        except ParseError:
             raise Violation("large answer to an unparsable query") from None
         if len(exchange.answer) > exchange.resolver.udp_limit(query):
             raise Violation("UDP answer larger than the client's limit")
@@ -257,19 +261,20 @@ ANSWER_INVARIANTS: list[Callable[[Exchange], None]] = [
 def handle_check(target: HandleTarget, udp: bool) -> Check:
     import dns.message
 
-    from resolver import wire
+    from resolver.dns.constants import QR
+    from resolver.dns.query import Query
 
     resolver = target.resolver
 
     def check(data: bytes) -> None:
         client = CLIENTS[len(data) % len(CLIENTS)]
-        result = resolver.handle(data, client, udp=udp)
+        result = resolver.handle(data, client, udp=udp)[0]
         if result is None:
             return
         if len(data) < 12 or data[2] & 0x80:
             raise Violation("answered a packet shorter than a header or with QR=1")
-        if isinstance(result, wire.Query):
-            if result.id != int.from_bytes(data[:2], "big") or result.flags & wire.QR:
+        if isinstance(result, Query):
+            if result.id != int.from_bytes(data[:2], "big") or result.flags & QR:
                 raise Violation("forwarded query ID or QR")
             if data[12 : result.question_end] != result.question:
                 raise Violation("forwarded query's question")

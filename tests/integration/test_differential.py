@@ -312,7 +312,7 @@ def intended(
 
 def is_alias(probe: Probe) -> bool:
     """An allowed name whose CNAME target is blocked (blokir blocks it after the upstream's
-    answer, resolver/server.py _cname_block)."""
+    answer, resolver/pipeline.py _cname_block)."""
     return probe.qname.lower().startswith("alias-blocked.")
 
 

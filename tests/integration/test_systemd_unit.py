@@ -370,7 +370,7 @@ class _Sandbox:
 
     def _works(self) -> bool:
         result = subprocess.run(
-            self.argv([self.python, "-c", "import numpy, dns.message, resolver.server"]),
+            self.argv([self.python, "-c", "import numpy, dns.message, resolver.worker"]),
             capture_output=True,
             env=self.env,
             timeout=60,

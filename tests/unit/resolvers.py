@@ -10,7 +10,7 @@ from pathlib import Path
 from resolver.compile import compile_lists, write_index
 from resolver.config import parse_config
 from resolver.index import open_index
-from resolver.server import Resolver
+from resolver.pipeline import Resolver
 
 
 def make_resolver(

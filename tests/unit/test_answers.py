@@ -11,8 +11,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from resolver import wire
-from resolver.answers import BlockResponder, BlockSettings
+from resolver.dns.answers import BlockResponder, BlockSettings
+from resolver.dns.query import parse_query
 from resolver.policy import Action, Ede, Policy
 
 POLICIES = [
@@ -33,7 +33,7 @@ def ask(responder: BlockResponder, pid: int, qtype: str, edns: bool, do: bool = 
     )
     request.flags |= dns.flags.CD
     request.id = 4242
-    query = wire.parse_query(request.to_wire())
+    query = parse_query(request.to_wire())
     raw = responder.answer(query, pid)
     return None if raw is None else dns.message.from_wire(raw)
 
@@ -142,7 +142,7 @@ def test_answers_per_flags_do_not_leak_between_queries() -> None:
         request = dns.message.make_query("judi.example.", "A", use_edns=None)
         request.flags = (dns.flags.RD if rd else 0) | (dns.flags.CD if cd else 0)
         request.id = qid
-        raw = responder.answer(wire.parse_query(request.to_wire()), 1)
+        raw = responder.answer(parse_query(request.to_wire()), 1)
         assert raw is not None
         response = dns.message.from_wire(raw)
         assert response.id == qid

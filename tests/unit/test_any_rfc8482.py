@@ -1,5 +1,5 @@
 """RFC 8482 section 4.2: ANY over UDP gets one synthesized HINFO record, not everything the
-name has (ANY is the classic amplification query). Golden answers from wire.any_minimal_answer
+name has (ANY is the classic amplification query). Golden answers from any_minimal_answer
 read back with dnspython, and the handler's choices: blocked names keep their block answer,
 TCP still forwards ANY."""
 
@@ -15,8 +15,10 @@ import dns.rdataclass
 import dns.rdatatype
 import pytest
 
-from resolver import wire
-from resolver.server import Resolver
+from resolver.dns.constants import CD, TYPE_ANY
+from resolver.dns.query import Query, parse_query
+from resolver.dns.response import ANY_TTL, any_minimal_answer
+from resolver.pipeline import Resolver
 from tests.unit.resolvers import make_resolver
 
 BLOCKED = "judi-contoh.example"
@@ -30,7 +32,7 @@ def make(name: str = "WwW.Example.COM", rdtype: str = "ANY", **kw: object) -> by
 
 def test_golden_bytes_without_edns() -> None:
     data = make()
-    answer = wire.any_minimal_answer(data, wire.parse_query(data), 1232, 3600)
+    answer = any_minimal_answer(data, parse_query(data), 1232, 3600)
     question = data[12:]
     expected = (
         struct.pack("!HHHHHH", 0xBEEF, 0x8180, 1, 1, 0, 0)  # QR RD RA, NOERROR
@@ -45,9 +47,7 @@ def test_golden_bytes_without_edns() -> None:
 
 def test_dnspython_reads_one_hinfo_owned_by_the_question_name_case_kept() -> None:
     data = make()
-    answer = dns.message.from_wire(
-        wire.any_minimal_answer(data, wire.parse_query(data), 1232, 3600)
-    )
+    answer = dns.message.from_wire(any_minimal_answer(data, parse_query(data), 1232, 3600))
     assert answer.id == 0xBEEF and answer.rcode() == dns.rcode.NOERROR
     assert answer.flags & dns.flags.QR and answer.flags & dns.flags.RA
     assert answer.flags & dns.flags.RD and not answer.flags & dns.flags.AA
@@ -64,7 +64,7 @@ def test_dnspython_reads_one_hinfo_owned_by_the_question_name_case_kept() -> Non
 @pytest.mark.parametrize("do", [False, True])
 def test_edns_query_gets_our_opt_with_do_echoed(do: bool) -> None:
     data = make(use_edns=0, payload=4096, want_dnssec=do)
-    answer = dns.message.from_wire(wire.any_minimal_answer(data, wire.parse_query(data), 1232, 60))
+    answer = dns.message.from_wire(any_minimal_answer(data, parse_query(data), 1232, 60))
     assert answer.edns == 0 and answer.payload == 1232
     assert bool(answer.ednsflags & dns.flags.DO) == do
     assert answer.answer[0].ttl == 60 and len(answer.answer[0]) == 1
@@ -72,10 +72,10 @@ def test_edns_query_gets_our_opt_with_do_echoed(do: bool) -> None:
 
 def test_cd_copied_and_ttl_kept_in_range() -> None:
     data = make()
-    data = data[:2] + struct.pack("!H", struct.unpack_from("!H", data, 2)[0] | wire.CD) + data[4:]
-    query = wire.parse_query(data)
-    low = dns.message.from_wire(wire.any_minimal_answer(data, query, 1232, -5))
-    high = dns.message.from_wire(wire.any_minimal_answer(data, query, 1232, 1 << 40))
+    data = data[:2] + struct.pack("!H", struct.unpack_from("!H", data, 2)[0] | CD) + data[4:]
+    query = parse_query(data)
+    low = dns.message.from_wire(any_minimal_answer(data, query, 1232, -5))
+    high = dns.message.from_wire(any_minimal_answer(data, query, 1232, 1 << 40))
     assert low.flags & dns.flags.CD
     assert low.answer[0].ttl == 0 and high.answer[0].ttl == 2**31 - 1  # RFC 2181 8
 
@@ -85,9 +85,7 @@ def test_minimal_answer_is_small_whatever_the_name() -> None:
     so ANY over UDP amplifies nothing."""
     for name in ("a.example", "x" * 63 + "." + "y" * 63 + ".example"):
         data = make(name)
-        assert (
-            len(wire.any_minimal_answer(data, wire.parse_query(data), 1232, 60)) == len(data) + 21
-        )
+        assert len(any_minimal_answer(data, parse_query(data), 1232, 60)) == len(data) + 21
 
 
 # -- the handler ---------------------------------------------------------------------------------
@@ -103,7 +101,7 @@ def test_blocked_name_any_still_gets_the_block_answer(resolver: Resolver, udp: b
     """The block check comes first: ANY for a blocked name is answered like any other non-A
     type of that list (landing action: NODATA with the synthesized SOA), never with HINFO."""
     data = make(BLOCKED.upper())
-    answer = resolver.handle(data, "127.0.0.1", udp=udp)
+    answer = resolver.handle(data, "127.0.0.1", udp=udp)[0]
     assert isinstance(answer, bytes)
     message = dns.message.from_wire(answer)
     assert message.rcode() == dns.rcode.NOERROR and not message.answer
@@ -113,11 +111,11 @@ def test_blocked_name_any_still_gets_the_block_answer(resolver: Resolver, udp: b
 def test_any_over_tcp_is_forwarded(resolver: Resolver) -> None:
     """Over TCP the client's address is proven by the handshake, so there is no amplification
     to prevent: ANY goes upstream as before."""
-    result = resolver.handle(make(), "127.0.0.1", udp=False)
-    assert isinstance(result, wire.Query) and result.qtype == wire.TYPE_ANY
+    result = resolver.handle(make(), "127.0.0.1", udp=False)[0]
+    assert isinstance(result, Query) and result.qtype == TYPE_ANY
 
 
 def test_any_over_udp_gets_the_minimal_answer(resolver: Resolver) -> None:
     data = make(use_edns=0)
-    answer = resolver.handle(data, "127.0.0.1", udp=True)
-    assert answer == wire.any_minimal_answer(data, wire.parse_query(data), 1232, wire.ANY_TTL)
+    answer = resolver.handle(data, "127.0.0.1", udp=True)[0]
+    assert answer == any_minimal_answer(data, parse_query(data), 1232, ANY_TTL)

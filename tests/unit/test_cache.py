@@ -13,9 +13,9 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from resolver import wire
 from resolver.cache import ENTRY_OVERHEAD, CacheLimits, ResponseCache, with_edns_option
-from resolver.message import walk
+from resolver.dns.message import walk
+from resolver.dns.response import ede_option
 
 SOA = "ns1.example.com. hostmaster.example.com. 1 7200 3600 1209600 {minimum}"
 KEY = (b"www.example.com", 1, 1, 0)
@@ -444,7 +444,7 @@ def test_stale_entries_count_against_the_bounds_and_are_evicted_first() -> None:
 
 
 def test_with_edns_option_appends_to_an_existing_opt_or_adds_one() -> None:
-    option = wire.ede_option(3, "stale")
+    option = ede_option(3, "stale")
     with_opt = with_edns_option(POSITIVE, option, 1232, True)
     message = dns.message.from_wire(with_opt)
     assert [o.code for o in message.options] == [dns.edns.EDECode.STALE_ANSWER]  # type: ignore[attr-defined]

@@ -1,6 +1,6 @@
 """EDNS options of one hop (COOKIE, ECS, NSID, TCP keepalive, padding): removed from a query
-before it goes upstream (wire.upstream_request) and from an upstream answer before it is cached
-(message.without_options). Checked against dnspython."""
+before it goes upstream (upstream_request) and from an upstream answer before it is cached
+(without_options). Checked against dnspython."""
 
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resolver import message, wire
+from resolver.dns.message import without_options
+from resolver.dns.query import HOP_BY_HOP_OPTIONS, parse_query, upstream_request
 
 UNKNOWN = 65001
 
 
 def _query(options: list[dns.edns.Option], **kw: object) -> bytes:
-    """A query with the header flags blokir sends upstream (RD and AD, wire.upstream_request),
+    """A query with the header flags blokir sends upstream (RD and AD, upstream_request),
     so that what these tests compare is the options."""
     query = dns.message.make_query(
         "Www.Example.com", "A", use_edns=0, payload=1400, want_dnssec=True, options=options, **kw
@@ -45,23 +46,23 @@ ALL_HOP = [
 def test_hop_options_are_removed_and_the_rest_kept_byte_for_byte() -> None:
     kept = dns.edns.GenericOption(UNKNOWN, b"keep me")
     data = _query([ALL_HOP[0], ALL_HOP[1], kept, *ALL_HOP[2:]])
-    query = wire.parse_query(data)
-    sent = wire.upstream_request(data, query)
+    query = parse_query(data)
+    sent = upstream_request(data, query)
     parsed = dns.message.from_wire(sent)
     assert [(int(o.otype), o.to_wire()) for o in parsed.options] == [(UNKNOWN, b"keep me")]
     assert parsed.payload == 1400 and parsed.ednsflags & dns.flags.DO
     assert parsed.id == 0x4242 and parsed.flags == dns.message.from_wire(data).flags
     assert sent[: query.question_end] == data[: query.question_end]  # header, 0x20 question
     # What is left parses as the same query, with EDNS and DO (they key the cache).
-    again = wire.parse_query(sent)
+    again = parse_query(sent)
     assert (again.qname, again.edns, again.do) == (b"www.example.com", True, True)
     assert again.payload == 1400
-    assert wire.upstream_request(sent, again) is sent
+    assert upstream_request(sent, again) is sent
 
 
 def test_only_hop_options_leaves_an_empty_opt_record() -> None:
     data = _query(ALL_HOP)
-    sent = wire.upstream_request(data, wire.parse_query(data))
+    sent = upstream_request(data, parse_query(data))
     parsed = dns.message.from_wire(sent)
     assert parsed.edns == 0 and parsed.options == ()
     assert sent.endswith(b"\x00\x00")  # RDLENGTH 0
@@ -74,14 +75,14 @@ def test_only_hop_options_leaves_an_empty_opt_record() -> None:
 )
 def test_queries_without_hop_options_go_as_they_came(options: list[dns.edns.Option]) -> None:
     data = _query(options)
-    assert wire.upstream_request(data, wire.parse_query(data)) is data
+    assert upstream_request(data, parse_query(data)) is data
 
 
 def test_no_edns_goes_as_it_came() -> None:
     query = dns.message.make_query("example.com", "A", use_edns=False)
     query.flags |= dns.flags.AD
     data = query.to_wire()
-    assert wire.upstream_request(data, wire.parse_query(data)) is data
+    assert upstream_request(data, parse_query(data)) is data
 
 
 def test_a_signed_query_is_not_touched() -> None:
@@ -93,7 +94,7 @@ def test_a_signed_query_is_not_touched() -> None:
     )
     query.use_tsig(keyring, keyname="k.")
     data = query.to_wire()
-    assert wire.upstream_request(data, wire.parse_query(data)) is data
+    assert upstream_request(data, parse_query(data)) is data
 
 
 def _response(options: list[dns.edns.Option], edns: bool = True) -> bytes:
@@ -109,7 +110,7 @@ def _response(options: list[dns.edns.Option], edns: bool = True) -> bytes:
 def test_upstream_answers_lose_hop_options_and_keep_the_rest() -> None:
     ede = dns.edns.EDEOption(dns.edns.EDECode.STALE_ANSWER, "upstream said")
     data = _response([dns.edns.CookieOption(b"cookie-1", b"server-1"), ede, *ALL_HOP[:2]])
-    cleaned = message.without_options(data, wire.HOP_BY_HOP_OPTIONS)
+    cleaned = without_options(data, HOP_BY_HOP_OPTIONS)
     parsed = dns.message.from_wire(cleaned)
     assert parsed.options == (ede,)
     assert parsed.answer == dns.message.from_wire(data).answer
@@ -126,7 +127,7 @@ def test_upstream_answers_lose_hop_options_and_keep_the_rest() -> None:
     ],
 )
 def test_answers_without_hop_options_are_returned_as_they_came(data: bytes) -> None:
-    assert message.without_options(data, wire.HOP_BY_HOP_OPTIONS) is data
+    assert without_options(data, HOP_BY_HOP_OPTIONS) is data
 
 
 def test_an_opt_typed_record_outside_the_additional_section_is_left_alone() -> None:
@@ -138,7 +139,7 @@ def test_an_opt_typed_record_outside_the_additional_section_is_left_alone() -> N
     ede = struct.pack("!HHH", 15, 2, 0)
     opt = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, len(ede)) + ede
     data = struct.pack("!HHHHHH", 0x4242, 0x8180, 1, 1, 0, 1) + question + answer + opt
-    assert message.without_options(data, wire.HOP_BY_HOP_OPTIONS) is data
+    assert without_options(data, HOP_BY_HOP_OPTIONS) is data
 
 
 @settings(max_examples=300, deadline=None)
@@ -154,12 +155,12 @@ def test_any_mix_of_options_keeps_exactly_the_others_in_order(
     """Random option lists (COOKIE aside: its lengths are checked, see test_wire): what goes
     upstream is the query the client would have sent without the hop options, byte for byte;
     the same for an upstream answer."""
-    others = [(code, value) for code, value in options if code not in wire.HOP_BY_HOP_OPTIONS]
+    others = [(code, value) for code, value in options if code not in HOP_BY_HOP_OPTIONS]
     data = _query([dns.edns.GenericOption(code, value) for code, value in options])
-    sent = wire.upstream_request(data, wire.parse_query(data))
+    sent = upstream_request(data, parse_query(data))
     assert sent == _query([dns.edns.GenericOption(code, value) for code, value in others])
-    assert wire.parse_query(sent).hop_options == 0
-    cleaned = message.without_options(_response_with(options), wire.HOP_BY_HOP_OPTIONS)
+    assert parse_query(sent).hop_options == 0
+    cleaned = without_options(_response_with(options), HOP_BY_HOP_OPTIONS)
     assert cleaned == _response_with(others)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from resolver.compile import collect_names, compile_lists, write_index
-from resolver.index import IndexData, IndexError_, open_index, pids_within, save_index
+from resolver.index import IndexData, IndexError_, open_index, policy_ids_within, save_index
 from resolver.lists.model import ListSpec
 from resolver.policy import Action, MatchMode, Policy
 
@@ -39,11 +39,11 @@ def _build(tmp_path: Path, specs: list[ListSpec]):  # type: ignore[no-untyped-de
 
 def _verdict(index, name: str) -> str:  # type: ignore[no-untyped-def]
     found = index.match(name.encode())
-    pid = index.match_pid(name.encode())
-    assert (found.pid if found else 0) == pid, "match and match_pid disagree"
+    pid = index.match_policy_id(name.encode())
+    assert (found.policy_id if found else 0) == pid, "match and match_policy_id disagree"
     if found is None:
         return "none"
-    policy = index.policy(found.pid)
+    policy = index.policy(found.policy_id)
     return f"{policy.action.value}:{policy.list_name}"
 
 
@@ -63,9 +63,9 @@ def test_round_trip_every_entry_found_and_random_names_not(tmp_path: Path) -> No
     index = _build(tmp_path, [spec])
     try:
         assert index.count == len(names)
-        assert all(index.match_pid(n.encode()) for n in names)
+        assert all(index.match_policy_id(n.encode()) for n in names)
         misses = [f"zz{i}.nothere-{i}.invalid" for i in range(20_000)]
-        assert not any(index.match_pid(n.encode()) for n in misses)
+        assert not any(index.match_policy_id(n.encode()) for n in misses)
         keys, _, below_pid = index.arrays()
         assert np.all(keys[1:] > keys[:-1])
         assert not below_pid.any()  # exact list: nothing covers names below
@@ -148,7 +148,7 @@ def test_empty_list_makes_a_valid_empty_index(tmp_path: Path) -> None:
     index = _build(tmp_path, [_list(tmp_path, "empty", ["# nothing here"])])
     try:
         assert index.count == 0
-        assert index.match_pid(b"anything.example") == 0
+        assert index.match_policy_id(b"anything.example") == 0
     finally:
         index.close()
 
@@ -211,9 +211,9 @@ def test_save_is_atomic_replace(index_file: Path, tmp_path: Path) -> None:
     try:
         result = compile_lists([_list(tmp_path, "new", ["fresh.example"])])
         write_index(result, index_file)
-        assert old.match_pid(b"n5.example")
+        assert old.match_policy_id(b"n5.example")
         new = open_index(index_file)
-        assert new.match_pid(b"fresh.example") and not new.match_pid(b"n5.example")
+        assert new.match_policy_id(b"fresh.example") and not new.match_policy_id(b"n5.example")
         new.close()
     finally:
         old.close()
@@ -256,7 +256,7 @@ def test_policy_id_out_of_range_refused(tmp_path: Path, n_policies: int) -> None
                     open_index(path)
 
 
-def test_pids_within_matches_a_plain_max() -> None:
+def test_policy_ids_within_matches_a_plain_max() -> None:
     rng = np.random.default_rng(3)
     for _ in range(300):
         size = int(rng.choice([1, 2, 5, 70_000]))
@@ -271,4 +271,4 @@ def test_pids_within_matches_a_plain_max() -> None:
             if at + 1 < size and rng.random() < 0.3:
                 ids[at : at + 2] = (0xD800, 0xDC00)
         view = memoryview(ids.astype("<u2").tobytes()).cast("H")
-        assert pids_within(view, limit) == (int(ids.max()) <= limit), (limit, int(ids.max()))
+        assert policy_ids_within(view, limit) == (int(ids.max()) <= limit), (limit, int(ids.max()))

@@ -15,9 +15,9 @@ import pytest
 
 from resolver import metrics
 from resolver.config import Config, ConfigError, parse_config
+from resolver.dns.query import Query
 from resolver.inflight import InflightTable, zone_of
-from resolver.server import Resolver
-from resolver.wire import Query
+from resolver.pipeline import Resolver
 from tests.unit.resolvers import make_resolver
 
 # -- zone_of ------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def query(name: str, qid: int, edns: int = -1) -> bytes:
 
 
 def parsed(resolver: Resolver, data: bytes) -> Query:
-    result = resolver.handle(data, "127.0.0.1")
+    result = resolver.handle(data, "127.0.0.1")[0]
     assert isinstance(result, Query), "expected a cache miss"
     return result
 
@@ -151,7 +151,7 @@ def forward_all(
         ]
         await asyncio.sleep(release_after)
         upstream.release.set()
-        return list(await asyncio.gather(*tasks))
+        return [answer for answer, _ in await asyncio.gather(*tasks)]
 
     return asyncio.run(asyncio.wait_for(body(), 5))
 
@@ -182,7 +182,7 @@ def test_identical_misses_share_one_upstream_query_each_with_its_own_id_and_case
     assert len(resolver.inflight) == 0 and resolver.stats.upstream_inflight == 0
     assert resolver.stats.upstream_inflight_peak == 1
     assert resolver.cache.inserts == 1  # stored once, by the shared query
-    hit = resolver.handle(query("www.shared.example", 7), "127.0.0.1")
+    hit = resolver.handle(query("www.shared.example", 7), "127.0.0.1")[0]
     assert isinstance(hit, bytes)  # the next asker is a cache hit
 
 
@@ -229,15 +229,15 @@ def test_a_miss_over_a_full_cap_is_answered_by_handle_itself(tmp_path: Path) -> 
             for d in opened
         ]
         await asyncio.sleep(0)  # the two upstream queries are open now
-        turned_away = resolver.handle(query("r9.victim.example", 9, edns=0), "127.0.0.1")
+        turned_away, outcome = resolver.handle(query("r9.victim.example", 9, edns=0), "127.0.0.1")
         assert isinstance(turned_away, bytes)
         message = dns.message.from_wire(turned_away)
         assert message.rcode() == dns.rcode.SERVFAIL and message.id == 9
         assert message.options[0].text == "too many queries in flight for victim.example"
-        assert resolver.last_outcome == metrics.SERVFAIL
+        assert outcome == metrics.SERVFAIL
         assert resolver.stats.inflight_rejected_zone == 1
-        assert isinstance(resolver.handle(opened[0], "127.0.0.1"), Query)  # coalesces
-        assert isinstance(resolver.handle(query("www.other.example", 3), "127.0.0.1"), Query)
+        assert isinstance(resolver.handle(opened[0], "127.0.0.1")[0], Query)  # coalesces
+        assert isinstance(resolver.handle(query("www.other.example", 3), "127.0.0.1")[0], Query)
         upstream.release.set()
         await asyncio.gather(*tasks)
 
@@ -355,18 +355,19 @@ def test_client_timer_answers_stale_and_the_upstream_query_still_refreshes_the_c
     async def body() -> None:
         data = query("slow.example", 2, edns=0)
         started = asyncio.get_running_loop().time()
-        answer = await resolver.forward(parsed(resolver, data), data, metrics.UDP)
+        answer, outcome = await resolver.forward(parsed(resolver, data), data, metrics.UDP)
         waited = asyncio.get_running_loop().time() - started
         message = dns.message.from_wire(answer or b"")
         assert [rd.address for rd in message.answer[0]] == ["198.51.100.7"]  # the stale one
         assert message.answer[0].ttl == 30 and 0.09 <= waited < 1.0
+        assert outcome == metrics.STALE
         assert len(resolver.inflight) == 1  # the upstream query goes on
         upstream.release.set()
         for _ in range(100):
             if not len(resolver.inflight):
                 break
             await asyncio.sleep(0.01)
-        fresh = resolver.handle(query("slow.example", 3, edns=0), "127.0.0.1")
+        fresh = resolver.handle(query("slow.example", 3, edns=0), "127.0.0.1")[0]
         assert isinstance(fresh, bytes)
         assert [rd.address for rd in dns.message.from_wire(fresh).answer[0]] == ["198.51.100.99"]
 
@@ -393,7 +394,7 @@ def test_a_client_that_goes_away_does_not_cancel_the_shared_query(tmp_path: Path
         await asyncio.sleep(0.01)
         leader.cancel()
         upstream.release.set()
-        answer = await follower
+        answer = (await follower)[0]
         assert dns.message.from_wire(answer or b"").id == 2
         assert resolver.cache.inserts == 1
 

@@ -185,7 +185,7 @@ def test_compiled_index_answers_addresses(tmp_path: Path) -> None:
         assert verdict("192.0.3.1") == "-"
         assert verdict("2001:db8:ffff::1") == "block-ip"
         assert verdict("2001:db9::1") == "-"
-        assert index.match_pid(b"judi.example") and not index.match_pid(b"192.0.2.1")
+        assert index.match_policy_id(b"judi.example") and not index.match_policy_id(b"192.0.2.1")
         assert match.locate(ipaddress.ip_address("192.0.2.7").packed)[1] == 24
 
 

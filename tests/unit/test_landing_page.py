@@ -175,13 +175,13 @@ def test_the_index_is_followed_when_a_reload_replaces_it(tmp_path: Path) -> None
     now = [0.0]
     follower = IndexFollower(str(config.blocking.index_path), clock=lambda: now[0])
     first = follower.current()
-    assert first is not None and first.match_pid(b"new-block.example") == 0
+    assert first is not None and first.match_policy_id(b"new-block.example") == 0
     (tmp_path / "gambling.txt").write_text(f"{BLOCKED}\nnew-block.example\n")
     compile_index(config)
     assert follower.current() is first  # checked at most once a second
     now[0] = 1.5
     fresh = follower.current()
-    assert fresh is not first and fresh is not None and fresh.match_pid(b"new-block.example")
+    assert fresh is not first and fresh is not None and fresh.match_policy_id(b"new-block.example")
     (tmp_path / "index.blkx").write_bytes(b"garbage")  # a broken file: the last good one stays
     now[0] = 3.0
     assert follower.current() is fresh

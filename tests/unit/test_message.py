@@ -13,17 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resolver.message import (
-    ADDITIONAL,
-    ANSWER,
-    AUTHORITY,
-    MessageError,
-    cname_targets,
-    negative_ttl,
-    read_name,
-    skip_name,
-    walk,
-)
+from resolver.dns.message import ADDITIONAL, ANSWER, AUTHORITY, cname_targets, negative_ttl, walk
+from resolver.dns.names import MessageError, read_name, skip_name
 
 SOA = "ns1.example.com. hostmaster.example.com. 2024010101 7200 3600 1209600 300"
 

@@ -96,14 +96,30 @@ def test_a_broken_manifest_loads_every_extension_module_from_source(tmp_path: Pa
 
 def test_the_source_finder_answers_only_for_its_modules(tmp_path: Path) -> None:
     package = fake_package(tmp_path)
-    finder = native.SourceFirst(package, ["resolver.wire"])
+    finder = native.SourceFirst(package, ["resolver.wire", "resolver.dns.query"])
     spec = finder.find_spec("resolver.wire", None)
     assert spec is not None and spec.origin == str(package / "wire.py")
     assert finder.find_spec("resolver.server", None) is None
+    # A module of a subpackage loads from its own directory, not from the package's.
+    spec = finder.find_spec("resolver.dns.query", None)
+    assert spec is not None and spec.origin == str(package / "dns" / "query.py")
+
+
+def test_compiled_modules_of_subpackages_count_too(tmp_path: Path) -> None:
+    package = fake_package(tmp_path)
+    (package / "dns").mkdir()
+    (package / "dns" / "query.py").write_text("Q = 1\n")
+    (package / native.MANIFEST).write_text("{not json")
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    (package / "dns" / f"query{suffix}").write_bytes(b"")
+    (package / f"wire{suffix}").write_bytes(b"")
+    assert native.decide(package, {})[1] == ["resolver.dns.query", "resolver.wire"]
 
 
 def where_wire_loads_from(package_parent: Path, env: dict[str, str] | None = None) -> str:
-    code = "import resolver.wire as w; print(w.__spec__.origin)"
+    """Where a copy of the package loads its query parser from (a compiled module of the
+    resolver.dns subpackage)."""
+    code = "import resolver.dns.query as w; print(w.__spec__.origin)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=package_parent,
@@ -121,9 +137,9 @@ def test_an_edited_copy_of_a_compiled_package_runs_its_sources(tmp_path: Path) -
     copy = tmp_path / "resolver"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     assert where_wire_loads_from(tmp_path).endswith(".so")  # as built: compiled
-    assert where_wire_loads_from(tmp_path, {native.PURE_ENV: "1"}) == str(copy / "wire.py")
-    wire = copy / "wire.py"
-    wire.write_text(wire.read_text() + "\n# edited after the build\n")
-    assert where_wire_loads_from(tmp_path) == str(copy / "wire.py")
+    source = copy / "dns" / "query.py"
+    assert where_wire_loads_from(tmp_path, {native.PURE_ENV: "1"}) == str(source)
+    source.write_text(source.read_text() + "\n# edited after the build\n")
+    assert where_wire_loads_from(tmp_path) == str(source)
     manifest = json.loads((copy / native.MANIFEST).read_text())
-    assert "resolver.wire" in manifest["modules"]
+    assert "resolver.dns.query" in manifest["modules"]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from resolver.answers import encode_name
 from resolver.cli import main as blokir
 from resolver.config import load_config
+from resolver.dns.names import encode_name
 from resolver.plugins.engine import PluginEngine, plugin_settings
 
 

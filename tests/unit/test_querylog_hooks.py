@@ -27,14 +27,14 @@ def test_blocked_always_allowed_sampled(tmp_path: Path) -> None:
     # An allowed name in the cache, as an upstream answer would have put it there.
     response = dns.message.make_response(dns.message.from_wire(query("ok.example", 1)))
     response.answer.append(dns.rrset.from_text("ok.example.", 300, "IN", "A", "198.51.100.1"))
-    first = resolver.handle(query("ok.example", 1), "127.0.0.1")
+    first, _ = resolver.handle(query("ok.example", 1), "127.0.0.1")
     assert not isinstance(first, bytes)  # a miss: forwarded
     resolver.cache.put(resolver._cache_key(first), response.to_wire())
 
     for n in range(4):  # parsed, then memo hits (from the second sighting on)
-        assert isinstance(resolver.handle(query("judi.example", 100 + n), "127.0.0.1"), bytes)
+        assert isinstance(resolver.handle(query("judi.example", 100 + n), "127.0.0.1")[0], bytes)
     for n in range(7):  # cache, then memo hits
-        assert isinstance(resolver.handle(query("ok.example", 200 + n), "127.0.0.1"), bytes)
+        assert isinstance(resolver.handle(query("ok.example", 200 + n), "127.0.0.1")[0], bytes)
     blocked = [r for r in qlog.records if r[5]]
     allowed = [r for r in qlog.records if not r[5]]
     assert [(r[1], r[7]) for r in blocked] == [("127.0.0.1", b"judi.example")] * 4

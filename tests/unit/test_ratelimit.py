@@ -12,9 +12,9 @@ import pytest
 
 from resolver import metrics
 from resolver.config import ServerConfig, load_default_config, parse_config
+from resolver.dns.query import parse_query
+from resolver.pipeline import Resolver
 from resolver.ratelimit import RateLimitAction, RateLimiter, slip_response
-from resolver.server import Resolver
-from resolver.wire import parse_query
 from tests.unit.resolvers import make_resolver
 
 CLIENT = "10.1.2.3"
@@ -46,7 +46,7 @@ def query(qid: int, name: str = "Judi-Contoh.example", **kw: object) -> bytes:
 def test_slip_answers_tc_with_the_question_and_no_records(tmp_path: Path, use_edns: bool) -> None:
     resolver, _ = limited_resolver(tmp_path, "slip")
     kw: dict[str, object] = {"use_edns": 0} if use_edns else {}
-    answers = [resolver.handle(query(i, **kw), CLIENT) for i in range(4)]
+    answers = [resolver.handle(query(i, **kw), CLIENT)[0] for i in range(4)]
     assert all(isinstance(a, bytes) for a in answers)
     within = dns.message.from_wire(answers[0])  # type: ignore[arg-type]
     assert within.answer and not within.flags & dns.flags.TC
@@ -68,18 +68,18 @@ def test_slip_answers_tc_with_the_question_and_no_records(tmp_path: Path, use_ed
 
 def test_drop_sends_nothing_and_counts(tmp_path: Path) -> None:
     resolver, clock = limited_resolver(tmp_path, "drop")
-    results = [resolver.handle(query(i), CLIENT) for i in range(5)]
+    results = [resolver.handle(query(i), CLIENT)[0] for i in range(5)]
     assert [r is None for r in results] == [False, False, True, True, True]
     assert resolver.ratelimiter is not None and resolver.ratelimiter.dropped == 3
     assert resolver.stats.outcome_total(metrics.RATELIMITED) == 3
     clock.now += 1.0  # two tokens a second
-    assert resolver.handle(query(9), CLIENT) is not None
+    assert resolver.handle(query(9), CLIENT)[0] is not None
 
 
 def test_refuse_is_the_default_action(tmp_path: Path) -> None:
     assert ServerConfig().ratelimit_action is RateLimitAction.REFUSE
     resolver, _ = limited_resolver(tmp_path, "refuse")
-    rcodes = [dns.message.from_wire(resolver.handle(query(i), CLIENT)).rcode() for i in range(3)]  # type: ignore[arg-type]
+    rcodes = [dns.message.from_wire(resolver.handle(query(i), CLIENT)[0]).rcode() for i in range(3)]  # type: ignore[arg-type]
     assert rcodes == [dns.rcode.NOERROR, dns.rcode.NOERROR, dns.rcode.REFUSED]
     assert resolver.ratelimiter is not None and resolver.ratelimiter.refused == 1
 
@@ -87,8 +87,8 @@ def test_refuse_is_the_default_action(tmp_path: Path) -> None:
 def test_tcp_queries_over_the_limit_are_refused_when_dropping(tmp_path: Path) -> None:
     resolver, _ = limited_resolver(tmp_path, "drop")
     for i in range(2):
-        resolver.handle(query(i), CLIENT, udp=False)
-    raw = resolver.handle(query(7), CLIENT, udp=False)
+        resolver.handle(query(i), CLIENT, udp=False)[0]
+    raw = resolver.handle(query(7), CLIENT, udp=False)[0]
     assert isinstance(raw, bytes)
     message = dns.message.from_wire(raw)
     assert message.rcode() == dns.rcode.REFUSED and not message.flags & dns.flags.TC
@@ -99,11 +99,11 @@ def test_slipped_client_gets_its_answer_over_tcp(tmp_path: Path) -> None:
     """TCP is where a slipped answer sends the client: never limited under `slip`."""
     resolver, _ = limited_resolver(tmp_path, "slip")
     for i in range(3):
-        resolver.handle(query(i), CLIENT)
-    slipped = resolver.handle(query(3), CLIENT)
+        resolver.handle(query(i), CLIENT)[0]
+    slipped = resolver.handle(query(3), CLIENT)[0]
     assert isinstance(slipped, bytes) and dns.message.from_wire(slipped).flags & dns.flags.TC
     for i in range(10):  # far over the UDP limit of 2
-        raw = resolver.handle(query(10 + i), CLIENT, udp=False)
+        raw = resolver.handle(query(10 + i), CLIENT, udp=False)[0]
         assert isinstance(raw, bytes)
         message = dns.message.from_wire(raw)
         assert message.rcode() == dns.rcode.NOERROR and message.answer
@@ -115,9 +115,9 @@ def test_slipped_client_gets_its_answer_over_tcp(tmp_path: Path) -> None:
 def test_limited_prefix_does_not_affect_other_prefixes(tmp_path: Path) -> None:
     resolver, _ = limited_resolver(tmp_path, "drop")
     for i in range(5):
-        resolver.handle(query(i), CLIENT)
-    assert resolver.handle(query(1), "10.1.3.3") is not None  # another /24
-    assert resolver.handle(query(1), "10.1.2.200") is None  # the same /24
+        resolver.handle(query(i), CLIENT)[0]
+    assert resolver.handle(query(1), "10.1.3.3")[0] is not None  # another /24
+    assert resolver.handle(query(1), "10.1.2.200")[0] is None  # the same /24
 
 
 def test_slip_response_sets_only_tc_on_top_of_an_empty_answer() -> None:

@@ -23,11 +23,11 @@ HEAVY = ("numpy", "dns")
 
 SERVE_PATH = """
 import json, struct, sys
-import resolver.cli, resolver.supervisor, resolver.server, resolver.reload
+import resolver.cli, resolver.supervisor, resolver.worker, resolver.reload
 from resolver.config import load_config
 from resolver.index import open_index
 from resolver.reload import UNCHANGED, Reloader
-from resolver.server import Resolver
+from resolver.pipeline import Resolver
 
 config_path, name = sys.argv[1], sys.argv[2]
 config = load_config(config_path)
@@ -37,7 +37,7 @@ again = reloader.reload("test", download_all=False)
 resolver = Resolver(config, open_index(reloader.index_path))
 qname = b"".join(bytes([len(label)]) + label for label in name.encode().split(b".")) + b"\\0"
 query = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
-answer = resolver.handle(query, "127.0.0.1")
+answer = resolver.handle(query, "127.0.0.1")[0]
 print(json.dumps({
     "results": [first.result, again.result],
     "unchanged": UNCHANGED,

@@ -14,8 +14,8 @@ import dns.rrset
 import dns.tsig
 import dns.tsigkeyring
 
-from resolver.message import within_limit
-from resolver.wire import Query
+from resolver.dns.message import within_limit
+from resolver.dns.query import Query
 from tests.unit.resolvers import make_resolver
 
 NAME = "mid.example."
@@ -104,12 +104,12 @@ def test_the_resolver_drops_glue_rather_than_truncating(tmp_path: Path) -> None:
     _, no_glue, _ = sizes(reply)
     assert no_glue <= 512 < len(to_wire(reply))  # fits in 512 octets only without the glue
     ask = dns.message.make_query(NAME, "TXT", id=1).to_wire()
-    asked = resolver.handle(ask, "127.0.0.1")
+    asked = resolver.handle(ask, "127.0.0.1")[0]
     assert isinstance(asked, Query)
     reply.id = 1
     resolver.cache.put(resolver._cache_key(asked), to_wire(reply))
     for _ in range(2):  # the cache, then the memo
-        got = resolver.handle(ask, "127.0.0.1")
+        got = resolver.handle(ask, "127.0.0.1")[0]
         assert isinstance(got, bytes)
         parsed = dns.message.from_wire(got)
         assert not parsed.flags & dns.flags.TC and parsed.answer == reply.answer

@@ -21,7 +21,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from resolver.message import MessageError
+from resolver.dns.names import MessageError
 from resolver.upstream import BACKOFF_INITIAL, DOWN_AFTER, UpstreamPool
 from tests.support.upstream import FakeUpstream, Request
 

@@ -1,7 +1,7 @@
 """Block answers: what a blocked name gets, prebuilt once per (policy, query shape).
 
 A template is the response minus its header and question: answer, authority and additional
-records with names compressed to the question (pointer 0xC00C, RFC 1035 4.1.4). Per query the
+records with names compressed to the question (question_record). Per query the
 server only packs a header and concatenates: no message objects on the hot path.
 
 Answers per action (README "Block answers"):
@@ -26,14 +26,26 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from resolver import wire
+from resolver.dns.constants import (
+    CD,
+    CLASS_IN,
+    NOERROR,
+    NXDOMAIN,
+    OPCODE_MASK,
+    RD,
+    REFUSED,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_SOA,
+)
+from resolver.dns.names import encode_name
+from resolver.dns.query import Query
+from resolver.dns.response import ede_option, opt_record, question_record, response_flags
 from resolver.policy import Action, Policy
 
 if TYPE_CHECKING:
     from resolver.config import Config
 
-_RR_FIXED = struct.Struct("!HHHIH")  # pointer, type, class, ttl, rdlength
-_QNAME_POINTER = 0xC00C  # the question name always starts at offset 12
 # SOA timers (RFC 1912 2.2 ranges); only MINIMUM matters to resolvers caching the block.
 _SOA_REFRESH, _SOA_RETRY, _SOA_EXPIRE = 3600, 600, 86400
 _SOA_SERIAL = 1
@@ -76,8 +88,8 @@ Template = tuple[int, int, int, int, bytes] | None
 Answer = tuple[bytes, bytes] | None
 _HEADER_AFTER_ID = struct.Struct("!HHHHH")  # flags, QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT
 _ID = struct.Struct("!H")
-# The query flags a response copies (wire.response_flags): part of the answer cache's key.
-_COPIED_FLAGS = wire.OPCODE_MASK | wire.RD | wire.CD
+# The query flags a response copies (response_flags): part of the answer cache's key.
+_COPIED_FLAGS = OPCODE_MASK | RD | CD
 
 
 class BlockResponder:
@@ -93,58 +105,61 @@ class BlockResponder:
         self._answers: dict[tuple[int, int, bool, bool, int], Answer] = {}
         self._soa = _soa_rdata(settings)
 
-    def answer(self, query: wire.Query, pid: int) -> bytes | None:
-        """The response for a query whose name matched block policy `pid`; None means drop."""
+    def answer(self, query: Query, policy_id: int) -> bytes | None:
+        """The response for a query whose name matched block policy `policy_id` (its number in
+        the index's policy table); None means drop."""
         qtype = query.qtype
-        shape = 1 if qtype == wire.TYPE_A else 28 if qtype == wire.TYPE_AAAA else 0
+        shape = 1 if qtype == TYPE_A else 28 if qtype == TYPE_AAAA else 0
         flags = query.flags & _COPIED_FLAGS
-        key = (pid, shape, query.edns, query.do, flags)
+        key = (policy_id, shape, query.edns, query.do, flags)
         made = self._answers.get(key)
         if made is None:
             if key in self._answers:
                 return None
-            made = self._answers[key] = self._answer_for(pid, shape, query.edns, query.do, flags)
+            made = self._answers[key] = self._answer_for(
+                policy_id, shape, query.edns, query.do, flags
+            )
             if made is None:
                 return None
         head, records = made
         return _ID.pack(query.id) + head + query.question + records
 
-    def _answer_for(self, pid: int, shape: int, edns: bool, do: bool, flags: int) -> Answer:
-        key = (pid, shape, edns, do)
+    def _answer_for(self, policy_id: int, shape: int, edns: bool, do: bool, flags: int) -> Answer:
+        key = (policy_id, shape, edns, do)
         template = self._templates.get(key)
         if template is None:
             if key in self._templates:
                 return None
-            template = self._templates[key] = self._build(pid, shape, edns, do)
+            template = self._templates[key] = self._build(policy_id, shape, edns, do)
             if template is None:
                 return None
         rcode, ancount, nscount, arcount, records = template
-        flags = wire.response_flags(flags, rcode)
+        flags = response_flags(flags, rcode)
         return _HEADER_AFTER_ID.pack(flags, 1, ancount, nscount, arcount), records
 
-    def _build(self, pid: int, shape: int, edns: bool, do: bool) -> Template:
-        policy = self._policies[pid - 1]
+    def _build(self, policy_id: int, shape: int, edns: bool, do: bool) -> Template:
+        policy = self._policies[policy_id - 1]
         action = policy.action
         if action is Action.DROP:
             return None
         ttl = self._settings.ttl
         answers: list[bytes] = []
         authority: list[bytes] = []
-        rcode = wire.NOERROR
+        rcode = NOERROR
         if action is Action.LANDING:
             addresses = self._landing(policy, shape)
             for packed in addresses:
-                rtype = wire.TYPE_A if len(packed) == 4 else wire.TYPE_AAAA
-                answers.append(_rr(rtype, ttl, packed))
+                rtype = TYPE_A if len(packed) == 4 else TYPE_AAAA
+                answers.append(question_record(rtype, CLASS_IN, ttl, packed))
             if not answers:
-                authority.append(_rr(wire.TYPE_SOA, ttl, self._soa))
+                authority.append(question_record(TYPE_SOA, CLASS_IN, ttl, self._soa))
         elif action is Action.NXDOMAIN:
-            rcode = wire.NXDOMAIN
-            authority.append(_rr(wire.TYPE_SOA, ttl, self._soa))
+            rcode = NXDOMAIN
+            authority.append(question_record(TYPE_SOA, CLASS_IN, ttl, self._soa))
         elif action is Action.NODATA:
-            authority.append(_rr(wire.TYPE_SOA, ttl, self._soa))
+            authority.append(question_record(TYPE_SOA, CLASS_IN, ttl, self._soa))
         elif action is Action.REFUSED:
-            rcode = wire.REFUSED
+            rcode = REFUSED
         else:  # pragma: no cover - ALLOW never reaches the responder
             raise ValueError(f"not a block action: {action}")
         additional = b""
@@ -152,16 +167,16 @@ class BlockResponder:
             options = b""
             code = policy.ede.code
             if code is not None:
-                options = wire.ede_option(code, self.extra_text(policy))
-            additional = wire.opt_record(self._settings.udp_payload_size, do, 0, options)
+                options = ede_option(code, self.extra_text(policy))
+            additional = opt_record(self._settings.udp_payload_size, do, 0, options)
         records = b"".join(answers) + b"".join(authority) + additional
         return (rcode, len(answers), len(authority), 1 if edns else 0, records)
 
     def _landing(self, policy: Policy, shape: int) -> list[bytes]:
         """Per-list landing addresses override the global ones (README "Block answers")."""
-        if shape == wire.TYPE_A:
+        if shape == TYPE_A:
             texts = policy.landing_ipv4 or _single(self._settings.landing_ipv4)
-        elif shape == wire.TYPE_AAAA:
+        elif shape == TYPE_AAAA:
             texts = policy.landing_ipv6 or _single(self._settings.landing_ipv6)
         else:
             return []
@@ -188,22 +203,6 @@ class BlockResponder:
 
 def _single(value: str | None) -> tuple[str, ...]:
     return (value,) if value else ()
-
-
-def _rr(rtype: int, ttl: int, rdata: bytes) -> bytes:
-    return _RR_FIXED.pack(_QNAME_POINTER, rtype, wire.CLASS_IN, ttl, len(rdata)) + rdata
-
-
-def encode_name(text: str) -> bytes:
-    """Dotted ASCII name -> uncompressed wire form (RFC 1035 3.1)."""
-    out = bytearray()
-    for label in text.rstrip(".").split("."):
-        if label:
-            raw = label.encode("ascii")
-            out.append(len(raw))
-            out += raw
-    out.append(0)
-    return bytes(out)
 
 
 def _soa_rdata(settings: BlockSettings) -> bytes:

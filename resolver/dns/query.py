@@ -1,13 +1,12 @@
-"""Sans-I/O DNS wire helpers for the hot path: parse a query's header, question and OPT record
-straight from bytes, and build responses by concatenating bytes.
+"""Parsing a client's query on the hot path: its header, question and OPT record straight from
+bytes; and the query as it goes upstream.
 
 Nothing here allocates dnslib or dnspython objects: a query costs a struct unpack, a walk over
 its labels and one small object. The parser is strict (see parse_query): a query blokir accepts
 is forwarded upstream byte for byte (but for the ID and the client's own EDNS options, see
 HOP_BY_HOP_OPTIONS), so every byte of it must have been understood; anything else gets the RFC's
-error answer or, for responses and runt packets, silence. References: RFC 1035 section 4.1
-(message format), RFC 6891 (EDNS(0), the OPT record), RFC 8914 (Extended DNS Errors), RFC 8482
-(minimal answers to ANY).
+error answer (resolver.dns.response) or, for responses and runt packets, silence. References:
+RFC 1035 section 4.1 (message format), RFC 6891 (EDNS(0), the OPT record).
 """
 
 from __future__ import annotations
@@ -15,62 +14,43 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from resolver.message import remove_options
+from resolver.dns.constants import (
+    AD,
+    BADVERS,
+    CD,
+    CLASS_CH,
+    CLASS_HS,
+    CLASS_IN,
+    EDNS_DO,
+    FORMERR,
+    HEADER_SIZE,
+    MAX_LABEL,
+    MAX_NAME_WIRE,
+    MIN_UDP_PAYLOAD,
+    NOTIMP,
+    OPCODE_MASK,
+    OPTION_COOKIE,
+    OPTION_ECS,
+    OPTION_NSID,
+    OPTION_PADDING,
+    OPTION_TCP_KEEPALIVE,
+    QR,
+    RD,
+    TYPE_OPT,
+)
+from resolver.dns.message import remove_options
+from resolver.dns.names import MessageError, skip_name
 
 _HEADER: Final = struct.Struct("!HHHHHH")
 _U16: Final = struct.Struct("!H")
 _QTAIL: Final = struct.Struct("!HH")
 _OPT_FIXED: Final = struct.Struct("!HHIH")  # type, class (payload size), ttl (flags), rdlength
 
-HEADER_SIZE: Final = 12
-MAX_NAME_WIRE: Final = 255  # RFC 1035 2.3.4, wire octets including the root label
-MAX_LABEL: Final = 63  # RFC 1035 2.3.4; lengths 64-191 are reserved, 192+ are pointers
-MIN_UDP_PAYLOAD: Final = 512  # RFC 1035 4.2.1 without EDNS; RFC 6891 6.2.5 floor with it
-
-# Header flag bits (RFC 1035 4.1.1, RFC 4035 3.2 for AD/CD).
-QR: Final = 0x8000
-AA: Final = 0x0400
-TC: Final = 0x0200
-RD: Final = 0x0100
-RA: Final = 0x0080
-AD: Final = 0x0020
-CD: Final = 0x0010
-OPCODE_MASK: Final = 0x7800
-RCODE_MASK: Final = 0x000F
-
-# RCODEs (RFC 1035 4.1.1, RFC 6891 9 for the extended BADVERS).
-NOERROR: Final = 0
-FORMERR: Final = 1
-SERVFAIL: Final = 2
-NXDOMAIN: Final = 3
-NOTIMP: Final = 4
-REFUSED: Final = 5
-BADVERS: Final = 16
-
-TYPE_A: Final = 1
-TYPE_NS: Final = 2
-TYPE_CNAME: Final = 5
-TYPE_SOA: Final = 6
-TYPE_HINFO: Final = 13
-TYPE_AAAA: Final = 28
-TYPE_OPT: Final = 41
-TYPE_ANY: Final = 255
-CLASS_IN: Final = 1
-CLASS_CH: Final = 3
-CLASS_HS: Final = 4
-CLASS_ANY: Final = 255
 # Classes a query may ask (RFC 6895 3.2): data classes only. QCLASS ANY (255) is refused with
 # NOTIMP rather than forwarded: the block check is per class IN, and "any class" includes IN.
 # NONE (254) belongs to UPDATE, 0 and 65535 are reserved, the rest unassigned or private.
 QUERY_CLASSES: Final = frozenset((CLASS_IN, CLASS_CH, CLASS_HS))
 
-EDNS_DO: Final = 0x8000  # RFC 3225: in the OPT TTL field
-OPTION_NSID: Final = 3  # RFC 5001
-OPTION_ECS: Final = 8  # RFC 7871 (EDNS Client Subnet)
-OPTION_COOKIE: Final = 10  # RFC 7873 section 4
-OPTION_TCP_KEEPALIVE: Final = 11  # RFC 7828
-OPTION_PADDING: Final = 12  # RFC 7830
-OPTION_EDE: Final = 15  # RFC 8914 section 2
 # Options about the client or its connection, not about the question. OPT is hop by hop (RFC
 # 6891 6.1.1: it is not forwarded or cached), and these are why that matters for a forwarder
 # with a shared cache: a forwarded COOKIE comes back holding this client's cookie, which the next
@@ -82,9 +62,6 @@ OPTION_EDE: Final = 15  # RFC 8914 section 2
 HOP_BY_HOP_OPTIONS: Final = frozenset(
     (OPTION_NSID, OPTION_ECS, OPTION_COOKIE, OPTION_TCP_KEEPALIVE, OPTION_PADDING)
 )
-# RFC 8482 4.2: the synthesized HINFO's CPU is "RFC8482" and its OS the empty string.
-_HINFO_RFC8482: Final = b"\x07RFC8482\x00"
-ANY_TTL: Final = 3600  # a default for any_minimal_answer; RFC 8482 4.2 leaves it to the operator
 
 _DOT: Final = 0x2E
 _BACKSLASH: Final = 0x5C  # an int: `in` on bytes is a memchr, far cheaper than a bytes needle
@@ -292,7 +269,6 @@ def _escape_label(label: bytes) -> bytes:
 
 # A question name starting at offset 12 may not reach this offset before its root octet.
 _QUESTION_NAME_LIMIT: Final = HEADER_SIZE + MAX_NAME_WIRE
-MAX_POINTER_HOPS: Final = 64  # a name of 255 octets has at most 127 labels; pointers are fewer
 
 
 def _use_opt(data: bytes, query: Query, payload: int, ttl: int, start: int, end: int) -> None:
@@ -361,7 +337,10 @@ def _parse_additional(data: bytes, query: Query, pos: int, arcount: int) -> int:
     seen_opt = False
     for _ in range(arcount):
         owner = pos
-        pos = _skip_name(data, pos, query)
+        try:
+            pos = skip_name(data, pos)
+        except MessageError:
+            raise ParseError(FORMERR, "malformed name in the additional section", query) from None
         if pos + 10 > size:
             raise ParseError(FORMERR, "truncated record", query)
         rtype, rclass, ttl, rdlength = _OPT_FIXED.unpack_from(data, pos)
@@ -379,125 +358,3 @@ def _parse_additional(data: bytes, query: Query, pos: int, arcount: int) -> int:
             raise ParseError(FORMERR, "truncated record data", query)
         pos = end
     return pos
-
-
-def _skip_name(data: bytes, pos: int, query: Query) -> int:
-    """The offset after the (possibly compressed) name at `pos`, after checking the name: each
-    compression pointer must point before the segment it was read from (RFC 1035 4.1.4 "a prior
-    occurrence"; strictly backwards, so no loop and no forward pointer), labels must be of a
-    known type, and the name at most 255 octets (RFC 1035 2.3.4). One exit for every fault keeps
-    the function small (atheris 2.3's instrumentation crashes on the longer version)."""
-    size = len(data)
-    end = 0  # where the name ends in its record: after the first pointer, if any
-    segment = pos  # start of the run of labels being read; a pointer must land before it
-    octets = 0
-    hops = 0
-    while pos < size:
-        length = data[pos]
-        if length <= MAX_LABEL:
-            octets += length + 1
-            pos += length + 1
-            if octets > MAX_NAME_WIRE:
-                break
-            if length == 0:
-                return end or pos
-        elif length < 0xC0 or pos + 1 >= size:
-            break  # a reserved label type, or a pointer cut off
-        else:
-            target = ((length & 0x3F) << 8) | data[pos + 1]
-            if target < HEADER_SIZE or target >= segment or hops >= MAX_POINTER_HOPS:
-                break
-            hops += 1
-            end = end or pos + 2
-            pos = segment = target
-    raise ParseError(FORMERR, "malformed name in the additional section", query)
-
-
-# -- building responses -----------------------------------------------------------------------
-
-
-def response_flags(query_flags: int, rcode: int) -> int:
-    """QR set; OPCODE and RD copied (RFC 1035 4.1.1: "copied into the response", which matters
-    for the NOTIMP answer to another opcode), CD copied (RFC 4035 3.2.2); RA set for a QUERY
-    (recursion is what blokir offers; for other opcodes the bit has no meaning, and a NOTIMP
-    answer to them claims nothing); AA never: a forwarder's synthesized answers are not
-    authoritative."""
-    ra = RA if not query_flags & OPCODE_MASK else 0
-    return QR | ra | (query_flags & (OPCODE_MASK | RD | CD)) | (rcode & RCODE_MASK)
-
-
-def relay_flags(query_flags: int, wants_ad: bool, upstream_flags: int) -> int:
-    """The header flags of an upstream answer relayed to an asker (forwarded, cached, shared,
-    stale): everything that describes the exchange comes from this asker's query, not from the
-    query that filled the cache (RFC 1035 4.1.1: RD copied; RFC 4035 3.2.2: CD copied), RA set,
-    AA clear (blokir is not authoritative for what it relays), TC clear (set again by the
-    caller when the answer does not fit this client's UDP limit) and Z clear. From the
-    upstream only the RCODE and AD: AD only for an asker that set AD or DO (RFC 6840 5.7,
-    5.8), and only as the upstream set it, since blokir does not validate."""
-    kept = RCODE_MASK | AD if wants_ad else RCODE_MASK
-    return QR | RA | (query_flags & (OPCODE_MASK | RD | CD)) | (upstream_flags & kept)
-
-
-def opt_record(payload: int, do: bool, ext_rcode: int = 0, options: bytes = b"") -> bytes:
-    """An OPT pseudo-record (RFC 6891 6.1.2): root owner, CLASS = our UDP payload size, TTL =
-    extended RCODE, version 0 and the DO bit echoed (RFC 3225 3)."""
-    ttl = (ext_rcode << 24) | (EDNS_DO if do else 0)
-    return b"\x00" + _OPT_FIXED.pack(TYPE_OPT, payload, ttl, len(options)) + options
-
-
-def ede_option(info_code: int, extra_text: str = "") -> bytes:
-    """RFC 8914 section 2: OPTION-CODE 15, INFO-CODE, EXTRA-TEXT in UTF-8 without NUL."""
-    text = extra_text.encode("utf-8")
-    return _U16.pack(OPTION_EDE) + _U16.pack(2 + len(text)) + _U16.pack(info_code) + text
-
-
-def error_response(
-    data: bytes, rcode: int, query: Query | None, payload: int, options: bytes = b""
-) -> bytes:
-    """A response carrying only an RCODE: the question echoed when it parsed, an OPT record when
-    the query had one (RFC 6891 7: responders answer EDNS queries with EDNS)."""
-    qid, flags = struct.unpack_from("!HH", data) if len(data) >= 4 else (0, 0)
-    question = query.question if query is not None else b""
-    edns = query is not None and query.edns
-    header = _HEADER.pack(
-        qid, response_flags(flags, rcode & RCODE_MASK), 1 if question else 0, 0, 0, 1 if edns else 0
-    )
-    if not edns:
-        return header + question
-    assert query is not None
-    return header + question + opt_record(payload, query.do, rcode >> 4, options)
-
-
-def truncated(response: bytes, query: Query, payload: int) -> bytes:
-    """RFC 1035 4.2.1 / RFC 7766: an answer too large for the client's UDP limit becomes the
-    header with TC set and the question, so the client retries over TCP."""
-    flags = _U16.unpack_from(response, 2)[0] | TC
-    header = _HEADER.pack(query.id, flags, 1, 0, 0, 1 if query.edns else 0)
-    if query.edns:
-        return header + query.question + opt_record(payload, query.do)
-    return header + query.question
-
-
-_RR_POINTED: Final = struct.Struct("!HHHIH")  # owner pointer, type, class, TTL, RDLENGTH
-_QNAME_POINTER: Final = 0xC000 | HEADER_SIZE  # the question name, at offset 12 (RFC 1035 4.1.4)
-MAX_TTL: Final = 0x7FFFFFFF  # RFC 2181 8
-
-
-def any_minimal_answer(data: bytes, query: Query, payload: int, ttl: int) -> bytes:
-    """RFC 8482 4.2: the answer to an ANY query (over UDP, where ANY is an amplification tool)
-    is one synthesized HINFO record, CPU "RFC8482" and OS "", owned by the question name
-    (a pointer to the echoed question, so the client's letter case is kept), NOERROR. `data`
-    is the query as received (its ID is copied); `ttl` is the operator's choice (RFC 8482 4.2;
-    ANY_TTL is a default). An OPT record answers an EDNS query (RFC 6891 7)."""
-    ttl = min(max(ttl, 0), MAX_TTL)
-    header = (
-        data[:2]
-        + _HEADER.pack(0, response_flags(query.flags, NOERROR), 1, 1, 0, 1 if query.edns else 0)[2:]
-    )
-    record = (
-        _RR_POINTED.pack(_QNAME_POINTER, TYPE_HINFO, query.qclass, ttl, len(_HINFO_RFC8482))
-        + _HINFO_RFC8482
-    )
-    if query.edns:
-        record += opt_record(payload, query.do)
-    return header + query.question + record
