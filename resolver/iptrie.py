@@ -6,10 +6,11 @@ it (0 = none) and that prefix's length. A lookup is then one `bisect` over the s
 starts: no per-length probing, no pointers, and the arrays are plain little-endian columns that
 live in the compiled index file, so every worker maps the same pages.
 
-Measured here (bench/lpm_bench.py) at 1M prefixes: about 1 us per IPv4 answer address and
-2-3 us per IPv6 one, in pure Python; per-prefix-length hash sets measured the same for IPv4 with
-four lengths in use and grow with the number of lengths (up to 33 / 129 probes), and as Python
-sets they cost each worker about 60 MB instead of sharing 15 MB of mapped pages.
+Measured with bench/lpm_bench.py: at 100k prefixes 0.4 us per IPv4 and 0.6-1.1 us per IPv6
+answer address; 1M prefixes cost a few more probes per bisect (docs/ip-triggers.md has the
+figures). Per-prefix-length hash sets measured no faster for IPv4 with four lengths in use and
+grow with the number of lengths (up to 33 / 129 probes), and as Python sets they cost each
+worker about 60 MB instead of sharing the mapped columns.
 
 A directory of 2^16 + 1 offsets per family, indexed by the address's top 16 bits, narrows the
 bisect to the ranges starting under those bits: measured 1.5-2x faster per lookup at 1M
