@@ -19,6 +19,7 @@ from resolver.policy import Action, Policy
 from resolver.querylog import framestream as fs
 from resolver.querylog.client import QueryLog, cut_address
 from resolver.querylog.schema import ENUMS, FIELDS, message_classes
+from resolver.querylog.sinks import FileSink
 from tests.support.framestream import Receiver
 
 PROTO = Path(__file__).resolve().parents[2] / "resolver" / "querylog" / "dnstap.proto"
@@ -180,3 +181,20 @@ def test_the_writer_reconnects_once_the_receiver_is_up(tmp_path: Path) -> None:
     dnstap, _, _ = message_classes()
     values = [dnstap.FromString(f).message.policy.value for f in receiver.frames]
     assert [v for v in values if v] == [f"n{n}.example".encode() for n in range(5)]
+
+
+def test_file_sink_rotates_into_complete_streams(tmp_path: Path) -> None:
+    path = tmp_path / "log.fstrm"
+    path.write_bytes(b"left over from an earlier run")
+    sink = FileSink(str(path), b"protobuf:dnstap.Dnstap", max_bytes=4096, keep=2)
+    frame = fs.data_frame(b"m" * 1000)
+    for _ in range(20):
+        sink.write(frame)
+    sink.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["log.fstrm", "log.fstrm.1", "log.fstrm.2"]  # older ones removed
+    for name in files:
+        frames = fs.FrameReader().feed((tmp_path / name).read_bytes())
+        assert frames[0] == fs.Control(fs.START, (b"protobuf:dnstap.Dnstap",))
+        assert frames[-1] == fs.Control(fs.STOP, ())
+        assert all(f == b"m" * 1000 for f in frames[1:-1])
