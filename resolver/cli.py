@@ -398,11 +398,11 @@ def check_address(index: Index, text: str, write: Callable[[str], object]) -> bo
     import ipaddress
 
     address = ipaddress.ip_address(text)
-    pid, length = index.ip_match.locate(address.packed)
-    if not pid:
+    policy_id, length = index.ip_match.locate(address.packed)
+    if not policy_id:
         write(f"allowed  {text}  (no IP list entry: answers holding it are not blocked)\n")
         return False
-    policy = index.policy(pid)
+    policy = index.policy(policy_id)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     rule = ipaddress.ip_network((address, length), strict=False)

@@ -213,6 +213,7 @@ def compile_lists(specs: Iterable[ListSpec], progress: Progress | None = None) -
     ip_triggers = IpTriggers()
     for spec in specs:
         list_self: list[tuple[U64, U16]] = []
+        list_prefixes: set[bytes] = set()  # this list's distinct response-IP triggers
         list_below: list[tuple[U64, U16]] = []
         result, batches = open_list(spec, policies, progress)
         for batch in batches:
@@ -220,6 +221,7 @@ def compile_lists(specs: Iterable[ListSpec], progress: Progress | None = None) -
                 continue
             if batch.match & MATCH_IP:
                 ip_triggers.add(batch)
+                list_prefixes.update(batch.names)
                 continue
             hashes = hash_batch(batch)
             pids = np.full(hashes.size, batch.pid, dtype=np.uint16)
@@ -234,7 +236,7 @@ def compile_lists(specs: Iterable[ListSpec], progress: Progress | None = None) -
             below_part = self_part
         else:
             below_part = best_per_key(list_below, rank_lut, pid_lut)
-        result.unique = _count_distinct(self_part[0], below_part[0])
+        result.unique = _count_distinct(self_part[0], below_part[0]) + len(list_prefixes)
         self_parts.append(self_part)
         below_parts.append(below_part)
         results.append(result)

@@ -171,7 +171,9 @@ def test_compiled_index_answers_addresses(tmp_path: Path) -> None:
         ListSpec("block-ip", str(block), action=Action.NXDOMAIN, kind="ip", list_index=1),
         ListSpec("domains", str(domains), list_index=2),
     ]
-    write_index(compile_lists(specs), tmp_path / "i.blkx")
+    result = compile_lists(specs)
+    assert [(r.unique, r.duplicates) for r in result.lists] == [(1, 0), (3, 0), (1, 0)]
+    write_index(result, tmp_path / "i.blkx")
     with open_index(tmp_path / "i.blkx") as index:
         match = index.ip_match
 
