@@ -70,7 +70,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 # libcap2-bin: setcap now, getcap for whoever checks. A fixed uid/gid (10053) so that host
 # directories mounted as volumes can be chowned to it.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 libcap2-bin \
+    && apt-get install -y --no-install-recommends python3 libcap2-bin libarchive13 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10053 blokir \
     && useradd --system --uid 10053 --gid blokir --home-dir /var/lib/blokir --no-create-home \

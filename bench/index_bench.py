@@ -5,6 +5,8 @@ exported by blokir and prints Unbound's load time and RSS beside blokir's, from 
 
     python bench/index_bench.py              # 1M and 10M names
     python bench/index_bench.py --quick      # 100k names, seconds (CI smoke)
+    python bench/index_bench.py --sizes 10000000 --containers plain,xz,7z,parts --repeat 3
+        # the largest list also as .xz, .7z and ten parts: compile time and peak RSS of each
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import dns.rcode
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench.containers import CONTAINERS, container_rows, print_rows  # noqa: E402
 from bench.workload import write_list  # noqa: E402
 from resolver.index import open_index  # noqa: E402
 
@@ -35,33 +38,48 @@ LOOKUP_SAMPLE = 200_000
 REPEATS = 5
 
 
+# Runs `python -m resolver` and, at exit, writes the process's own peak RSS (VmHWM, kB) to the
+# file named by $BLOKIR_BENCH_HWM. wait4's ru_maxrss would not do: Linux starts a child's
+# ru_maxrss at the high-water mark of the process it was spawned from, so every compile would
+# report at least the benchmark's own peak (which holds a 10M-line list in memory).
+_HWM_WRAPPER = """
+import atexit, os, runpy, sys
+def hwm():
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["BLOKIR_BENCH_HWM"], "w") as out:
+        out.write(kib)
+atexit.register(hwm)
+runpy.run_module("resolver", run_name="__main__", alter_sys=True)
+"""
+
+
 def compile_in_child(list_path: Path, index_path: Path) -> dict[str, float]:
-    """Compile in a separate process and read its peak RSS with wait4."""
+    """Compile in a separate process; its peak RSS as the process itself saw it (VmHWM)."""
     cmd = [
         sys.executable,
-        "-m",
-        "resolver",
+        "-c",
+        _HWM_WRAPPER,
         "compile",
         str(list_path),
         "-o",
         str(index_path),
         "--json",
     ]
+    hwm_file = index_path.with_name(index_path.name + ".hwm")
+    env = {**os.environ, "BLOKIR_BENCH_HWM": str(hwm_file)}
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=HERE.parent)
-    assert proc.stdout is not None and proc.stderr is not None
-    out = proc.stdout.read()
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    done = subprocess.run(cmd, capture_output=True, cwd=HERE.parent, env=env, check=False)
     wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"compile failed: {err.decode()}")
-    summary = json.loads(out)
+    if done.returncode != 0:
+        raise SystemExit(f"compile failed: {done.stderr.decode()}")
+    summary = json.loads(done.stdout)
+    peak_kib = int(hwm_file.read_text())
+    hwm_file.unlink()
     return {
         "wall_seconds": wall,
         "compile_seconds": summary["compile_seconds"],
-        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "peak_rss_mib": peak_kib / 1024,
         "entries": summary["entries"],
         "bytes": summary["bytes"],
     }
@@ -208,6 +226,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=HERE / "work")
     parser.add_argument("--no-unbound", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--containers",
+        default=",".join(CONTAINERS),
+        help="for the largest size, compile the list as each of these (plain, xz, 7z, parts); "
+        "empty: none (default: %(default)s)",
+    )
+    parser.add_argument("--parts", type=int, default=10, help="parts of the split list (10)")
+    parser.add_argument("--repeat", type=int, default=1, help="container runs; median (1)")
+    parser.add_argument("--level", type=int, default=6, help="LZMA preset of .xz and .7z (6)")
     args = parser.parse_args()
     sizes = [100_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +276,13 @@ def main() -> None:
                     f"{unbound['rss_mib']:.0f} MiB (blokir index: "
                     f"{built['bytes'] / 2**20:.0f} MiB mapped)"
                 )
+        if args.containers and size == max(sizes):
+            chosen = [c for c in args.containers.split(",") if c]
+            rows = container_rows(
+                list_path, chosen, args.parts, args.repeat, compile_in_child, args.level
+            )
+            print_rows(rows, size, args.parts, args.repeat)
+            row["containers"] = rows
         results[size] = row
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -3,6 +3,7 @@
 Exit codes: `check` follows grep (0 all blocked, 1 some not, 2 error); `reload` (0 applied or
 unchanged, 1 refused or failed, 2 no server answered) says whether the running server took the
 new lists; every other command exits 0, or 2 on an error.
+A list that gives no entry or mostly rejected ones is an error (resolver.lists.quality).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from resolver.config import Config, ConfigError, load_config, load_default_confi
 from resolver.envconfig import apply_env
 from resolver.export import FORMATS as EXPORT_FORMATS
 from resolver.index import Index, IndexError_, open_index
+from resolver.lists.quality import list_problems
 from resolver.provenance import CompileError
 
 # resolver.compile (numpy, every list parser) is imported by the commands that compile, not here:
@@ -67,6 +69,11 @@ def _build_parser() -> argparse.ArgumentParser:
     compile_cmd.add_argument("lists", nargs="*", metavar="LIST", help="list files instead of -c")
     compile_cmd.add_argument("-o", "--output", help="index file (default: blocking.index_path)")
     compile_cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
+    compile_cmd.add_argument(
+        "--force",
+        action="store_true",
+        help="write the index even if a list gave no entry or too many rejected ones",
+    )
     compile_cmd.set_defaults(handler=_cmd_compile)
 
     check_cmd = sub.add_parser(
@@ -80,6 +87,11 @@ def _build_parser() -> argparse.ArgumentParser:
     serve_cmd = sub.add_parser("serve", help="run the DNS server")
     serve_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
     serve_cmd.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    serve_cmd.add_argument(
+        "--force",
+        action="store_true",
+        help="start even if a list gave no entry or too many rejected ones",
+    )
     serve_cmd.set_defaults(handler=_cmd_serve)
 
     landing_cmd = sub.add_parser(
@@ -284,6 +296,11 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         specs = config.list_specs()
         output = Path(args.output) if args.output else config.blocking.index_path
     result = compile_lists(specs, progress=stderr_progress())
+    problems = list_problems(r.to_json() for r in result.lists)
+    if problems and not args.force:
+        print(format_summary(result), file=sys.stderr)
+        _print_problems(problems, "no index written (--force writes it anyway)")
+        return EXIT_ERROR
     started = time.perf_counter()
     size = write_index(result, output)
     write_seconds = time.perf_counter() - started
@@ -299,10 +316,20 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(format_summary(result, output, size, write_seconds))
+    if problems:
+        _print_problems(problems, "written anyway (--force)")
     return EXIT_OK
 
 
-def format_summary(result: CompileResult, output: Path, size: int, write_seconds: float) -> str:
+def _print_problems(problems: Sequence[str], outcome: str) -> None:
+    for problem in problems:
+        print(f"blokir: {problem}", file=sys.stderr)
+    print(f"blokir: {outcome}", file=sys.stderr)
+
+
+def format_summary(
+    result: CompileResult, output: Path | None = None, size: int = 0, write_seconds: float = 0.0
+) -> str:
     lines = []
     header = f"{'list':<24} {'format':<8} {'lines':>10} {'entries':>10} {'unique':>10} {'dups':>8}"
     lines.append(header + f" {'rejected':>9} {'skipped':>8} {'ips':>6}")
@@ -320,10 +347,11 @@ def format_summary(result: CompileResult, output: Path, size: int, write_seconds
                 lines.append(f"  {r.spec.name}: {kind} {count} x {reason}")
                 for example in rep.examples.get(reason, []):
                     lines.append(f"      {example}")
-    lines.append(
-        f"index {output}: {len(result.data)} names, {size / 1e6:.1f} MB, "
-        f"compiled in {result.seconds:.2f} s, written in {write_seconds:.2f} s"
-    )
+    if output is not None:
+        lines.append(
+            f"index {output}: {len(result.data)} names, {size / 1e6:.1f} MB, "
+            f"compiled in {result.seconds:.2f} s, written in {write_seconds:.2f} s"
+        )
     return "\n".join(lines)
 
 
@@ -333,6 +361,10 @@ def format_summary(result: CompileResult, output: Path, size: int, write_seconds
 def _cmd_check(args: argparse.Namespace) -> int:
     index, temporary = _index_for_check(args)
     try:
+        problems = list_problems(index.header.get("sources", []))
+        if problems:
+            _print_problems(problems, "not checked: a list in this index is not fit to serve")
+            return EXIT_ERROR
         return check_names(index, args.names, sys.stdout)
     finally:
         index.close()
@@ -432,7 +464,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
     config = _config(args.config)
     try:
-        return serve(config, load_config=lambda: _config(args.config))
+        return serve(config, load_config=lambda: _config(args.config), force=args.force)
     except ServeError as exc:
         print(f"blokir: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from resolver.index import Index, IndexData, IndexError_, hash_name, open_index,
 from resolver.iptrie import IpTables, build_tables
 from resolver.lists import parse_list
 from resolver.lists.detect import detect_format
+from resolver.lists.files import ListFile, ListFileError, resolve_parts
 from resolver.lists.model import Batch, ListSpec, ParseReport
 from resolver.policy import MATCH_BELOW, MATCH_IP, MATCH_SELF, PolicyTable
 
@@ -96,21 +97,21 @@ class CompileResult:
 
 
 class _HashingReader:
-    """Feeds a parser while computing the file's sha256 for the index header, so the file is read
-    once. Seeking is not supported: format detection reads its own copy of the head."""
+    """Feeds a parser while computing the sha256 of the list's bytes (decompressed, every part
+    in order) for the index header, so the list is read once."""
 
-    def __init__(self, raw: BinaryIO, on_progress: Callable[[int], None] | None) -> None:
+    def __init__(
+        self, raw: ListFile, digest: Any, on_progress: Callable[[int], None] | None
+    ) -> None:
         self._raw = raw
-        self.digest = hashlib.sha256()
-        self.read_bytes = 0
+        self.digest = digest
         self._on_progress = on_progress
 
     def read(self, n: int = -1) -> bytes:
         block = self._raw.read(n)
         self.digest.update(block)
-        self.read_bytes += len(block)
         if self._on_progress is not None:
-            self._on_progress(self.read_bytes)
+            self._on_progress(self._raw.consumed)
         return block
 
 
@@ -169,32 +170,39 @@ def open_list(
     spec: ListSpec, policies: PolicyTable, progress: Progress | None = None
 ) -> tuple[ListResult, Iterator[Batch]]:
     """Start parsing one list: its ListResult, and the batches, which fill the result in as they
-    are consumed (report counters, sha256 of the bytes read)."""
-    path = Path(spec.path)
+    are consumed (report counters, sha256 of the bytes read). A list in parts (a glob) is read
+    part after part into one report, its format detected from the first part."""
     try:
-        stat = path.stat()
-        raw = path.open("rb")
-    except OSError as exc:
-        raise CompileError(f"{spec.path}: list {spec.name!r}: {exc.strerror or exc}") from exc
-    result = ListResult(spec, ParseReport(path=spec.path), size=stat.st_size, mtime=stat.st_mtime)
+        parts = resolve_parts(spec.path)
+    except ListFileError as exc:
+        raise CompileError(f"list {spec.name!r}: {exc}") from exc
+    report = ParseReport(path=spec.path, parts=len(parts.files))
+    result = ListResult(spec, report, size=parts.size, mtime=parts.mtime)
 
     def batches() -> Iterator[Batch]:
-        with raw:
-            resolved = spec
-            if spec.format == "auto" and spec.kind != "ip":
-                head = raw.read(64 << 10)
-                raw.seek(0)
-                resolved = _with_format(spec, detect_format(head, spec.path))
+        digest = hashlib.sha256()
+        resolved = spec
+        done_before = 0
+        for part, part_size in zip(parts.files, parts.sizes, strict=True):
             on_bytes = None
             if progress is not None:
 
-                def on_bytes(done: int) -> None:
-                    progress(spec.name, done, stat.st_size)
+                def on_bytes(done: int, before: int = done_before) -> None:
+                    progress(spec.name, before + done, parts.size)
 
-            reader = _HashingReader(raw, on_bytes)
-            # The reader is duck-typed as a binary stream: parsers only call read(n).
-            yield from parse_list(reader, resolved, policies, result.report)  # type: ignore[arg-type]
-            result.sha256 = reader.digest.hexdigest()
+            try:
+                with ListFile(part) as file:
+                    if resolved.format == "auto" and spec.kind != "ip":
+                        fmt = detect_format(file.peek(64 << 10), file.name)
+                        resolved = _with_format(spec, fmt)
+                    report.where = str(part)
+                    reader = _HashingReader(file, digest, on_bytes)
+                    # The reader is duck-typed as a binary stream: parsers only call read(n).
+                    yield from parse_list(reader, resolved, policies, report)  # type: ignore[arg-type]
+            except ListFileError as exc:
+                raise CompileError(f"list {spec.name!r}: {exc}") from exc
+            done_before += part_size
+        result.sha256 = digest.hexdigest()
 
     return result, batches()
 

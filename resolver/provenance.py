@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
+from resolver.lists.files import list_signature
 from resolver.lists.model import ListSpec
+from resolver.lists.quality import DEFAULT_MAX_REJECTED_RATIO
 from resolver.policy import Action, Ede, MatchMode
 
 
@@ -49,6 +50,7 @@ def spec_from_json(data: dict[str, Any]) -> ListSpec:
         landing_ipv4=tuple(data["landing_ipv4"]),
         landing_ipv6=tuple(data["landing_ipv6"]),
         list_index=int(data["list_index"]),
+        max_rejected_ratio=float(data.get("max_rejected_ratio", DEFAULT_MAX_REJECTED_RATIO)),
         kind=str(data.get("kind", "domain")),
     )
 
@@ -62,14 +64,12 @@ def header_is_current(header: dict[str, Any], specs: list[ListSpec]) -> bool:
     if len(sources) != len(specs):
         return False
     for spec, source in zip(specs, sources, strict=True):
-        try:
-            stat = Path(spec.path).stat()
-        except OSError:
-            return False
+        signature = list_signature(spec.path)
         if (
-            source.get("spec") != spec_json(spec)
-            or source.get("size") != stat.st_size
-            or source.get("mtime") != stat.st_mtime
+            signature is None
+            or source.get("spec") != spec_json(spec)
+            or source.get("size") != signature[0]
+            or source.get("mtime") != signature[1]
         ):
             return False
     return True

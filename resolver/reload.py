@@ -36,7 +36,10 @@ from typing import TYPE_CHECKING, Any
 from resolver import sources
 from resolver.config import Address, Config, ConfigError, ListSource
 from resolver.index import IndexError_, open_index
+from resolver.lists.files import list_exists
+from resolver.lists.files import stat_key as list_stat_key
 from resolver.lists.model import ListSpec
+from resolver.lists.quality import list_problem, list_problems
 from resolver.provenance import header_is_current, spec_json
 
 if TYPE_CHECKING:  # imported when a config has axfr:// lists: it brings in dnspython
@@ -63,9 +66,6 @@ RESULTS = (
 )
 FAILED_RESULTS = frozenset(RESULTS) - {APPLIED, UNCHANGED}
 
-# A list is "mostly garbage" when more lines were rejected than accepted, and at least this
-# many: an HTML error page or a binary file served in place of a list, not a few typos.
-PARSE_GUARD_MIN_REJECTED = 10
 BUILD_TIMEOUT = 1800.0  # seconds; a 10M-name build takes about 10 s here
 
 # Settings the workers take at start only; a change is reported and waits for a restart.
@@ -178,6 +178,7 @@ class Reloader:
         self._seen_stats: tuple[object, ...] | None = None  # debounce: last poll's file stats
         self._rejected_key: tuple[object, ...] | None = None  # do not rebuild a rejected state
         self.xfr: Secondaries | None = None  # the axfr:// lists, kept across reloads
+        self.force_start = False  # `serve --force`: start on lists the guards refuse
 
     # -- start ---------------------------------------------------------------------------
 
@@ -187,7 +188,7 @@ class Reloader:
         reject leaves the previous index file serving, when there is one."""
         outcome = ReloadOutcome(result=APPLIED, trigger="start", started_at=time.time())
         self._refresh_sources(self.config, outcome, download_all=False, first=True)
-        missing = [spec.name for spec in self.config.list_specs() if not Path(spec.path).is_file()]
+        missing = [spec.name for spec in self.config.list_specs() if not list_exists(spec.path)]
         if missing:
             for problem in outcome.problems:
                 log.error("%s", problem)
@@ -201,6 +202,7 @@ class Reloader:
         if header is not None:
             header = _read_header(self.index_path)  # current: now check its data checksum too
         if header is not None:
+            self._refuse_at_start(list_problems(header.get("sources", [])))
             self._adopt(header)
             outcome.result = UNCHANGED
             outcome.names_after = int(header.get("count", 0))
@@ -210,7 +212,11 @@ class Reloader:
             if previous is not None:
                 self._adopt(previous)
                 outcome.names_before = int(previous.get("count", 0))
-            self._rebuild(self.config, outcome, force=previous is None, first=True)
+            self._rebuild(
+                self.config, outcome, force=previous is None and self.force_start, first=True
+            )
+            if outcome.result == REJECTED_PARSE and previous is None:
+                self._refuse_at_start(outcome.problems)
             if not outcome.ok and previous is None:
                 raise ReloadError(outcome.detail)
             if not outcome.ok:
@@ -222,6 +228,18 @@ class Reloader:
                 )
         self._finish(outcome)
         return outcome
+
+    def _refuse_at_start(self, problems: list[str]) -> None:
+        """No index to serve but one built from a list the guards refuse: stop, unless forced."""
+        if not problems:
+            return
+        if self.force_start:
+            for problem in problems:
+                log.warning("serving anyway (--force): %s", problem)
+            return
+        raise ReloadError(
+            "refusing to start: " + "; ".join(problems) + " (blokir serve --force starts anyway)"
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="reloader", daemon=True)
@@ -350,7 +368,7 @@ class Reloader:
             config_changed = config != self.config or servers != self._upstream_servers
         self._refresh_sources(config, outcome, download_all=download_all, first=False)
         specs = config.list_specs()
-        missing = [s.name for s in specs if not Path(s.path).is_file()]
+        missing = [s.name for s in specs if not list_exists(s.path)]
         if missing:
             outcome.result = DOWNLOAD_FAILED if outcome.problems else BUILD_FAILED
             outcome.detail = "no copy of list(s) " + ", ".join(missing) + "; nothing changed"
@@ -436,15 +454,9 @@ class Reloader:
         result = UNCHANGED
         for source in new.get("sources", []):
             name = source.get("list")
-            rejected = sum(source.get("rejected", {}).values())
-            entries = int(source.get("entries", 0))
-            if rejected >= PARSE_GUARD_MIN_REJECTED and rejected > entries:
-                example = next(iter(source.get("examples", {}).values()), [""])[0]
-                lines = int(source.get("lines", 0))
-                problems.append(
-                    f"list {name}: {rejected:,} entries rejected and {entries:,} accepted in "
-                    f"{lines:,} lines (not a list? e.g. {example})"
-                )
+            problem = list_problem(source)
+            if problem is not None:
+                problems.append(problem)
                 result = REJECTED_PARSE
                 continue
             old = old_sources.get(name)
@@ -643,7 +655,7 @@ class Reloader:
         return ListSource()
 
     def _list_stats(self, config: Config) -> list[object]:
-        return [_stat_key(path) for _, path, _ in _sources(config)]
+        return [list_stat_key(str(path)) for _, path, _ in _sources(config)]
 
     def _state_key(self, config: Config) -> tuple[object, ...]:
         return (

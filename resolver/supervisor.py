@@ -149,7 +149,9 @@ class Supervisor:
     be root, then forks the workers; `run()` restarts dead workers and handles signals until
     SIGTERM. Reloads happen on the reloader's thread and reach the workers via swap_workers."""
 
-    def __init__(self, config: Config, load_config: Callable[[], Config]) -> None:
+    def __init__(
+        self, config: Config, load_config: Callable[[], Config], force: bool = False
+    ) -> None:
         self.config = config
         self.hub: m.MetricsHub | None = None
         self.http: ThreadingHTTPServer | None = None  # the metrics endpoint
@@ -162,6 +164,7 @@ class Supervisor:
         self.notify: NotifyListener | None = None  # [rpz] notify_listen (resolver/xfr/notify.py)
         self.landing: landing.LandingProcess | None = None
         self.reloader = Reloader(config, load_config, self.swap_workers, self._count_outcome)
+        self.reloader.force_start = force  # serve --force: start on a list the guards refuse
 
     # -- start ---------------------------------------------------------------------------
 
@@ -459,11 +462,12 @@ def serve(
     config: Config,
     ready: Callable[[], None] | None = None,
     load_config: Callable[[], Config] | None = None,
+    force: bool = False,
 ) -> int:
     """Run the server until SIGTERM. `load_config` re-reads the config for reloads (default:
-    the file `config` came from)."""
+    the file `config` came from); `force` starts even on a list the guards refuse."""
     from resolver.config import load_config as load_file
 
-    supervisor = Supervisor(config, load_config or (lambda: load_file(config.source)))
+    supervisor = Supervisor(config, load_config or (lambda: load_file(config.source)), force)
     supervisor.start()
     return supervisor.run(ready)

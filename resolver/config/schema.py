@@ -6,8 +6,9 @@ when the field's default is not what one would write, and a one-line description
 (validate.py) takes each key's default, range and choices from here, the known keys of each
 section come from here (`SECTION_KEYS`), and docs.py writes docs/configuration.md from here.
 
-A field without a `Setting` is not a TOML key (`ListConfig.source` gathers `refresh` and
-`max_shrink`, whose Settings are on `ListSource`; `ListSource.url` comes from `path`).
+A field without a `Setting` is not a TOML key (`ListConfig.source` gathers `refresh`,
+`max_shrink` and `max_rejected_ratio`, whose Settings are on `ListSource`; `ListSource.url`
+comes from `path`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from resolver.dns.constants import MAX_TTL
 from resolver.lists import FORMATS as LIST_FORMATS
 from resolver.lists.model import KINDS as LIST_KINDS
 from resolver.lists.model import ListSpec
+from resolver.lists.quality import DEFAULT_MAX_REJECTED_RATIO
 from resolver.policy import Action, Ede, MatchMode
 from resolver.ratelimit import RateLimitAction
 from resolver.xfr.source import TsigKey, XfrSource
@@ -785,8 +787,8 @@ class QueryLogConfig:
 
 @dataclass(frozen=True, slots=True)
 class ListSource:
-    """Where a list comes from and how it is refreshed; `url` and `xfr` None mean a local file.
-    `refresh` and `max_shrink` None mean `[updates]`'s."""
+    """Where a list comes from, how it is refreshed and what it must yield; `url` and `xfr` None
+    mean a local file. `refresh` and `max_shrink` None mean `[updates]`'s."""
 
     url: str | None = None  # not a key: a `path` that is a URL
     xfr: XfrSource | None = None  # not a key: a `path` that is an axfr:// URL (resolver/xfr/)
@@ -818,6 +820,18 @@ class ListSource:
             low=0,
             high=1,
             default="`[updates] max_shrink`",
+        ),
+    )
+    max_rejected_ratio: float = field(
+        default=DEFAULT_MAX_REJECTED_RATIO,
+        metadata=setting(
+            "A list whose rejected entries are more than this share of the entries it gives "
+            "(accepted + rejected), or that gives no entry at all, fails `blokir compile` and "
+            "`blokir check`, stops `blokir serve` from starting (unless `--force`) and is not "
+            "applied by a reload (unless `blokir reload --force`); 1 allows any share.",
+            FRACTION,
+            low=0,
+            high=1,
         ),
     )
 
@@ -1085,6 +1099,7 @@ class Config:
                     match=allow.match,
                     format=allow.format,
                     list_index=len(specs),
+                    max_rejected_ratio=allow.source.max_rejected_ratio,
                     kind=allow.kind,
                 )
             )
@@ -1101,6 +1116,7 @@ class Config:
                     landing_ipv4=block.landing_ipv4,
                     landing_ipv6=block.landing_ipv6,
                     list_index=len(specs),
+                    max_rejected_ratio=block.source.max_rejected_ratio,
                     kind=block.kind,
                 )
             )

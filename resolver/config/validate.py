@@ -629,6 +629,9 @@ class _Context(ValueParsers):
             refresh=refresh,
             tsig=xfr.tsig if xfr is not None else None,
             max_shrink=t.get_fraction("max_shrink", None),
+            max_rejected_ratio=t.get_fraction(
+                "max_rejected_ratio", t.default("max_rejected_ratio", float)
+            ),
         )
         return name, path, category, match, fmt, source, kind
 

@@ -26,6 +26,8 @@ _PARSERS: dict[str, tuple[str, str]] = {
     "hosts": ("resolver.lists.hosts", "parse_hosts"),
     "adblock": ("resolver.lists.adblock", "parse_adblock"),
     "rpz": ("resolver.lists.rpz", "parse_rpz"),
+    "dnsmasq": ("resolver.lists.dnsmasq", "parse_dnsmasq"),
+    "unbound": ("resolver.lists.unbound", "parse_unbound"),
 }
 FORMATS = ("auto", *_PARSERS)
 # `kind = "ip"` lists are read by their own parser, whatever their format says (auto or plain).

@@ -59,7 +59,10 @@ def allow_policy(spec: ListSpec) -> Policy:
     )
 
 
-class _Rules:
+class BlockAllowLines:
+    """The per-line state of a format with blocks and exceptions (adblock, dnsmasq): the list's
+    block policy and its allow policy, and where entries and counts go."""
+
     def __init__(self, spec: ListSpec, policies: PolicyTable, sink: EntrySink) -> None:
         self.spec = spec
         self.block_pid = policies.intern(list_policy(spec))
@@ -67,6 +70,8 @@ class _Rules:
         self.sink = sink
         self.report = sink.report
 
+
+class _Rules(BlockAllowLines):
     def line(self, raw: bytes, line_no: int) -> None:
         text = decode_line(raw, line_no, self.report)
         if text is None:

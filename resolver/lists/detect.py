@@ -5,13 +5,16 @@ directive or an SOA record (RPZ), an `[Adblock Plus 2.0]`-style header (adblock)
 of the first `MAX_LINES` meaningful lines votes for the format it looks like, and the plurality
 wins, so a few junk lines cannot flip the answer:
 
+- a dnsmasq directive (`local=/name/`, `address=/name/...`, `server=/name/`) -> dnsmasq
+- an Unbound option (`local-zone:`, `local-data:`, `server:`) -> unbound
 - `||`, `@@`, `|`, `!` or a cosmetic filter (`##`, `#@#`, ...) -> adblock
 - an IP address followed by a name -> hosts
 - a record with a type (`name CNAME .`, `name 300 IN A 10.0.0.1`) -> rpz
 - anything else (names, URLs, junk) -> plain
 
-Blank lines and `#`/`;` comments do not vote. Ties go to the more specific format (rpz, adblock,
-hosts, then plain). Detection is advisory: operators should set `format` for production lists.
+Blank lines and `#`/`;` comments do not vote. Ties go to the more specific format (rpz, unbound,
+dnsmasq, adblock, hosts, then plain). Detection is advisory: operators should set `format` for
+production lists.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ _RR_TYPES = frozenset(
 )
 _CLASSES = frozenset({"IN", "CH", "HS"})
 _COSMETIC_MARKERS = ("##", "#@#", "#?#", "#$#", "#%#")
-_ORDER = ("rpz", "adblock", "hosts", "plain")  # tie-break: most specific first
+_ORDER = ("rpz", "unbound", "dnsmasq", "adblock", "hosts", "plain")  # ties: most specific first
+_DNSMASQ_PREFIXES = ("local=/", "address=/", "server=/", "--local=/", "--address=/", "--server=/")
+_UNBOUND_PREFIXES = ("local-zone:", "local-data:", "local-data-ptr:")
 
 
 def detect_format(head: bytes, path: str) -> str:
-    """Return "plain", "hosts", "adblock" or "rpz"."""
+    """Return "plain", "hosts", "adblock", "rpz", "dnsmasq" or "unbound"."""
     if path.lower().endswith(_RPZ_SUFFIXES):
         return "rpz"
     head = head[:MAX_HEAD]
@@ -69,6 +74,10 @@ def _vote(line: str) -> str | None:
         return "rpz!"
     if line.startswith("[") and line.endswith("]") and "ADBLOCK" in upper:
         return "adblock!"
+    if line.startswith(_DNSMASQ_PREFIXES):
+        return "dnsmasq"
+    if line.startswith(_UNBOUND_PREFIXES) or line == "server:":
+        return "unbound"
     if line.startswith(("||", "@@", "!")) or any(m in line for m in _COSMETIC_MARKERS):
         return "adblock"
     if line.startswith(("#", ";")):

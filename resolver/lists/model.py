@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from resolver.lists.quality import DEFAULT_MAX_REJECTED_RATIO
 from resolver.policy import Action, Ede, MatchMode
 
 # How many example lines a report keeps per rejection reason: enough to find the pattern in a
@@ -27,10 +28,12 @@ class ListSpec:
     action: Action = Action.LANDING
     ede: Ede = Ede.BLOCKED
     match: MatchMode = MatchMode.SUBTREE
-    format: str = "auto"  # auto | plain | hosts | adblock | rpz
+    format: str = "auto"  # auto | plain | hosts | adblock | rpz | dnsmasq | unbound
     landing_ipv4: tuple[str, ...] = ()
     landing_ipv6: tuple[str, ...] = ()
     list_index: int = 0  # position in config order, allowlists first
+    # More rejected than this share of the entries given fails the list (resolver.lists.quality)
+    max_rejected_ratio: float = DEFAULT_MAX_REJECTED_RATIO
     kind: str = "domain"  # domain | ip (addresses and prefixes: response-IP triggers)
 
     @property
@@ -64,6 +67,9 @@ class ParseReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
     ip_entries: list[str] = field(default_factory=list)
     ip_entries_dropped: int = 0
+    # The file being read, when a list is split into parts: examples name their own part.
+    where: str = ""
+    parts: int = 1
 
     def reject(self, reason: str, line_no: int, text: str) -> None:
         self.rejected[reason] += 1
@@ -82,7 +88,8 @@ class ParseReport:
     def _example(self, reason: str, line_no: int, text: str) -> None:
         examples = self.examples.setdefault(reason, [])
         if len(examples) < EXAMPLES_PER_REASON:
-            examples.append(f"{self.path}:{line_no}: {text.strip()[:200]}")
+            where = self.where or self.path
+            examples.append(f"{where}:{line_no}: {text.strip()[:200]}")
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -94,4 +101,5 @@ class ParseReport:
             "skipped": dict(self.skipped),
             "examples": self.examples,
             "ip_entries": len(self.ip_entries) + self.ip_entries_dropped,
+            "parts": self.parts,
         }

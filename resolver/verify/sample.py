@@ -39,6 +39,7 @@ from pathlib import Path
 from resolver.compile import compile_temporary, current_index, open_list, specs_from_paths
 from resolver.config import load_config
 from resolver.index import Index, open_index
+from resolver.lists.files import list_exists
 from resolver.lists.model import ListSpec
 from resolver.policy import MATCH_SELF, Action, Ede, MatchMode, Policy, PolicyTable
 
@@ -134,7 +135,7 @@ def open_source(
     if lists:
         specs = specs_from_paths(lists)
         for spec in specs:
-            if not Path(spec.path).is_file():
+            if not list_exists(spec.path):
                 raise SampleError(f"{spec.path}: list file not found")
         built, temporary = compile_temporary(specs, prefix="blokir-verify-")
         source = Source(specs, built, description=f"lists {', '.join(lists)}")
@@ -264,7 +265,7 @@ def draw_sample(
         strata.append(stratum)
         pools.append([])
         expected = None if source.expected_sha256 is None else source.expected_sha256[spec.name]
-        if not Path(spec.path).is_file():
+        if not list_exists(spec.path):
             stratum.status = "missing"
             warnings.append(
                 f"list {spec.name!r}: {spec.path} is missing: it is not sampled"

@@ -18,9 +18,10 @@ and their checks are in tests/fuzz/targets.py):
   None; never an answer to a packet with QR=1 or shorter than a header; an answer is a DNS
   message dnspython parses, with QR=1, the query's ID and, when it has a question, the query's
   question bytes; over UDP it fits the client's limit (512 octets without EDNS).
-- lists: resolver.lists.parse_list in every format (auto, plain, hosts, adblock, rpz) on mutated
-  list text; it raises nothing and every name it yields is a normalised name (ASCII, lower case,
-  no trailing dot, labels <= 63, name <= 253 characters, normalise() leaves it unchanged).
+- lists: resolver.lists.parse_list in every format (auto, plain, hosts, adblock, rpz, dnsmasq,
+  unbound) on mutated list text; it raises nothing and every name it yields is a normalised name
+  (ASCII, lower case, no trailing dot, labels <= 63, name <= 253 characters, normalise() leaves
+  it unchanged).
 
 Engines: atheris (coverage-guided libFuzzer, the optional `fuzz` extra) when importable, else a
 built-in seeded mutational fuzzer (bit flips, interesting bytes and 16-bit counts, inserts,

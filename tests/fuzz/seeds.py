@@ -110,6 +110,8 @@ def list_seeds() -> list[bytes]:
     """List seeds: the sample lists and the parser tests' quirk files, cut into small pieces so
     mutations reach every kind of line quickly. The first byte of a list input picks the
     format (see lists_check)."""
+    from resolver.lists import FORMATS
+
     seeds: list[bytes] = []
     files = sorted((ROOT / "blocklists").glob("sample-*")) + sorted(
         (ROOT / "tests" / "data" / "lists").glob("*/*")
@@ -120,5 +122,5 @@ def list_seeds() -> list[bytes]:
         text = path.read_bytes()
         lines = text.splitlines(keepends=True)
         for start in range(0, len(lines), 12):
-            seeds.append(bytes([len(seeds) % 5]) + b"".join(lines[start : start + 12]))
+            seeds.append(bytes([len(seeds) % len(FORMATS)]) + b"".join(lines[start : start + 12]))
     return seeds

@@ -248,7 +248,7 @@ def test_url_list_updates_live_and_bad_updates_never_replace_it(
         garbage = b"".join(
             b"<tr><td class='x'>%d</td><td>nothing here</td></tr>\n" % i for i in range(200)
         )
-        refused("ok", garbage, "rejected_parse", "entries rejected")
+        refused("ok", garbage, "rejected_parse", "no entry from 200 lines")
         shrunk = names(STAYING[:4]).encode()  # 41 -> 4 names: a 90% shrink
         refused("ok", shrunk, "rejected_shrink", "shrank by 90.2%")
 

@@ -613,7 +613,8 @@ ERROR_CASES = [
     ),
     (
         "[[lists]]\nname = 'a'\npath = 'a'\nformat = 'csv'\n",
-        "blokir.toml:4 lists[0].format: 'csv' is not one of auto, plain, hosts, adblock, rpz",
+        "blokir.toml:4 lists[0].format: 'csv' is not one of auto, plain, hosts, adblock, rpz, "
+        "dnsmasq, unbound",
     ),
     (
         "[[lists]]\nname = 'a'\npath = 'a'\naction = 'drop'\n",

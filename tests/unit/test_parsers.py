@@ -392,7 +392,7 @@ def test_detect_format_uses_the_first_lines_only() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=400), st.sampled_from(["list.txt", "x.rpz", "hosts", ""]))
 def test_detect_format_never_fails(head: bytes, path: str) -> None:
-    assert detect_format(head, path) in ("plain", "hosts", "adblock", "rpz")
+    assert detect_format(head, path) in ("plain", "hosts", "adblock", "rpz", "dnsmasq", "unbound")
 
 
 @pytest.mark.parametrize(
@@ -465,10 +465,12 @@ def test_every_configurable_format_has_a_parser() -> None:
     """FORMATS is written out (the parsers are imported on first use): each name but "auto"
     must load the parser of that format, and parse_list must dispatch to it."""
     from resolver.lists import FORMATS, parse_list, parser_for
+    from resolver.lists.dnsmasq import parse_dnsmasq
     from resolver.lists.rpz import parse_rpz
+    from resolver.lists.unbound import parse_unbound
 
     assert FORMATS[0] == "auto"
-    expected = {**PARSERS, "rpz": parse_rpz}
+    expected = {**PARSERS, "rpz": parse_rpz, "dnsmasq": parse_dnsmasq, "unbound": parse_unbound}
     assert set(FORMATS[1:]) == set(expected)
     for fmt in FORMATS[1:]:
         assert parser_for(fmt) is expected[fmt]

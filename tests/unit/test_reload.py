@@ -115,8 +115,56 @@ def test_garbage_is_refused_as_a_parse_failure(
     listfile.write_text("".join(f"<td class='x'>{i} not a list</td>\n" for i in range(100)))
     outcome = reloader.reload("test")
     assert outcome.result == r.REJECTED_PARSE
-    assert "0 accepted in 100 lines" in outcome.detail
+    assert "list main: no entry from 100 lines; top reasons: no_dot" in outcome.detail
     assert reloader.status()["index"]["names"] == 40
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "list main: no entry from 0 lines"),
+        # Addresses only: kept apart as IP entries, nothing the index can enforce.
+        ("203.0.113.1\n198.51.100.2\n", "no entry from 2 lines, 2 IP entries (not enforced)"),
+        (
+            "ok.example\n" + "bad!name.example\n" * 3,
+            "3 of 4 entries rejected (75.0%, more than max_rejected_ratio 0.5)",
+        ),
+    ],
+)
+def test_reload_guard_refuses_an_empty_or_mostly_rejected_list(
+    setup: tuple[Path, Path, r.Reloader, Swaps], text: str, message: str
+) -> None:
+    _, listfile, reloader, swaps = setup
+    listfile.write_text(text)
+    outcome = reloader.reload("test")
+    assert outcome.result == r.REJECTED_PARSE, outcome.detail
+    assert message in outcome.detail
+    assert swaps.calls == [] and reloader.status()["index"]["names"] == 40
+    assert reloader.reload("test", force=True).result == r.APPLIED
+
+
+def test_per_list_max_rejected_ratio(tmp_path: Path) -> None:
+    listfile = tmp_path / "main.txt"
+    listfile.write_text("ok.example\n" + "bad!name.example\n" * 3)
+    config_path = make_config(tmp_path, list_extra="max_rejected_ratio = 0.8")
+    reloader = r.Reloader(load_config(config_path), lambda: load_config(config_path))
+    assert reloader.load().result == r.APPLIED
+
+
+def test_start_refuses_a_list_that_gives_nothing_unless_forced(tmp_path: Path) -> None:
+    (tmp_path / "main.txt").write_text("local=/a.example/\n")
+    config_path = make_config(tmp_path, list_extra='format = "plain"')
+    reloader = r.Reloader(load_config(config_path), lambda: load_config(config_path))
+    with pytest.raises(r.ReloadError, match=r"refusing to start: list main: no entry .*--force"):
+        reloader.load()
+    assert not Path(reloader.index_path).exists()
+    forced = r.Reloader(load_config(config_path), lambda: load_config(config_path))
+    forced.force_start = True
+    assert forced.load().result == r.APPLIED
+    # The index on disk is now current, but still refused at the next plain start.
+    again = r.Reloader(load_config(config_path), lambda: load_config(config_path))
+    with pytest.raises(r.ReloadError, match="refusing to start"):
+        again.load()
 
 
 def test_invalid_config_keeps_the_running_one(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import lzma
 import os
 import random
 import shutil
@@ -22,9 +23,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import libarchive
 import pytest
 
 from resolver import __version__
+from resolver.compile import compile_lists
+from resolver.lists.model import ListSpec
 from resolver.sources import (
     MAX_BACKOFF,
     FetchPolicy,
@@ -768,3 +772,29 @@ def test_gzip_decoder_random_splits() -> None:
             offset += step
         assert b"".join(pieces) == b"".join(members)
         assert decoder.complete and max(map(len, pieces)) <= CHUNK
+
+
+@pytest.mark.parametrize("kind", ["xz", "7z", "gzip-file"])
+def test_compressed_list_by_url_is_kept_as_sent_and_compiles(
+    server: tuple[Script, str], tmp_path: Path, kind: str
+) -> None:
+    """A mirror serving `domains_isp.7z` (or .xz, or a .gz file without Content-Encoding): the
+    copy is the archive byte for byte, and compiling it reads the list inside."""
+    script, url = server
+    if kind == "xz":
+        body = lzma.compress(LIST_V2)
+    elif kind == "gzip-file":
+        body = gzip.compress(LIST_V2)
+    else:
+        archive = tmp_path / "domains_isp.7z"
+        with libarchive.file_writer(str(archive), "7zip") as writer:
+            writer.add_file_from_memory("domains_isp.txt", len(LIST_V2), LIST_V2)
+        body = archive.read_bytes()
+    script.answers = [raw_body(body, {"Content-Type": "application/octet-stream"})]
+    result = get(url, tmp_path / "state")
+    assert result.outcome == "updated"
+    copy = Path(result.state.path)
+    assert copy.read_bytes() == body
+    compiled = compile_lists([ListSpec(name=NAME, path=str(copy))])
+    assert compiled.lists[0].report.entries == 3
+    assert compiled.lists[0].sha256 == hashlib.sha256(LIST_V2).hexdigest()  # of the list inside
