@@ -17,6 +17,15 @@ per query, so TTLs tick and answers leave the memo as often as they would at tha
     python bench/hotpath_bench.py                       # 1M list, 800k queries, 3 passes
     python bench/hotpath_bench.py --quick               # 100k list, 100k queries (CI smoke)
     python bench/hotpath_bench.py --by-path             # also blocked and cache answers apart
+    python bench/hotpath_bench.py --querylog writer     # dnstap query log off and on, side by side
+    python bench/hotpath_bench.py --querylog discard    # the same, the writer's work left out
+
+With --querylog the passes alternate between the query log off and on (`[querylog]` with
+`sample = 100`, every blocked query logged, a `file:` sink in a temporary directory), and the
+figure is the ratio of the medians. With `writer` the writer process encodes dnstap as in a real
+worker, on whatever core is free: on a machine without a free core it competes with the replay.
+With `discard` a reader that drops the batches stands in for it: the ratio is then the query
+path's own cost (the appends, the batching and the pipe writes).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -43,10 +53,13 @@ from bench import resolver_bench, servers  # noqa: E402
 from resolver import metrics as m  # noqa: E402
 from resolver import supervisor  # noqa: E402
 from resolver.compile import compile_lists, write_index  # noqa: E402
-from resolver.config import parse_config  # noqa: E402
+from resolver.config import QueryLogConfig, parse_config  # noqa: E402
 from resolver.dns.query import Query  # noqa: E402
+from resolver.querylog.client import QueryLog  # noqa: E402
 from resolver.worker import Worker  # noqa: E402
 
+# `--querylog discard`: the writer replaced by a reader that drops what it reads.
+DISCARD = "import sys\nwhile sys.stdin.buffer.read(1 << 20):\n    pass\n"
 ZONE_TTL = 3600  # bench/resolver_bench.py write_zone: $TTL 3600, SOA MINIMUM 300
 NEGATIVE_TTL = 300
 
@@ -171,9 +184,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="then replay the blocked and the cache-answered queries apart (us per query each)",
     )
+    parser.add_argument(
+        "--querylog",
+        choices=("writer", "discard"),
+        help="alternate passes with the dnstap query log off and on (sample 1/100, all blocks); "
+        "`writer`: the real writer process encodes and writes a file beside the replay; "
+        "`discard`: a reader that throws the batches away, so only the query path's own cost "
+        "is measured",
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        args.size, args.queries, args.passes = 100_000, 100_000, 1
+        args.size, args.queries = 100_000, 100_000
+        if not args.querylog:  # a side-by-side comparison needs its passes
+            args.passes = 1
     workdir = REPO / "bench" / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     list_path = resolver_bench.list_file(workdir, args.size, resolver_bench.DEFAULT_SEED)
@@ -203,14 +226,28 @@ def main(argv: list[str] | None = None) -> int:
         step = 1.0 / args.rate
         warm = replay(worker, ReplaySocket(datagrams, clock, step), upstream)
         figures = []
-        for _ in range(args.passes):
+        querylog_figures: list[float] = []
+        cpu_figures: list[float] = []  # this process's CPU time: the writer process excluded
+        querylog_cpu: list[float] = []
+        querylog = None
+        if args.querylog:
+            querylog = QueryLog(QueryLogConfig(dnstap=f"file:{tmp}/bench.fstrm", sample=100))
+            if args.querylog == "discard":
+                querylog.command = [sys.executable, "-c", DISCARD]
+            querylog.start()
+        for number in range(args.passes * (2 if querylog else 1)):
+            logging = querylog is not None and number % 4 in (1, 2)  # off, on, on, off, ...
+            resolver.use_querylog(querylog if logging else None)
             sock = ReplaySocket(datagrams, clock, step)
             blocked_before = sum(resolver.stats.blocked_by_policy_id.values())
             cells_before = list(resolver.stats.cells)
             started = time.perf_counter()
+            cpu_started = time.process_time()
             counts = replay(worker, sock, upstream)
             elapsed = time.perf_counter() - started
-            figures.append(elapsed / counts[0] * 1e6)
+            cpu = time.process_time() - cpu_started
+            (querylog_figures if logging else figures).append(elapsed / counts[0] * 1e6)
+            (querylog_cpu if logging else cpu_figures).append(cpu / counts[0] * 1e6)
             blocked = sum(resolver.stats.blocked_by_policy_id.values()) - blocked_before
             cached = sum(
                 after - before
@@ -228,8 +265,31 @@ def main(argv: list[str] | None = None) -> int:
             f"{counts[-1]:,} forwarded, {sock.sent:,} answers sent; "
             f"memo {resolver.memo_size():,} entries, cache {len(resolver.cache):,}"
         )
+        resolver.use_querylog(None)
         runs = ", ".join(f"{f:.3f}" for f in figures)
-        print(f"us per query: median {statistics.median(figures):.3f} (passes: {runs})")
+        label = "query log off: " if querylog else ""
+        print(f"{label}us per query: median {statistics.median(figures):.3f} (passes: {runs})")
+        if querylog is not None:
+            children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            querylog.close()
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            writer_cpu = (children.ru_utime + children.ru_stime) - (
+                children_before.ru_utime + children_before.ru_stime
+            )
+            runs = ", ".join(f"{f:.3f}" for f in querylog_figures)
+            on = statistics.median(querylog_figures)
+            print(f"query log on:  us per query: median {on:.3f} (passes: {runs})")
+            cpu_off, cpu_on = statistics.median(cpu_figures), statistics.median(querylog_cpu)
+            print(
+                f"query log on/off: wall {on / statistics.median(figures):.3f}, "
+                f"this process's CPU {cpu_on / cpu_off:.3f} ({cpu_off:.3f} -> {cpu_on:.3f} us "
+                "per query; the writer process runs beside it)"
+            )
+            logged = max(querylog.logged, 1)
+            print(
+                f"{querylog.logged:,} queries logged, {querylog.dropped:,} dropped; the writer "
+                f"process used {writer_cpu / logged * 1e6:.1f} us of CPU per logged query"
+            )
         if args.by_path:
             for label, subset in by_path(worker, datagrams).items():
                 figures = []

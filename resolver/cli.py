@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -76,7 +76,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     compile_cmd.set_defaults(handler=_cmd_compile)
 
-    check_cmd = sub.add_parser("check", help="is a name blocked, and by which list and rule")
+    check_cmd = sub.add_parser(
+        "check", help="is a name (or an answer address) blocked, and by which list and rule"
+    )
     check_cmd.add_argument("-c", "--config", help=CONFIG_HELP)
     check_cmd.add_argument("--index", help="use this compiled index instead of the lists")
     check_cmd.add_argument(
@@ -431,8 +433,8 @@ def check_names(
             status = EXIT_ERROR
             continue
         if name.is_ip:
-            write(f"error    {raw}: an IP address, not a domain name\n")
-            status = EXIT_ERROR
+            blocked = check_address(index, name.name, write)
+            status = max(status, EXIT_OK if blocked else EXIT_NOT_ALL_BLOCKED)
             continue
         found = index.match(name.name.encode("ascii"), allowed)
         if found is None:
@@ -450,6 +452,28 @@ def check_names(
         if policy.is_allow:
             status = max(status, EXIT_NOT_ALL_BLOCKED)
     return status
+
+
+def check_address(index: Index, text: str, write: Callable[[str], object]) -> bool:
+    """One line for an address: whether an answer holding it is blocked (response-IP triggers),
+    by which list and listed prefix. True when blocked."""
+    import ipaddress
+
+    address = ipaddress.ip_address(text)
+    policy_id, length = index.ip_match.locate(address.packed)
+    if not policy_id:
+        write(f"allowed  {text}  (no IP list entry: answers holding it are not blocked)\n")
+        return False
+    policy = index.policy(policy_id)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    rule = ipaddress.ip_network((address, length), strict=False)
+    verdict = "allowed " if policy.is_allow else "blocked "
+    write(
+        f"{verdict} {text}  list={policy.list_name} rule={rule} category={policy.category} "
+        f"action={policy.action.value} (in answers)\n"
+    )
+    return not policy.is_allow
 
 
 # -- serve ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ Both rules reduce to "lowest rank wins", with ranks assigned to policy ids by `P
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import os
 import sys
@@ -22,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from resolver.index import Index, IndexData, IndexError_, hash_name, open_index, save_index
+from resolver.iptrie import IpTables, build_tables
 from resolver.lists import parse_list
 from resolver.lists.detect import detect_format
 from resolver.lists.files import ListFile, ListFileError, resolve_parts
 from resolver.lists.model import Batch, ListSpec, ParseReport
-from resolver.policy import MATCH_BELOW, MATCH_SELF, PolicyTable
+from resolver.policy import MATCH_BELOW, MATCH_IP, MATCH_SELF, PolicyTable
 
 # Re-exported: defined apart so that the serving processes can use them without numpy.
 from resolver.provenance import CompileError as CompileError
@@ -190,7 +192,7 @@ def open_list(
 
             try:
                 with ListFile(part) as file:
-                    if resolved.format == "auto":
+                    if resolved.format == "auto" and spec.kind != "ip":
                         fmt = detect_format(file.peek(64 << 10), file.name)
                         resolved = _with_format(spec, fmt)
                     report.where = str(part)
@@ -216,12 +218,18 @@ def compile_lists(specs: Iterable[ListSpec], progress: Progress | None = None) -
     results: list[ListResult] = []
     self_parts: list[tuple[U64, U16]] = []
     below_parts: list[tuple[U64, U16]] = []
+    ip_triggers = IpTriggers()
     for spec in specs:
         list_self: list[tuple[U64, U16]] = []
+        list_prefixes: set[bytes] = set()  # this list's distinct response-IP triggers
         list_below: list[tuple[U64, U16]] = []
         result, batches = open_list(spec, policies, progress)
         for batch in batches:
             if not batch.names:
+                continue
+            if batch.match & MATCH_IP:
+                ip_triggers.add(batch)
+                list_prefixes.update(batch.names)
                 continue
             hashes = hash_batch(batch)
             pids = np.full(hashes.size, batch.pid, dtype=np.uint16)
@@ -236,7 +244,7 @@ def compile_lists(specs: Iterable[ListSpec], progress: Progress | None = None) -
             below_part = self_part
         else:
             below_part = best_per_key(list_below, rank_lut, pid_lut)
-        result.unique = _count_distinct(self_part[0], below_part[0])
+        result.unique = _count_distinct(self_part[0], below_part[0]) + len(list_prefixes)
         self_parts.append(self_part)
         below_parts.append(below_part)
         results.append(result)
@@ -248,7 +256,27 @@ def compile_lists(specs: Iterable[ListSpec], progress: Progress | None = None) -
     data = _assemble(self_parts, below_parts)
     data.policies = list(policies.policies)
     data.ip_entries = sorted({ip for r in results for ip in r.report.ip_entries})
+    data.ip_tables = ip_triggers.tables(policies)
     return CompileResult(data, results, time.perf_counter() - started)
+
+
+class IpTriggers:
+    """Response-IP trigger prefixes of every list, as (network, length, pid) per family."""
+
+    def __init__(self) -> None:
+        self.v4: list[tuple[int, int, int]] = []
+        self.v6: list[tuple[int, int, int]] = []
+
+    def add(self, batch: Batch) -> None:
+        for text in batch.names:
+            address, _, length = text.partition(b"/")
+            packed = ipaddress.ip_address(address.decode("ascii")).packed
+            family = self.v4 if len(packed) == 4 else self.v6
+            family.append((int.from_bytes(packed), int(length), batch.pid))
+
+    def tables(self, policies: PolicyTable) -> IpTables:
+        rank_of, _ = rank_tables(policies)
+        return build_tables(self.v4, self.v6, rank_of.tolist())
 
 
 def _same_parts(a: list[tuple[U64, U16]], b: list[tuple[U64, U16]]) -> bool:
@@ -315,6 +343,8 @@ class NamedEntries:
     policies: PolicyTable
     entries: dict[bytes, tuple[int, int]]
     lists: list[ListResult]
+    # Response-IP triggers: canonical prefix (`192.0.2.0/24`) -> policy id.
+    ip: dict[bytes, int] = field(default_factory=dict)
 
 
 def collect_names(specs: Iterable[ListSpec]) -> NamedEntries:
@@ -329,8 +359,15 @@ def collect_names(specs: Iterable[ListSpec]) -> NamedEntries:
         results.append(result)
     rank_lut, _ = rank_tables(policies)
     best: dict[bytes, list[int]] = {}
+    ip: dict[bytes, int] = {}
     for batch in raw:
         rank = int(rank_lut[batch.pid])
+        if batch.match & MATCH_IP:
+            for prefix in batch.names:
+                old = ip.get(prefix)
+                if old is None or rank < int(rank_lut[old]):
+                    ip[prefix] = batch.pid
+            continue
         for name in batch.names:
             slots = best.get(name)
             if slots is None:
@@ -340,7 +377,7 @@ def collect_names(specs: Iterable[ListSpec]) -> NamedEntries:
             if batch.match & MATCH_BELOW and (slots[2] == 0 or rank < slots[3]):
                 slots[2], slots[3] = batch.pid, rank
     entries = {name: (s[0], s[2]) for name, s in best.items()}
-    return NamedEntries(policies, entries, results)
+    return NamedEntries(policies, entries, results, ip)
 
 
 def index_is_current(index: Index, specs: list[ListSpec]) -> bool:

@@ -34,6 +34,7 @@ What each format cannot express:
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import re
 from collections import Counter
@@ -151,6 +152,7 @@ def export(
     for note in writer.notes:
         output.comment(note)
     writer.write(output, when)
+    writer.write_ip(output)
     writer.finish()
     output.comment(f"summary: {_summary(stats)}")
     return stats
@@ -300,6 +302,15 @@ class _Writer:
     def write(self, output: _Output, when: datetime) -> None:
         raise NotImplementedError
 
+    def write_ip(self, output: _Output) -> None:
+        """Response-IP triggers: only RPZ can say "block answers holding this address"."""
+        if self.named.ip:
+            self.stats.not_expressible["ip_trigger"] += len(self.named.ip)
+            output.comment(
+                f"not expressible (ip_trigger): {len(self.named.ip)} IP triggers"
+                " (export to RPZ keeps them)"
+            )
+
     def finish(self) -> None:
         for pid, count in self.written.items():
             self.stats.written[self.answers.policy(pid).action.value] += count
@@ -404,8 +415,33 @@ class _RpzWriter(_Writer):
                 "@ NS localhost.",
             )
         )
-        for _, lines in self.groups(output):
+        for _, lines in self.all_groups(output):
             output.lines(lines)
+
+    def write_ip(self, output: _Output) -> None:
+        """Written by `write`, in owner order among the names (all_groups)."""
+
+    def all_groups(self, output: _Output | None) -> Iterator[tuple[str, list[str]]]:
+        """The listed names' groups and the `rpz-ip` triggers' (ip_groups), merged in owner
+        order: a zone transfer's difference of two versions is one merge of ordered files
+        (resolver/xfr/snapshot.py)."""
+        return heapq.merge(self.groups(output), self.ip_groups(output), key=lambda g: g[0])
+
+    def ip_groups(self, output: _Output | None) -> Iterator[tuple[str, list[str]]]:
+        """`rpz-ip` triggers (draft-vixie-dnsop-dns-rpz 4.2) as (owner, record lines), in owner
+        order. An owner ends in the `rpz-ip` label, which no listed name written here has
+        (name_problem leaves those out as `rpz_special_label`)."""
+        triggers: list[tuple[str, list[str]]] = []
+        for prefix, pid in self.named.ip.items():
+            rdata = self.rdata(pid)
+            if not rdata:
+                self.left_out(output, prefix, "ip", pid, "action_refused")
+                continue
+            owner = rpz_ip_owner(prefix.decode("ascii"))
+            triggers.append((owner, [f"{owner} {r}" for r in rdata]))
+            self.written[pid] += 1
+        triggers.sort()
+        yield from triggers
 
     def groups(self, output: _Output | None) -> Iterator[tuple[str, list[str]]]:
         """Per name in name order, its record lines (`owner TYPE data`, owners relative to the
@@ -470,10 +506,24 @@ def rpz_records(
     writer = _RpzWriter(named, _Answers(named, "rpz", v4, v6), ttl, _zone_origin(zone))
 
     def records() -> Iterator[tuple[str, list[str]]]:
-        yield from writer.groups(None)
+        yield from writer.all_groups(None)
         writer.finish()
 
     return writer.stats, records()
+
+
+def rpz_ip_owner(prefix: str) -> str:
+    """`192.0.2.0/24` -> `24.0.2.0.192.rpz-ip`; `2001:db8::/32` -> `32.zz.db8.2001.rpz-ip`: the
+    prefix length, then the address least significant part first, `zz` for the `::` run."""
+    network = ipaddress.ip_network(prefix)
+    if network.version == 4:
+        parts = str(network.network_address).split(".")
+    else:
+        text = network.network_address.compressed
+        head, double, tail = text.partition("::")
+        parts = [*(head.split(":") if head else []), *(["zz"] if double else [])]
+        parts += tail.split(":") if tail else []
+    return ".".join([str(network.prefixlen), *reversed(parts), "rpz-ip"])
 
 
 # -- formats where a name's rule also decides its subtree ---------------------------------------

@@ -36,6 +36,15 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import xxhash
 
+from resolver.iptrie import (
+    COLUMN_FORMATS,
+    DIR_BITS,
+    Format,
+    IpMatcher,
+    IpTables,
+    empty_tables,
+    matcher_of,
+)
 from resolver.policy import Policy
 
 if TYPE_CHECKING:
@@ -86,6 +95,7 @@ class IndexData:
     policies: list[Policy]
     meta: dict[str, Any] = field(default_factory=dict)
     ip_entries: list[str] = field(default_factory=list)
+    ip_tables: IpTables | None = None  # response-IP triggers (resolver/iptrie.py)
 
     def __len__(self) -> int:
         return int(self.keys.size)
@@ -138,6 +148,8 @@ def save_index(data: IndexData, path: str | os.PathLike[str]) -> int:
         ("below_pid", np.ascontiguousarray(data.below_pid, dtype=np.uint16).data.cast("B")),
         ("ip_entries", "\n".join(data.ip_entries).encode("ascii")),
     ]
+    ip_tables = data.ip_tables or empty_tables()
+    sections += [(name, memoryview(column).cast("B")) for name, column in ip_tables.columns()]
     layout: dict[str, list[int]] = {}
     offset = 0
     for name, blob in sections:
@@ -287,6 +299,7 @@ class Index:
         ):
             raise IndexError_(f"{self.path}: corrupt index (policy id out of range)")
         self.count = count
+        self.ip_match = self._bind_ip_sections(section)
         sections = (
             self._filter,
             64 - self.filter_bits,
@@ -300,6 +313,33 @@ class Index:
         # Client groups (resolver/groups.py): the same walk over the same mapping, passing over
         # the entries of lists a group does not take.
         self.match_policy_id_in = _make_group_matcher(*sections)
+
+    def _bind_ip_sections(self, section: Callable[[str, Format], memoryview]) -> IpMatcher:
+        """The response-IP trigger columns; an index written before they existed has none."""
+        names = self.header["sections"]
+        if not all(name in names for name in COLUMN_FORMATS):
+            return matcher_of(empty_tables())
+        columns = {name: section(name, fmt) for name, fmt in COLUMN_FORMATS.items()}
+        v4 = len(columns["ip4_start"])
+        v6 = len(columns["ip6_hi"])
+        if not (
+            v4
+            and v6
+            and len(columns["ip4_pid"]) == len(columns["ip4_len"]) == v4
+            and len(columns["ip6_lo"]) == len(columns["ip6_pid"]) == len(columns["ip6_len"]) == v6
+            and columns["ip4_start"][0] == columns["ip6_hi"][0] == columns["ip6_lo"][0] == 0
+            and len(columns["ip4_dir"]) == len(columns["ip6_dir"]) == (1 << DIR_BITS) + 1
+            and columns["ip4_dir"][-1] == v4
+            and columns["ip6_dir"][-1] == v6
+        ):
+            raise IndexError_(f"{self.path}: corrupt index (IP trigger sections disagree)")
+        limit = len(self.policies)
+        if not (
+            policy_ids_within(columns["ip4_pid"], limit)
+            and policy_ids_within(columns["ip6_pid"], limit)
+        ):
+            raise IndexError_(f"{self.path}: corrupt index (IP trigger policy id out of range)")
+        return IpMatcher(columns)
 
     def match(self, name: bytes, allowed: bytes | None = None) -> Match | None:
         """The most specific entry covering `name` (lower-case ASCII, no trailing dot): the name

@@ -299,7 +299,19 @@ _LABELLED_COUNTERS = (
 )
 # Gauges a worker publishes and the hub sums: open encrypted connections by transport.
 _CONNECTION_GAUGES = {"tls": "tls_connections", "https": "https_connections"}
-_WORKER_COUNTERS = tuple(key for *_, keys in _LABELLED_COUNTERS for key in keys.values())
+# Worker counters published as one unlabelled counter each: (metric, key, help).
+_PLAIN_COUNTERS = (
+    (
+        "blokir_querylog_dropped",
+        "querylog_dropped",
+        "Query log records dropped because the writer or its sink fell behind ([querylog] queue)",
+    ),
+    ("blokir_querylog_records", "querylog_logged", "Queries handed to the query log"),
+)
+_WORKER_COUNTERS = (
+    *(key for *_, keys in _LABELLED_COUNTERS for key in keys.values()),
+    *(key for _, key, _ in _PLAIN_COUNTERS),
+)
 _UPSTREAM_COUNTERS = (
     "requests",
     "responses",
@@ -602,6 +614,10 @@ def _query_metrics(totals: dict[str, Any]) -> Iterator[Metric]:
         family = CounterMetricFamily(name, text, labels=[label])
         for value, key in keys.items():
             family.add_metric([value], totals[key])
+        yield family
+    for name, key, text in _PLAIN_COUNTERS:
+        family = CounterMetricFamily(name, text)
+        family.add_metric([], totals[key])
         yield family
 
 

@@ -23,6 +23,7 @@ import time
 from typing import Final
 
 from resolver import metrics as m
+from resolver.answer_ips import address_text, answer_addresses, blocked_address
 from resolver.cache import CacheKey, CacheLimits, ResponseCache, with_edns_option
 from resolver.config import CacheConfig, Config, ConfigError
 from resolver.dns.answers import BlockResponder, BlockSettings
@@ -57,6 +58,7 @@ from resolver.groups import GroupTable
 from resolver.index import Index
 from resolver.inflight import InflightTable, zone_of
 from resolver.metrics import TopCounter, WorkerStats
+from resolver.querylog.client import MATCH_QNAME, MATCH_RESPONSE_IP, QueryLog
 from resolver.ratelimit import RateLimiter
 from resolver.upstream import UpstreamPool
 
@@ -77,6 +79,9 @@ CNAME_CHECK_MAX = 16  # CNAME/DNAME targets checked per answer (RFC 1034 chains 
 # in the query, the client's UDP size limit).
 Renewal = tuple[CacheKey, int, int]
 _KEY_DO: Final = 0b10  # the DO bit in a cache key's last field (Resolver._cache_key)
+_FOREVER_COUNT: Final = 1 << 62  # the query log's countdown when nothing allowed is logged
+# A query log record: (time, client, over UDP, query, answer, policy id, dnstap match, trigger).
+LogRecord = tuple[float, str, bool, bytes, bytes | None, int, int, bytes]
 
 
 class Memo:
@@ -129,8 +134,18 @@ class Resolver:
         self.inflight: InflightTable[CacheKey, bytes | None] = InflightTable(
             upstream.max_inflight, upstream.max_inflight_per_zone
         )
-        # Cached key -> (CNAME/DNAME targets, the lists generation they were checked against).
-        self._aliases: dict[CacheKey, tuple[tuple[bytes, ...], int]] = {}
+        # Cached key -> (CNAME/DNAME targets, A/AAAA addresses, the lists generation they were
+        # checked against): what a reload must check again (_alias_now_blocked).
+        self._aliases: dict[CacheKey, tuple[tuple[bytes, ...], tuple[bytes, ...], int]] = {}
+        # The dnstap query log (resolver/querylog/): see use_querylog.
+        self.querylog: QueryLog | None = None
+        self._log_records: list[LogRecord] | None = None
+        self._log_every = 0
+        self._log_left = _FOREVER_COUNT  # allowed answers until the next one is logged
+        self._log_sample = _FOREVER_COUNT
+        self._log_cut = False
+        # What blocked the last answer forward returned: (policy id, trigger, dnstap match).
+        self.last_block: tuple[int, bytes, int] = (0, b"", 0)
         self._lists_generation = 0  # +1 per reload
         self.retired_memos: list[dict[bytes, Memo]] = []  # old memo generations to free
         self.use_index(index)
@@ -221,8 +236,17 @@ class Resolver:
         self.grouped = bool(self.config.groups)
         self.match_policy_id_in = index.match_policy_id_in
         self.last_group = 0  # of the last handle() call: forward() takes it for CNAME checks
+        # Response-IP triggers: None when the index has none, so answers are not even walked.
+        self.match_ip = index.ip_match.match_packed if index.ip_match.count else None
+        if self.querylog is not None:
+            self.querylog.set_policies(index.policies)  # ids mean other policies from now on
         # is_block[policy_id]: a list index is cheaper than a Policy attribute chain per query.
-        self.is_block = [False] + [not p.is_allow for p in index.policies]
+        self.is_block: list[bool] = [False] + [not p.is_allow for p in index.policies]
+        # Per group, which policy ids block an answer address (the default takes every list).
+        self.ip_is_block: list[list[bool]] = [self.is_block] + [
+            [blocks and bool(allowed[policy_id]) for policy_id, blocks in enumerate(self.is_block)]
+            for allowed in self.groups.allowed[1:]
+        ]
         self.responder = BlockResponder(index.policies, self._settings)
         # Remembered UDP answers (see handle): query bytes after the ID -> Memo.
         self._memo: dict[bytes, Memo] = {}
@@ -285,15 +309,25 @@ class Resolver:
                 if policy_id:
                     stats.cells[qcell + m.BLOCKED] += 1
                     self._count_block(policy_id, hit.qname)
+                    if self._log_records is not None:
+                        reply = data[:2] + hit.tail
+                        self._log_block(client, udp, data, reply, policy_id, hit.qname)
+                        return reply, m.BLOCKED
                     return data[:2] + hit.tail, m.BLOCKED
                 if hit.valid_until > self._clock():
                     stats.cells[qcell + m.CACHED] += 1
+                    self._log_left -= 1
+                    if self._log_left <= 0:
+                        self._log_allowed(client, udp, data, data[:2] + hit.tail)
                     return data[:2] + hit.tail, m.CACHED
                 # A cache answer whose TTLs ticked: the same question, so no parse, no index.
                 renewal = hit.renewal
                 renewed = self._renewed(key, qcell, hit.qname, renewal) if renewal else None
                 if renewed is not None:
                     stats.cells[qcell + m.CACHED] += 1
+                    self._log_left -= 1
+                    if self._log_left <= 0:
+                        self._log_allowed(client, udp, data, data[:2] + renewed)
                     return data[:2] + renewed, m.CACHED
         if udp:
             transport = m.UDP
@@ -325,6 +359,8 @@ class Resolver:
                 if answer is not None and udp:
                     answer = self.fit_udp(answer, query)
                     self._remember_block(key, answer, policy_id | gid << 16, qcell, query.qname)
+                if self._log_records is not None:
+                    self._log_block(client, udp, data, answer, policy_id, query.qname)
                 return answer, m.BLOCKED
         if not query.flags & RD:
             # A forwarder has nothing to say to a query that does not ask for recursion but what
@@ -359,6 +395,9 @@ class Resolver:
                     renewal = None  # truncated: a renewal would not fit either
                     answer = self.fit_udp(answer, query)
                 self._remember(key, Memo(answer[2:], 0, fresh_until, qcell, query.qname, renewal))
+            self._log_left -= 1
+            if self._log_left <= 0:
+                self._log_allowed(client, udp, data, answer)
             return answer, m.CACHED
         if not self.inflight.is_open(cache_key):
             # A miss the in-flight caps turn away is answered here rather than from a task:
@@ -370,6 +409,45 @@ class Resolver:
                 answer, outcome = turned_away
                 return (self.fit_udp(answer, query) if udp else answer), outcome
         return query, m.ALLOWED
+
+    def use_querylog(self, querylog: QueryLog | None) -> None:
+        """Start (or stop, with None) logging to a dnstap query log. The query path appends
+        records to the log's own list (compiled code, no call into the log per query) and
+        counts allowed answers down to the next sampled one."""
+        self.querylog = querylog
+        if querylog is None:
+            self._log_records = None
+            self._log_left = self._log_sample = _FOREVER_COUNT
+            return
+        self._log_records = querylog.records
+        self._log_every = querylog.every
+        self._log_sample = querylog.sample_every
+        self._log_left = self._log_sample
+        self._log_cut = querylog.cut_blocked
+        querylog.set_policies(self.index.policies)
+
+    def _log_block(
+        self,
+        client: str,
+        udp: bool,
+        data: bytes,
+        answer: bytes | None,
+        policy_id: int,
+        trigger: bytes,
+        match: int = MATCH_QNAME,
+    ) -> None:
+        records = self._log_records
+        assert records is not None and self.querylog is not None
+        if self._log_cut:
+            client = self.querylog.cut_blocked_address(client)
+        records.append((time.time(), client, udp, data, answer, policy_id, match, trigger))
+        if len(records) >= self._log_every:
+            self.querylog.full()
+
+    def _log_allowed(self, client: str, udp: bool, data: bytes, answer: bytes) -> None:
+        self._log_left = self._log_sample
+        if self.querylog is not None:
+            self.querylog.allowed(client, udp, data, answer)
 
     def _count_block(self, policy_id: int, qname: bytes) -> None:
         """Exact per-list counts; the top-K sketch sees every SAMPLE-th block, weighted."""
@@ -497,7 +575,7 @@ class Resolver:
         return error_response(data, error.rcode, query, self._payload), outcome
 
     async def forward(
-        self, query: Query, data: bytes, transport: int, group: int = 0
+        self, query: Query, data: bytes, transport: int, group: int = 0, client: str = ""
     ) -> tuple[bytes | None, int]:
         """Answer a cache miss from upstream; count and return the outcome with the answer
         (allowed, blocked_cname, stale or servfail). `group`: the client's (`last_group` after
@@ -543,9 +621,16 @@ class Resolver:
         blocked = self._cname_block(query, response, group)
         if blocked is not None:
             self._count(transport, query, m.BLOCKED_CNAME)
+            if self._log_records is not None:
+                policy_id, trigger, match = self.last_block
+                udp = transport == m.UDP
+                self._log_block(client, udp, data, blocked, policy_id, trigger, match)
             return blocked, m.BLOCKED_CNAME
         self._count(transport, query, m.ALLOWED)
         answer = data[:2] + _reply_tail(response, query, query.question, query.question_end)
+        self._log_left -= 1
+        if self._log_left <= 0:
+            self._log_allowed(client, transport == m.UDP, data, answer)
         return answer, m.ALLOWED
 
     def _over_cap(
@@ -577,10 +662,11 @@ class Resolver:
                 # (HOP_BY_HOP_OPTIONS); a compliant one says nothing, as none were sent.
                 response = without_options(response, HOP_BY_HOP_OPTIONS)
                 targets = self._alias_targets(response)
-                if not self._any_blocked(targets):
+                addresses = answer_addresses(response) if self.match_ip is not None else ()
+                if not self._any_blocked(targets, addresses):
                     self.cache.put(key, response)
-                    if targets:
-                        self._remember_aliases(key, targets)
+                    if targets or addresses:
+                        self._remember_aliases(key, targets, addresses)
             return response
         finally:
             self.inflight.remove(key, zone)
@@ -593,10 +679,15 @@ class Resolver:
         except MessageError:
             return ()
 
-    def _any_blocked(self, targets: tuple[bytes, ...]) -> bool:
-        """Whether a CNAME/DNAME target is blocked: such an answer must not be cached, or a
-        cache hit would skip the check in `_cname_block`."""
-        return self._blocked_target(targets) is not None
+    def _any_blocked(self, targets: tuple[bytes, ...], addresses: tuple[bytes, ...] = ()) -> bool:
+        """Whether a CNAME/DNAME target or an A/AAAA address is blocked: such an answer must not
+        be cached, or a cache hit would skip the check in `_cname_block`."""
+        if self._blocked_target(targets) is not None:
+            return True
+        match_ip = self.match_ip
+        if match_ip is None or not addresses:
+            return False
+        return blocked_address(match_ip, self.is_block, addresses) is not None
 
     def _blocked_target(
         self, targets: tuple[bytes, ...], group: int = 0
@@ -611,27 +702,29 @@ class Resolver:
                 return policy_id, target
         return None
 
-    def _remember_aliases(self, key: CacheKey, targets: tuple[bytes, ...]) -> None:
-        """Keep the targets of a cached aliasing answer for the check after a reload; bounded
-        like the cache (the oldest go first; a forgotten entry keeps its old verdict)."""
+    def _remember_aliases(
+        self, key: CacheKey, targets: tuple[bytes, ...], addresses: tuple[bytes, ...] = ()
+    ) -> None:
+        """Keep the targets and addresses of a cached answer for the check after a reload;
+        bounded like the cache (the oldest go first; a forgotten entry keeps its old verdict)."""
         aliases = self._aliases
         aliases.pop(key, None)
         if len(aliases) >= max(self.config.cache.max_entries, 1):
             del aliases[next(iter(aliases))]
-        aliases[key] = (targets, self._lists_generation)
+        aliases[key] = (targets, addresses, self._lists_generation)
 
     def _alias_now_blocked(self, key: CacheKey) -> bool:
         """After a reload: drop a cached answer whose CNAME/DNAME targets the new lists block,
         so the query goes upstream again and `_cname_block` answers it."""
         entry = self._aliases.get(key)
-        if entry is None or entry[1] == self._lists_generation:
+        if entry is None or entry[2] == self._lists_generation:
             return False
-        targets = entry[0]
-        if self._any_blocked(targets):
+        targets, addresses, _ = entry
+        if self._any_blocked(targets, addresses):
             self.cache.discard(key)
             del self._aliases[key]
             return True
-        self._aliases[key] = (targets, self._lists_generation)
+        self._aliases[key] = (targets, addresses, self._lists_generation)
         return False
 
     def _count(self, transport: int, query: Query, outcome: int) -> None:
@@ -672,13 +765,23 @@ class Resolver:
         return error_response(data, SERVFAIL, query, self._payload, options), m.SERVFAIL
 
     def _cname_block(self, query: Query, response: bytes, group: int = 0) -> bytes | None:
-        """An allowed name whose answer aliases (CNAME/DNAME) a blocked name gets that list's
-        block answer: otherwise any CNAME alias would reach a blocked site."""
+        """An allowed name whose answer aliases (CNAME/DNAME) a blocked name, or holds an
+        address an IP list covers (docs/ip-triggers.md), gets that list's block answer:
+        otherwise any CNAME alias, or any new name for a listed server, would reach it. Only
+        the lists of the asker's `group` count."""
         blocked = self._blocked_target(self._alias_targets(response), group)
+        match = MATCH_QNAME
+        if blocked is None and self.match_ip is not None:
+            is_block = self.ip_is_block[group]
+            found = blocked_address(self.match_ip, is_block, answer_addresses(response))
+            if found is not None:
+                blocked = (found[0], address_text(found[1]))
+                match = MATCH_RESPONSE_IP
         if blocked is None:
             return None
         policy_id, target = blocked
         self._count_block(policy_id | group << 16, target)
+        self.last_block = (policy_id, target, match)
         return self.responder.answer(query, policy_id)
 
     def udp_limit(self, query: Query) -> int:

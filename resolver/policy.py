@@ -55,6 +55,9 @@ class MatchMode(enum.StrEnum):
 MATCH_SELF = 1  # the entry's own name
 MATCH_BELOW = 2  # every name strictly below it (RPZ `*.name`)
 MATCH_SUBTREE = MATCH_SELF | MATCH_BELOW
+# A response-IP trigger: the batch's "names" are canonical prefixes (`192.0.2.0/24`), matched
+# against the addresses in answers, never against query names (resolver/iptrie.py).
+MATCH_IP = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ def spec_from_json(data: dict[str, Any]) -> ListSpec:
         landing_ipv6=tuple(data["landing_ipv6"]),
         list_index=int(data["list_index"]),
         max_rejected_ratio=float(data.get("max_rejected_ratio", DEFAULT_MAX_REJECTED_RATIO)),
+        kind=str(data.get("kind", "domain")),
     )
 
 

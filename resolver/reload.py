@@ -78,6 +78,7 @@ RESTART_ONLY = (
     ("server", "group"),
     ("metrics", None),
     ("updates", "control_socket"),
+    ("querylog", None),  # the writer processes and their sinks start with the workers
     ("rpz", "notify_listen"),
     ("rpz", "listen"),  # the primary's sockets, zone and history (resolver/xfr/primary.py)
     ("rpz", "zone"),

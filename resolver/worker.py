@@ -29,6 +29,7 @@ from resolver.dns.constants import HEADER_SIZE
 from resolver.dns.query import Query
 from resolver.index import Index, IndexError_, open_index
 from resolver.pipeline import Resolver, format_address
+from resolver.querylog.client import QueryLog
 from resolver.transports.endpoints import Endpoints
 
 log = logging.getLogger("blokir")
@@ -40,6 +41,7 @@ DRAIN_SECONDS: Final = 3.0  # SIGTERM: how long in-flight upstream queries may f
 # long as a forward may take: the upstream pool's bound (UpstreamPool.query_bound; a coalesced
 # query joins one that started earlier and ends no later) and this much for the event loop.
 TCP_FORWARD_SLACK: Final = 0.5
+QUERYLOG_FLUSH_SECONDS: Final = 0.5  # the longest a logged query waits in the worker
 
 
 class Worker:
@@ -66,6 +68,10 @@ class Worker:
         self.timing = slots is not None  # the latency histogram costs two clock reads a query
         self._tick = 0  # UDP answers so far: every SAMPLE-th synchronous answer is timed
         self.resolver = Resolver(config, open_index(index_path))
+        if config.querylog.dnstap:  # the dnstap query log (resolver/querylog/)
+            querylog = QueryLog(config.querylog, slot, config.server.workers)
+            querylog.start()
+            self.resolver.use_querylog(querylog)
         self.udp_socks = udp_socks
         self.tcp_socks = tcp_socks
         self.tasks: set[asyncio.Task[None]] = set()
@@ -97,10 +103,21 @@ class Worker:
         if self.slots is not None:
             self.publish()
             loop.call_later(m.FLUSH_SECONDS, self._flush_tick)
+        if self.resolver.querylog is not None:
+            loop.call_later(QUERYLOG_FLUSH_SECONDS, self._querylog_tick)
         await self.stopping.wait()
         await self.drain()
+        if self.resolver.querylog is not None:
+            self.resolver.querylog.close()  # the writer finishes its stream (STOP, FINISH)
         if self.slots is not None:
             self.publish()  # the last counts reach the supervisor before this process ends
+
+    def _querylog_tick(self) -> None:
+        """Logged queries reach the writer within this interval even when few are logged."""
+        if self.resolver.querylog is not None:
+            self.resolver.querylog.flush()
+        if not self.stopping.is_set():
+            asyncio.get_running_loop().call_later(QUERYLOG_FLUSH_SECONDS, self._querylog_tick)
 
     def _flush_tick(self) -> None:
         self.publish()
@@ -146,6 +163,9 @@ class Worker:
             "tcp_short": self.tcp_short,
             **self.endpoints.counters(),
         }
+        if resolver.querylog is not None:
+            extra["querylog_logged"] = resolver.querylog.logged
+            extra["querylog_dropped"] = resolver.querylog.dropped
         limiter = resolver.ratelimiter
         if limiter is not None:
             extra["ratelimit_refused"] = limiter.refused
@@ -293,7 +313,7 @@ class Worker:
         group: int = 0,
     ) -> None:
         resolver = self.resolver
-        response, outcome = await resolver.forward(query, data, m.UDP, group)
+        response, outcome = await resolver.forward(query, data, m.UDP, group, address[0])
         if response is None:
             return
         response = resolver.fit_udp(response, query)
@@ -415,7 +435,7 @@ class Worker:
                     continue
                 # Pipelining: answer out of order as upstream replies arrive (RFC 7766 6.2.1.1).
                 task = asyncio.get_running_loop().create_task(
-                    self._tcp_forward(writer, result, data, transport, shape)
+                    self._tcp_forward(writer, result, data, client, transport, shape)
                 )
                 pending.add(task)
                 task.add_done_callback(pending.discard)
@@ -444,11 +464,12 @@ class Worker:
         writer: asyncio.StreamWriter,
         query: Query,
         data: bytes,
+        client: str = "",
         transport: int = m.TCP,
         shape: Callable[[bytes], bytes] | None = None,
     ) -> None:
         group = self.resolver.last_group  # read before the first await: this query's
-        response = (await self.resolver.forward(query, data, transport, group))[0]
+        response = (await self.resolver.forward(query, data, transport, group, client))[0]
         if response is not None:
             self._tcp_send(writer, shape(response) if shape else response)
 
@@ -462,4 +483,4 @@ class Worker:
             return None
         if result is None or isinstance(result, bytes):
             return result
-        return (await resolver.forward(result, data, m.HTTPS, resolver.last_group))[0]
+        return (await resolver.forward(result, data, m.HTTPS, resolver.last_group, client))[0]

@@ -32,6 +32,7 @@ from resolver.config.addresses import (
 from resolver.config.locator import ConfigError
 from resolver.dns.constants import MAX_TTL
 from resolver.lists import FORMATS as LIST_FORMATS
+from resolver.lists.model import KINDS as LIST_KINDS
 from resolver.lists.model import ListSpec
 from resolver.lists.quality import DEFAULT_MAX_REJECTED_RATIO
 from resolver.policy import Action, Ede, MatchMode
@@ -57,6 +58,7 @@ __all__ = [
     "ListConfig",
     "ListSource",
     "MetricsConfig",
+    "QueryLogConfig",
     "RpzConfig",
     "Section",
     "ServerConfig",
@@ -844,6 +846,87 @@ class RpzConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryLogConfig:
+    """`[querylog]`: what was asked and blocked, streamed as dnstap (docs/querylog.md)."""
+
+    dnstap: str = field(
+        default="",
+        metadata=setting(
+            'Where dnstap goes: `"unix:/path"` or `"tcp:HOST:PORT"` (a Frame Streams receiver: '
+            'dnstap-receiver, go-dnscollector, fstrm_capture), or `"file:/path"` (rotated by '
+            'size). With more than one worker each writes its own file, `/path.N`. `""` is off.',
+            "sink string",
+            default='`""` (off)',
+        ),
+    )
+    sample: int = field(
+        default=1,
+        metadata=setting(
+            "Log 1 in this many allowed queries (per worker); blocked ones are always logged.",
+            INTEGER,
+            low=1,
+        ),
+    )
+    only_blocked: bool = field(
+        default=False,
+        metadata=setting("Log blocked queries only (`sample` then does not matter).", BOOLEAN),
+    )
+    client_prefix_v4: int = field(
+        default=24,
+        metadata=setting(
+            "IPv4 client addresses of logged allowed queries are cut to this prefix length "
+            "before they leave the process (32 keeps them whole, 0 drops them).",
+            INTEGER,
+            low=0,
+            high=32,
+        ),
+    )
+    client_prefix_v6: int = field(
+        default=48,
+        metadata=setting("Likewise for IPv6 clients.", INTEGER, low=0, high=128),
+    )
+    blocked_full_address: bool = field(
+        default=True,
+        metadata=setting(
+            "Keep the whole client address for blocked queries (an abuse or compliance team "
+            "needs the subscriber); `false` cuts them like allowed ones.",
+            BOOLEAN,
+        ),
+    )
+    identity: str = field(
+        default="",
+        metadata=setting(
+            "dnstap `identity` of this server.",
+            STRING,
+            default='`""` (the host name)',
+        ),
+    )
+    queue: int = field(
+        default=10_000,
+        metadata=setting(
+            "Messages waiting for the writer per worker; past that they are dropped and "
+            "counted in `blokir_querylog_dropped_total` (the query path never waits).",
+            INTEGER,
+            low=1,
+            high=10_000_000,
+        ),
+    )
+    file_max_bytes: int = field(
+        default=100 * 1024 * 1024,
+        metadata=setting(
+            "`file:` sink: rotate once a file is this large (`/path` -> `/path.1`, ...).",
+            INTEGER,
+            low=4096,
+            default="`104857600` (100 MiB)",
+        ),
+    )
+    file_keep: int = field(
+        default=5,
+        metadata=setting("`file:` sink: rotated files kept.", INTEGER, low=0, high=1000),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ListSource:
     """Where a list comes from, how it is refreshed and what it must yield; `url` and `xfr` None
     mean a local file. `refresh` and `max_shrink` None mean `[updates]`'s."""
@@ -948,6 +1031,17 @@ class ListConfig:
             choices=_values(MatchMode),
         ),
     )
+    kind: str = field(
+        default="domain",
+        metadata=setting(
+            "`domain`: the entries are names, matched against the query name. `ip`: they are "
+            "addresses and CIDR prefixes, matched against the A/AAAA records of answers "
+            "(response-IP triggers; docs/ip-triggers.md); `format` must then be `auto` or "
+            "`plain`. RPZ lists of either kind also carry `rpz-ip` triggers.",
+            STRING,
+            choices=LIST_KINDS,
+        ),
+    )
     format: str = field(
         default="auto",
         metadata=setting(
@@ -1017,6 +1111,15 @@ class AllowlistConfig:
             "`subtree` allows the name and every name below it; `exact` only the name itself.",
             STRING,
             choices=_values(MatchMode),
+        ),
+    )
+    kind: str = field(
+        default="domain",
+        metadata=setting(
+            "`domain`: names. `ip`: addresses and CIDR prefixes an answer may hold even when "
+            'a `kind = "ip"` list covers them (the longest prefix wins, as for names).',
+            STRING,
+            choices=LIST_KINDS,
         ),
     )
     format: str = field(
@@ -1120,6 +1223,14 @@ class Config:
             UpdatesConfig,
         ),
     )
+    querylog: QueryLogConfig = field(
+        default_factory=QueryLogConfig,
+        metadata=_section(
+            "`[querylog]`",
+            "What was asked and blocked, streamed as dnstap (docs/querylog.md).",
+            QueryLogConfig,
+        ),
+    )
     rpz: RpzConfig = field(
         default_factory=RpzConfig,
         metadata=_section(
@@ -1179,6 +1290,7 @@ class Config:
                     format=allow.format,
                     list_index=len(specs),
                     max_rejected_ratio=allow.source.max_rejected_ratio,
+                    kind=allow.kind,
                 )
             )
         for block in self.lists:
@@ -1195,6 +1307,7 @@ class Config:
                     landing_ipv6=block.landing_ipv6,
                     list_index=len(specs),
                     max_rejected_ratio=block.source.max_rejected_ratio,
+                    kind=block.kind,
                 )
             )
         return specs

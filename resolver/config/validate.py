@@ -44,6 +44,7 @@ from resolver.config.schema import (
     ListConfig,
     ListSource,
     MetricsConfig,
+    QueryLogConfig,
     RpzConfig,
     ServerConfig,
     TsigKey,
@@ -51,6 +52,7 @@ from resolver.config.schema import (
     UpstreamConfig,
 )
 from resolver.control import MAX_PATH_BYTES
+from resolver.lists import IP_FORMATS
 from resolver.policy import Action, Ede, MatchMode
 from resolver.ratelimit import RateLimitAction
 from resolver.sources import source_paths
@@ -282,6 +284,7 @@ class _Context(ValueParsers):
         metrics = self._metrics(tables["metrics"])
         landing = self._landing(tables["landing"])
         self.updates = updates = self._updates(tables["updates"], blocking.index_path)
+        querylog = self._querylog(tables["querylog"])
         rpz = self._rpz(tables["rpz"])
         allowlists = tuple(self._allowlist(t) for t in self._array_section(raw, "allowlists"))
         lists = tuple(self._list(t) for t in self._array_section(raw, "lists"))
@@ -297,6 +300,7 @@ class _Context(ValueParsers):
             metrics=metrics,
             landing=landing,
             updates=updates,
+            querylog=querylog,
             rpz=rpz,
             lists=lists,
             allowlists=allowlists,
@@ -456,6 +460,37 @@ class _Context(ValueParsers):
             textfile_interval=t.get_float("textfile_interval"),
         )
 
+    def _querylog(self, t: _Table) -> QueryLogConfig:
+        sink = t.get_str("dnstap").strip()
+        if sink:
+            kind, _, rest = sink.partition(":")
+            if kind in ("unix", "file"):
+                if not rest.strip():
+                    raise t.error("dnstap", f"{kind}: needs a path")
+                path = self.resolve_path(rest.strip())
+                if kind == "unix" and len(os.fsencode(path)) > MAX_PATH_BYTES:
+                    raise t.error("dnstap", f"the socket path is over {MAX_PATH_BYTES} bytes")
+                sink = f"{kind}:{path}"
+            elif kind == "tcp":
+                host, port = self.host_port(("querylog", "dnstap"), rest, required_port=True)
+                sink = f"tcp:{format_address((host, port))}"
+            else:
+                raise t.error(
+                    "dnstap", f'{sink!r}: expected "unix:/path", "tcp:HOST:PORT" or "file:/path"'
+                )
+        return QueryLogConfig(
+            dnstap=sink,
+            sample=t.get_int("sample"),
+            only_blocked=t.get_bool("only_blocked"),
+            client_prefix_v4=t.get_int("client_prefix_v4"),
+            client_prefix_v6=t.get_int("client_prefix_v6"),
+            blocked_full_address=t.get_bool("blocked_full_address"),
+            identity=t.get_str("identity"),
+            queue=t.get_int("queue"),
+            file_max_bytes=t.get_int("file_max_bytes"),
+            file_keep=t.get_int("file_keep"),
+        )
+
     def _landing(self, t: _Table) -> LandingConfig:
         listen: dict[str, tuple[Address, ...]] = {}
         for key in ("listen", "tls_listen"):
@@ -610,7 +645,7 @@ class _Context(ValueParsers):
         except ValueError as exc:
             raise t.error("tsig", str(exc)) from None
 
-    def _list_common(self, t: _Table) -> tuple[str, Path, str, MatchMode, str, ListSource]:
+    def _list_common(self, t: _Table) -> tuple[str, Path, str, MatchMode, str, ListSource, str]:
         name = t.get_str("name")
         if not _NAME_RE.fullmatch(name) or name in (".", ".."):
             raise t.error("name", f"{name!r} may only contain letters, digits, '_', '.' and '-'")
@@ -622,6 +657,14 @@ class _Context(ValueParsers):
             raise t.error("category", "must not be empty")
         match = t.get_enum("match", MatchMode)
         fmt = t.get_choice("format")
+        kind = t.get_choice("kind")
+        if kind == "ip" and fmt not in IP_FORMATS:
+            raise t.error(
+                "format",
+                f'an IP list (kind = "ip") is read one address or prefix per line; format '
+                f"{fmt!r} does not apply (use {' or '.join(repr(f) for f in IP_FORMATS)}; "
+                "an RPZ file's rpz-ip triggers are read from a domain list)",
+            )
         url: str | None = None
         xfr: XfrSource | None = None
         if is_xfr_url(path_text):
@@ -657,7 +700,7 @@ class _Context(ValueParsers):
                 "max_rejected_ratio", t.default("max_rejected_ratio", float)
             ),
         )
-        return name, path, category, match, fmt, source
+        return name, path, category, match, fmt, source, kind
 
     def _upstream_server(self, path: KeyPath, value: object) -> Address | TlsServer:
         """A plain upstream (host_port) or `tls://ip[:port]#name` (RFC 7858 over port 853)."""
@@ -712,13 +755,19 @@ class _Context(ValueParsers):
         return value
 
     def _allowlist(self, t: _Table) -> AllowlistConfig:
-        name, path, category, match, fmt, source = self._list_common(t)
+        name, path, category, match, fmt, source, kind = self._list_common(t)
         return AllowlistConfig(
-            name=name, path=path, category=category, match=match, format=fmt, source=source
+            name=name,
+            path=path,
+            category=category,
+            match=match,
+            format=fmt,
+            source=source,
+            kind=kind,
         )
 
     def _list(self, t: _Table) -> ListConfig:
-        name, path, category, match, fmt, source = self._list_common(t)
+        name, path, category, match, fmt, source, kind = self._list_common(t)
         action = t.get_enum("action", Action)
         ede = t.get_enum("ede", Ede)
         landing: dict[int, tuple[str, ...]] = {}
@@ -738,6 +787,7 @@ class _Context(ValueParsers):
             ede=ede,
             match=match,
             format=fmt,
+            kind=kind,
             landing_ipv4=landing[4],
             landing_ipv6=landing[6],
             justification=self._sde_text(t, "justification"),

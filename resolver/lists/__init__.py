@@ -30,11 +30,14 @@ _PARSERS: dict[str, tuple[str, str]] = {
     "unbound": ("resolver.lists.unbound", "parse_unbound"),
 }
 FORMATS = ("auto", *_PARSERS)
+# `kind = "ip"` lists are read by their own parser, whatever their format says (auto or plain).
+_IP_PARSER = ("resolver.lists.iplist", "parse_ip")
+IP_FORMATS = ("auto", "plain")
 
 
 def parser_for(fmt: str) -> Parser:
-    """The parser of one format (not "auto"), imported on first use."""
-    module, function = _PARSERS[fmt]
+    """The parser of one format (not "auto"; "ip" for IP lists), imported on first use."""
+    module, function = _IP_PARSER if fmt == "ip" else _PARSERS[fmt]
     parser: Parser = getattr(importlib.import_module(module), function)
     return parser
 
@@ -44,7 +47,7 @@ def parse_list(
 ) -> Iterator[Batch]:
     """Parse one list in its configured format, or the detected one when `format = "auto"`.
     The stream must be seekable when detecting (detection peeks at the head and rewinds)."""
-    fmt = spec.format
+    fmt = "ip" if spec.kind == "ip" else spec.format
     if fmt == "auto":
         head = stream.read(64 << 10)
         stream.seek(0)

@@ -15,6 +15,9 @@ EXAMPLES_PER_REASON = 5
 MAX_IP_ENTRIES = 1_000_000
 
 
+KINDS = ("domain", "ip")
+
+
 @dataclass(frozen=True, slots=True)
 class ListSpec:
     """One configured list: where it is and what its entries mean."""
@@ -31,6 +34,7 @@ class ListSpec:
     list_index: int = 0  # position in config order, allowlists first
     # More rejected than this share of the entries given fails the list (resolver.lists.quality)
     max_rejected_ratio: float = DEFAULT_MAX_REJECTED_RATIO
+    kind: str = "domain"  # domain | ip (addresses and prefixes: response-IP triggers)
 
     @property
     def is_allowlist(self) -> bool:

@@ -68,15 +68,24 @@ def normalise(token: str) -> Name:
     return Name(_check_name(_to_ascii(text)), wildcard=wildcard)
 
 
-def _strip_url(text: str) -> str:
-    """`http://user@Example.com:8080/a?b#c` -> `Example.com`; bare `example.com/path` too."""
+def without_scheme(text: str) -> tuple[str, bool]:
+    """`http://host/path` -> (`host/path`, True); text without a URL scheme as it is."""
     match = _URL_SCHEME_RE.match(text)
-    if match:
-        text = text[match.end() :]
+    return (text[match.end() :], True) if match else (text, False)
+
+
+def before_path(text: str) -> str:
+    """The part before a URL's path, query or fragment."""
     for stop in "/?#":
         cut = text.find(stop)
         if cut != -1:
             text = text[:cut]
+    return text
+
+
+def _strip_url(text: str) -> str:
+    """`http://user@Example.com:8080/a?b#c` -> `Example.com`; bare `example.com/path` too."""
+    text = before_path(without_scheme(text)[0])
     if "@" in text:
         text = text.rsplit("@", 1)[1]
     if text.startswith("["):  # [2001:db8::1]:443

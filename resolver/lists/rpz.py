@@ -1,8 +1,11 @@
 """RPZ zone files: Response Policy Zones (draft-vixie-dnsop-dns-rpz, the BIND ARM's "Response
 Policy Zones" section) in RFC 1035 section 5 master-file syntax.
 
-Only QNAME triggers are enforced. A record's owner name relative to the policy zone apex is the
-trigger (`*.name` covers the names strictly below `name`); the record says what to do:
+QNAME and response-IP triggers are enforced. A record's owner name relative to the policy zone
+apex is the trigger (`*.name` covers the names strictly below `name`; `24.0.2.0.192.rpz-ip`
+covers answers holding an address in 192.0.2.0/24, `48.zz.db8.2001.rpz-ip` 2001:db8::/48: the
+prefix length, then the address's labels in reverse, `zz` standing for the `::` run); the record
+says what to do:
 
     name CNAME .               NXDOMAIN
     name CNAME *.              NODATA
@@ -13,8 +16,8 @@ trigger (`*.name` covers the names strictly below `name`); the record says what 
                                in the file, makes one policy with all the addresses
 
 Anything else a policy zone may hold is counted as skipped, never silently dropped:
-`rpz-tcp-only`, CNAME rewrites to other names, other record types, and the IP, NSIP, NSDNAME and
-client-IP triggers (owners under the special labels `rpz-ip`, `rpz-nsip`, ...).
+`rpz-tcp-only`, CNAME rewrites to other names, other record types, and the NSIP, NSDNAME and
+client-IP triggers (owners under the special labels `rpz-nsip`, ...).
 
 Where the apex is. A zone file does not name its zone (named.conf does), so the apex is taken
 from the file: an SOA record whose owner is absolute (or written relative to a known origin)
@@ -46,10 +49,11 @@ import dns.name
 import dns.rdatatype
 
 from resolver.lists.chunks import CHUNK_BYTES, read_chunks, suspect_lines
+from resolver.lists.iplist import parse_prefix
 from resolver.lists.model import Batch, ListSpec, ParseReport
 from resolver.lists.normalise import Rejected, normalise
 from resolver.lists.plain import EntrySink, decode_line
-from resolver.policy import MATCH_BELOW, MATCH_SELF, Action, Ede, Policy, PolicyTable
+from resolver.policy import MATCH_BELOW, MATCH_IP, MATCH_SELF, Action, Ede, Policy, PolicyTable
 
 # A `(` left open for more lines than this is taken for garbage: an SOA needs about seven.
 MAX_GROUP_LINES = 64
@@ -334,12 +338,24 @@ class _RpzParser:
         if b"rpz-" in lowered:
             # IP, NSIP, NSDNAME and client-IP triggers are skipped, as the slow path does.
             for j, name in enumerate(clean):
-                reason = _special_label(name.split(b".")) if b"rpz-" in name else None
-                if reason is not None:
-                    text = lines[index[j]].decode("utf-8", "replace")
+                if b"rpz-" not in name:
+                    continue
+                labels = name.split(b".")
+                text = lines[index[j]].decode("utf-8", "replace")
+                if labels[-1] == b"rpz-ip" and _special_label(labels[:-1]) is None:
+                    owner = tuple(label.decode("ascii", "replace") for label in labels)
+                    if match == MATCH_BELOW:
+                        owner = ("*", *owner)
+                    trigger = self._trigger(first + index[j], text, owner)
+                    if trigger is not None:
+                        self.sink.add(trigger[0], self.pid(Action.NXDOMAIN), trigger[1])
+                else:
+                    reason = _special_label(labels)
+                    if reason is None:
+                        continue
                     self.report.skip(reason, first + index[j], text)
-                    clean[j] = b""
-                    removed = True
+                clean[j] = b""
+                removed = True
         for j in suspects:
             if not clean[j]:
                 continue  # skipped above
@@ -474,7 +490,7 @@ class _RpzParser:
         if not rel:
             report.skip("rpz_apex_record", line_no, text)
             return
-        for label in reversed(rel):
+        for label in reversed(rel[:-1] if rel[-1].lower() == "rpz-ip" else rel):
             special = _SPECIAL_LABELS.get(label.lower())
             if special is not None:
                 report.skip(special, line_no, text)
@@ -569,6 +585,12 @@ class _RpzParser:
             addresses.append(address)
 
     def _trigger(self, line_no: int, text: str, rel: tuple[str, ...]) -> tuple[bytes, int] | None:
+        if rel[-1].lower() == "rpz-ip":
+            try:
+                return rpz_ip_prefix(rel[:-1]).encode("ascii"), MATCH_IP
+            except Rejected as rejected:
+                self.report.reject(rejected.reason, line_no, text)
+                return None
         match = MATCH_SELF
         if rel[0] == "*":
             if len(rel) == 1:
@@ -597,6 +619,34 @@ class _RpzParser:
             self.report.add_ip(name.name)
             return None
         return name.name.encode("ascii")
+
+
+def rpz_ip_prefix(labels: tuple[str, ...]) -> str:
+    """The canonical prefix of an rpz-ip trigger's labels (without `rpz-ip`): the prefix length,
+    then the address's octets (IPv4, exactly four) or 16-bit groups (IPv6, `zz` for the `::`
+    run) least significant first. Host bits must be clear, as BIND requires."""
+    if not labels or labels[0] == "*":
+        raise Rejected("rpz_ip_wildcard" if labels else "rpz_ip_syntax")
+    length, parts = labels[0], [label.lower() for label in reversed(labels[1:])]
+    if not length.isdigit() or not parts:
+        raise Rejected("rpz_ip_syntax")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        address = ".".join(parts)
+    elif parts.count("zz") <= 1 and (len(parts) == 8 or "zz" in parts):
+        address = ":".join("" if p == "zz" else p for p in parts)
+        if parts[0] == "zz":
+            address = ":" + address
+        if parts[-1] == "zz":
+            address += ":"
+    else:
+        raise Rejected("rpz_ip_syntax")
+    try:
+        network = parse_prefix(f"{address}/{length}")
+    except Rejected:
+        raise Rejected("rpz_ip_syntax") from None
+    if network.prefixlen == 0 or str(network.network_address) != str(ipaddress.ip_address(address)):
+        raise Rejected("rpz_ip_prefix")  # /0, or host bits set
+    return str(network)
 
 
 def _special_label(labels: list[bytes]) -> str | None:

@@ -367,8 +367,8 @@ ERROR_CASES = [
     (
         "[frobnicate]\n",
         "blokir.toml:1 frobnicate: unknown section "
-        "(expected one of server, upstream, blocking, cache, metrics, landing, updates, rpz, "
-        "allowlists, lists, groups)",
+        "(expected one of server, upstream, blocking, cache, metrics, landing, updates, querylog, "
+        "rpz, allowlists, lists, groups)",
     ),
     (
         "workers = 2\n",

@@ -17,14 +17,14 @@ from hypothesis import strategies as st
 
 from resolver.lists.model import ListSpec, ParseReport
 from resolver.lists.rpz import MAX_GROUP_LINES, parse_rpz
-from resolver.policy import MATCH_BELOW, MATCH_SELF, Action, Ede, MatchMode, PolicyTable
+from resolver.policy import MATCH_BELOW, MATCH_IP, MATCH_SELF, Action, Ede, MatchMode, PolicyTable
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "data" / "lists" / "rpz"
 SAMPLE = ROOT / "blocklists" / "sample-rpz.rpz"
 GOLDEN_INPUTS = sorted(GOLDEN.glob("*.rpz"))
 
-MATCH_NAMES = {MATCH_SELF: "self", MATCH_BELOW: "below"}
+MATCH_NAMES = {MATCH_SELF: "self", MATCH_BELOW: "below", MATCH_IP: "ip"}
 
 # Deliberately unlike the defaults of an RPZ policy: the parser must not use them.
 SPEC = ListSpec(

@@ -1,0 +1,57 @@
+"""The query path's query log hooks (Resolver.use_querylog): every blocked answer is logged, 1 in
+`sample` allowed ones, nothing once the log is off; the writer process is not started here, so
+records stay in the log's list."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import dns.message
+import dns.rrset
+
+from resolver.config import QueryLogConfig
+from resolver.querylog.client import QueryLog
+from tests.unit.resolvers import make_resolver
+
+
+def query(name: str, ident: int) -> bytes:
+    qname = b"".join(bytes([len(p)]) + p for p in name.encode().split(b".")) + b"\0"
+    return struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
+
+
+def test_blocked_always_allowed_sampled(tmp_path: Path) -> None:
+    resolver = make_resolver(tmp_path, ["judi.example"])
+    qlog = QueryLog(QueryLogConfig(dnstap="file:/nonexistent", sample=3))
+    resolver.use_querylog(qlog)
+    # An allowed name in the cache, as an upstream answer would have put it there.
+    response = dns.message.make_response(dns.message.from_wire(query("ok.example", 1)))
+    response.answer.append(dns.rrset.from_text("ok.example.", 300, "IN", "A", "198.51.100.1"))
+    first, _ = resolver.handle(query("ok.example", 1), "127.0.0.1")
+    assert not isinstance(first, bytes)  # a miss: forwarded
+    resolver.cache.put(resolver._cache_key(first), response.to_wire())
+
+    for n in range(4):  # parsed, then memo hits (from the second sighting on)
+        assert isinstance(resolver.handle(query("judi.example", 100 + n), "127.0.0.1")[0], bytes)
+    for n in range(7):  # cache, then memo hits
+        assert isinstance(resolver.handle(query("ok.example", 200 + n), "127.0.0.1")[0], bytes)
+    blocked = [r for r in qlog.records if r[5]]
+    allowed = [r for r in qlog.records if not r[5]]
+    assert [(r[1], r[7]) for r in blocked] == [("127.0.0.1", b"judi.example")] * 4
+    assert [struct.unpack("!H", r[3][:2])[0] for r in blocked] == [100, 101, 102, 103]
+    assert all(r[4][:2] == r[3][:2] for r in qlog.records)  # the answer sent, its ID patched
+    assert [struct.unpack("!H", r[3][:2])[0] for r in allowed] == [202, 205]
+    assert {r[1] for r in allowed} == {"127.0.0.0"}  # cut to /24
+
+    resolver.use_querylog(None)
+    resolver.handle(query("judi.example", 300), "127.0.0.1")
+    resolver.handle(query("ok.example", 301), "127.0.0.1")
+    assert len(qlog.records) == 6
+
+
+def test_only_blocked(tmp_path: Path) -> None:
+    resolver = make_resolver(tmp_path, ["judi.example"])
+    qlog = QueryLog(QueryLogConfig(dnstap="file:/nonexistent", sample=1, only_blocked=True))
+    resolver.use_querylog(qlog)
+    resolver.handle(query("judi.example", 1), "127.0.0.1")
+    assert len(qlog.records) == 1 and qlog.records[0][5]
