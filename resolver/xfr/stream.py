@@ -17,6 +17,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -32,7 +33,7 @@ import dns.xfr
 
 from resolver.xfr.zonefile import CopyWriter, IxfrDiff
 
-__all__ = ["BadTransfer", "CopyTransfer", "receive"]
+__all__ = ["BadTransfer", "CopyTransfer", "apply", "receive"]
 
 
 class BadTransfer(Exception):
@@ -160,36 +161,53 @@ def receive(
     """Send the AXFR or IXFR `query` and read the answer into `manager` until the final SOA;
     each read waits at most `timeout`, the whole transfer at most `lifetime` seconds."""
     deadline = time.monotonic() + lifetime
-    rdtype = query.question[0].rdtype
-    serial = dns.xfr.extract_serial_from_query(query)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect((host, port))
         wire = query.to_wire()
         sock.sendall(struct.pack("!H", len(wire)) + wire)
-        with dns.xfr.Inbound(manager, rdtype, serial) as inbound:
-            tsig_ctx = None
-            first = True
-            done = False
-            while not done:  # bounded: every read counts against `deadline`
-                (length,) = struct.unpack("!H", _read(sock, 2, timeout, deadline))
-                message = dns.message.from_wire(
-                    _read(sock, length, timeout, deadline),
-                    keyring=query.keyring,
-                    request_mac=query.mac,
-                    xfr=True,
-                    tsig_ctx=tsig_ctx,
-                    multi=True,
-                    one_rr_per_rrset=rdtype == dns.rdatatype.IXFR,
-                )
-                if not query.is_response(message, xfr_continuation=not first):
-                    raise dns.query.BadResponse
-                if first:
-                    manager.saw_first(message)
-                    first = False
-                done = inbound.process_message(message)
-                tsig_ctx = message.tsig_ctx
+        apply(manager, query, _messages(sock, query, timeout, deadline))
+
+
+def apply(
+    manager: CopyTransfer, query: dns.message.Message, messages: Iterator[dns.message.Message]
+) -> None:
+    """Feed the answer to `query`, message by message, through dns.xfr.Inbound into `manager`.
+    Raises when the messages end before the final SOA (nothing is committed then)."""
+    rdtype = query.question[0].rdtype
+    serial = dns.xfr.extract_serial_from_query(query)
+    with dns.xfr.Inbound(manager, rdtype, serial) as inbound:
+        for index, message in enumerate(messages):
+            if not query.is_response(message, xfr_continuation=index > 0):
+                raise dns.query.BadResponse
+            if index == 0:
+                manager.saw_first(message)
+            if inbound.process_message(message):
+                return
+    raise EOFError("the transfer ended before its final SOA")
+
+
+def _messages(
+    sock: socket.socket, query: dns.message.Message, timeout: float, deadline: float
+) -> Iterator[dns.message.Message]:
+    """The answer's messages as they arrive; each is checked against the TSIG of the query and
+    the messages before it. Ends only by an exception (the reader stops at the final SOA)."""
+    tsig_ctx = None
+    ixfr = query.question[0].rdtype == dns.rdatatype.IXFR
+    while True:  # bounded: every read counts against `deadline`
+        (length,) = struct.unpack("!H", _read(sock, 2, timeout, deadline))
+        message = dns.message.from_wire(
+            _read(sock, length, timeout, deadline),
+            keyring=query.keyring,
+            request_mac=query.mac,
+            xfr=True,
+            tsig_ctx=tsig_ctx,
+            multi=True,
+            one_rr_per_rrset=ixfr,
+        )
+        yield message
+        tsig_ctx = message.tsig_ctx
 
 
 def _read(sock: socket.socket, size: int, timeout: float, deadline: float) -> bytes:
