@@ -107,14 +107,17 @@ def child(args: argparse.Namespace) -> None:
     before = memory_kib()
     secondary = Secondary("bench", XfrSource("127.0.0.1", args.port, ZONE), args.state)
     started = time.perf_counter()
+    cpu = time.process_time()
     result = secondary.transfer(args.timeout)
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     after = memory_kib()
     figures = {
         "outcome": result.outcome,
         "kind": result.kind,
         "detail": result.detail,
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "import_rss_mib": before["VmRSS"] / 1024,
         "peak_rss_mib": after["VmHWM"] / 1024,
         "held_rss_mib": after["VmRSS"] / 1024,
@@ -228,7 +231,8 @@ def main() -> None:
         print(
             f"{kind.upper()} of {args.names:,} names"
             + (f" ({changes:,} changed)" if kind == "ixfr" else "")
-            + f": {got['seconds']:.2f} s, peak RSS {got['peak_rss_mib']:.0f} MiB, "
+            + f": {got['seconds']:.2f} s ({got['cpu_seconds']:.2f} s CPU), "
+            f"peak RSS {got['peak_rss_mib']:.0f} MiB, "
             f"held after {got['held_rss_mib']:.0f} MiB (process at start "
             f"{got['import_rss_mib']:.0f} MiB)"
         )

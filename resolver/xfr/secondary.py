@@ -11,20 +11,23 @@ A refresh follows what a secondary name server does (RFC 1034 section 4.3.5, RFC
 
 1. With a copy, ask the primary for its SOA. The same serial: nothing to do. An older serial
    (RFC 1982 serial arithmetic): reported, and the copy keeps serving.
-2. Newer: IXFR (RFC 1995) from our serial, applied to the zone held in memory. A primary that
-   cannot do IXFR answers an error rcode, or the whole zone AXFR-style (RFC 1995 section 4):
-   the first is retried as AXFR, the second dnspython applies as a full replacement.
-3. Without a copy, or after that fallback: AXFR (RFC 5936) into a fresh zone.
+2. Newer: IXFR (RFC 1995) from our serial, merged into the copy on disk. A primary that cannot
+   do IXFR answers an error rcode, or the whole zone AXFR-style (RFC 1995 section 4): the first
+   is retried as AXFR, the second is taken as the full replacement it is. An IXFR that does not
+   fit the copy (it deletes a record the copy lacks) is retried as AXFR too.
+3. Without a copy, or after that fallback: AXFR (RFC 5936).
 
 Transfers are signed with the list's TSIG key (RFC 8945) when it has one, and dnspython rejects
-an answer that is not signed with it. Nothing is committed before the final SOA has arrived, so
-a stream cut short, a bad signature, garbage on the wire or a serial that goes backwards leave
-the copy (and so the serving index) as they were; the failure is kept for `blokir status`.
+an answer that is not signed with it. Nothing is renamed over the copy before the final SOA has
+arrived and every check has passed, so a stream cut short, a bad signature, garbage on the wire
+or a serial that goes backwards leave the copy (and so the serving index) as they were; the
+failure is kept for `blokir status`.
 
-The protocol is dnspython's (dns.query.inbound_xfr, dns.xfr, dns.zone). Its zone holds every
-record in memory: about 1 KB per name, so a feed of a million names costs the process that runs
-the updates about a gigabyte between transfers. Timers: the zone's SOA refresh (retry after a
-failure), or the list's `refresh` when set; a NOTIFY from the primary makes it due at once.
+No zone is held in memory: a transfer is read message by message (resolver/xfr/stream.py) and
+written line by line into a new copy, an IXFR's difference merged into the old copy as it is
+read (resolver/xfr/zonefile.py). Memory is one message and the IXFR's difference, whatever the
+size of the zone. Timers: the zone's SOA refresh (retry after a failure), or the list's
+`refresh` when set; a NOTIFY from the primary makes it due at once.
 """
 
 from __future__ import annotations
@@ -44,11 +47,9 @@ import dns.message
 import dns.name
 import dns.query
 import dns.rcode
-import dns.rdataclass
 import dns.rdatatype
 import dns.serial
 import dns.tsig
-import dns.tsigkeyring
 import dns.xfr
 
 from resolver.sources import source_paths, write_json
