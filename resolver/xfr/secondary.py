@@ -77,7 +77,9 @@ NOT_MODIFIED = "not_modified"
 FAILED = "failed"
 MIN_INTERVAL = 1.0  # seconds: an SOA refresh of 0 must not make the reloader spin
 NO_SOA_RETRY = 60.0  # seconds between tries while no transfer ever worked (no SOA timers yet)
-LIFETIME_FACTOR = 10  # a whole transfer may take this many `timeout`s (each read: one)
+# A whole transfer may take this many `timeout`s (each read: one), and more as data keeps
+# arriving (resolver/xfr/stream.py MIN_RATE): a 10M-name AXFR takes half an hour.
+LIFETIME_FACTOR = 10
 # Reasons an IXFR failed for which an AXFR may work: an error rcode (RFC 1995 section 4, a
 # primary without IXFR) or an IXFR answer that does not fit our version. A bad signature, a
 # network failure or a serial going backwards would fail the AXFR the same way.

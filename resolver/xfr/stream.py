@@ -35,6 +35,11 @@ from resolver.xfr.zonefile import CopyWriter, IxfrDiff
 
 __all__ = ["BadTransfer", "CopyTransfer", "apply", "receive"]
 
+# Bytes a second a transfer must bring on average beyond its base lifetime: far below what
+# reading a zone costs here (about 300 KB/s of wire for dnspython's parsing), far above a
+# primary that trickles to hold the update loop.
+MIN_RATE = 16 * 1024
+
 
 class BadTransfer(Exception):
     """The transfer breaks the protocol in a way dns.xfr.Inbound leaves to its transaction."""
@@ -158,16 +163,18 @@ def receive(
     timeout: float,
     lifetime: float,
 ) -> None:
-    """Send the AXFR or IXFR `query` and read the answer into `manager` until the final SOA;
-    each read waits at most `timeout`, the whole transfer at most `lifetime` seconds."""
-    deadline = time.monotonic() + lifetime
+    """Send the AXFR or IXFR `query` and read the answer into `manager` until the final SOA.
+    Each read waits at most `timeout`; the whole transfer may take `lifetime` seconds plus one
+    second for every MIN_RATE bytes received, so a zone of any size can arrive from a primary
+    that keeps sending, and one that trickles is cut off."""
+    budget = _Budget(time.monotonic() + lifetime)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect((host, port))
         wire = query.to_wire()
         sock.sendall(struct.pack("!H", len(wire)) + wire)
-        apply(manager, query, _messages(sock, query, timeout, deadline))
+        apply(manager, query, _messages(sock, query, timeout, budget))
 
 
 def apply(
@@ -189,16 +196,16 @@ def apply(
 
 
 def _messages(
-    sock: socket.socket, query: dns.message.Message, timeout: float, deadline: float
+    sock: socket.socket, query: dns.message.Message, timeout: float, budget: _Budget
 ) -> Iterator[dns.message.Message]:
     """The answer's messages as they arrive; each is checked against the TSIG of the query and
     the messages before it. Ends only by an exception (the reader stops at the final SOA)."""
     tsig_ctx = None
     ixfr = query.question[0].rdtype == dns.rdatatype.IXFR
-    while True:  # bounded: every read counts against `deadline`
-        (length,) = struct.unpack("!H", _read(sock, 2, timeout, deadline))
+    while True:  # bounded: every read counts against the budget
+        (length,) = struct.unpack("!H", _read(sock, 2, timeout, budget))
         message = dns.message.from_wire(
-            _read(sock, length, timeout, deadline),
+            _read(sock, length, timeout, budget),
             keyring=query.keyring,
             request_mac=query.mac,
             xfr=True,
@@ -210,12 +217,25 @@ def _messages(
         tsig_ctx = message.tsig_ctx
 
 
-def _read(sock: socket.socket, size: int, timeout: float, deadline: float) -> bytes:
+class _Budget:
+    """The time a transfer may take: a base, and more for every byte that arrived."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def received(self, count: int) -> None:
+        self.deadline += count / MIN_RATE
+
+
+def _read(sock: socket.socket, size: int, timeout: float, budget: _Budget) -> bytes:
     buffer = bytearray(size)
     view = memoryview(buffer)
     got = 0
     while got < size:
-        left = deadline - time.monotonic()
+        left = budget.left()
         if left <= 0:
             raise dns.exception.Timeout
         sock.settimeout(min(timeout, left))
@@ -223,4 +243,5 @@ def _read(sock: socket.socket, size: int, timeout: float, deadline: float) -> by
         if count == 0:
             raise EOFError
         got += count
+        budget.received(count)
     return bytes(buffer)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.exception
 import dns.message
 import dns.name
 import dns.rdatatype
@@ -24,7 +27,7 @@ import pytest
 import resolver.xfr.secondary as secondary_module
 from resolver.xfr.secondary import Secondary
 from resolver.xfr.source import XfrSource
-from resolver.xfr.stream import CopyTransfer, apply
+from resolver.xfr.stream import MIN_RATE, CopyTransfer, _Budget, _read, apply
 from resolver.xfr.zonefile import CopyWriter, DiffMismatch, IxfrDiff, copy_serial, merge
 
 ZONE = "rpz.example."
@@ -365,3 +368,20 @@ def test_a_difference_larger_than_the_limit_is_refused() -> None:
     diff.add(rr("a").name, rr("a", ttl=30))  # the same record: no new entry
     with pytest.raises(DiffMismatch, match="more than 2"):
         diff.add(rr("c").name, rr("c"))
+
+
+def test_a_transfer_may_take_longer_as_data_keeps_arriving() -> None:
+    """The lifetime grows by a second per MIN_RATE bytes received; a primary that trickles runs
+    into it long before the per-read timeout."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        budget = _Budget(time.monotonic() + 0.1)
+        theirs.sendall(bytes(2 * MIN_RATE))
+        assert _read(ours, 2 * MIN_RATE, 1.0, budget) == bytes(2 * MIN_RATE)
+        assert 1.9 < budget.left() < 2.2
+        budget = _Budget(time.monotonic() + 0.1)
+        theirs.sendall(b"ab")  # half of what is awaited, then nothing
+        started = time.monotonic()
+        with pytest.raises((TimeoutError, dns.exception.Timeout)):
+            _read(ours, 4, 5.0, budget)
+        assert time.monotonic() - started < 1.0
