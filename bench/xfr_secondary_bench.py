@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -204,6 +205,7 @@ def main() -> None:
             Deadline(600),
             zone_options="    provide-xfr: 127.0.0.1 NOKEY\n"
             "    store-ixfr: yes\n    create-ixfr: yes\n",
+            load_within=600,
         )
         figures["nsd_load_s"] = time.perf_counter() - started
         state = workdir / "state"
@@ -226,6 +228,8 @@ def main() -> None:
     finally:
         if primary is not None:
             primary.stop()
+        if args.workdir is None:  # a temporary one: zone, copy and NSD's files go
+            shutil.rmtree(workdir, ignore_errors=True)
     for kind in ("axfr", "ixfr"):
         got = figures[kind]
         print(
