@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
+import struct
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -25,9 +26,9 @@ import dns.zone
 import pytest
 
 import resolver.xfr.secondary as secondary_module
-from resolver.xfr.secondary import Secondary
-from resolver.xfr.source import XfrSource
-from resolver.xfr.stream import MIN_RATE, CopyTransfer, _Budget, _read, apply
+from resolver.xfr.secondary import Secondary, _classify, keyring_of
+from resolver.xfr.source import TsigKey, XfrSource
+from resolver.xfr.stream import MIN_RATE, CopyTransfer, _Budget, _messages, _read, apply
 from resolver.xfr.zonefile import CopyWriter, DiffMismatch, IxfrDiff, copy_serial, merge
 
 ZONE = "rpz.example."
@@ -385,3 +386,58 @@ def test_a_transfer_may_take_longer_as_data_keeps_arriving() -> None:
         with pytest.raises((TimeoutError, dns.exception.Timeout)):
             _read(ours, 4, 5.0, budget)
         assert time.monotonic() - started < 1.0
+
+
+# -- TSIG over the message stream ---------------------------------------------------------------
+
+KEY = TsigKey("xfr-key.", "hmac-sha256", "c2VjcmV0LWZvci10aGUtdW5pdC10ZXN0cy0wMDE=")
+
+
+def signed_answer(query: dns.message.Message, parts: list[list[dns.rrset.RRset]]) -> list[bytes]:
+    """The messages of an answer to the signed `query`, each signed in one TSIG context
+    (RFC 8945 section 5.3.1), as wire."""
+    wires = []
+    context = None
+    for rrsets in parts:
+        message = dns.message.make_response(query)
+        message.answer = rrsets
+        wires.append(message.to_wire(multi=True, tsig_ctx=context))
+        context = message.tsig_ctx
+    return wires
+
+
+def take(query: dns.message.Message, wires: list[bytes], tmp_path: Path) -> str:
+    """Read `wires` from a socket as a transfer does: its record count, or the failure key."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        for wire in wires:
+            theirs.sendall(struct.pack("!H", len(wire)) + wire)
+        theirs.shutdown(socket.SHUT_WR)
+        manager = CopyTransfer(ORIGIN, tmp_path / "feed.list")
+        try:
+            apply(manager, query, _messages(ours, query, 1.0, _Budget(time.monotonic() + 5)))
+        except Exception as exc:
+            return _classify(exc, "AXFR", "AXFR").reason
+        finally:
+            manager.discard()
+    assert manager.full is not None and manager.full.writer is not None
+    return f"{manager.full.writer.records} records"
+
+
+def test_every_message_of_a_signed_transfer_is_checked(tmp_path: Path) -> None:
+    query = dns.message.make_query(ZONE, "AXFR")
+    query.use_tsig(keyring_of([KEY]), dns.name.from_text(KEY.name), algorithm=KEY.algorithm)
+    query.to_wire()  # computes the request MAC the answer is signed over
+    wires = signed_answer(query, [[soa(1), rr("a")], [rr("b")], [soa(1)]])
+    assert take(query, wires, tmp_path) == "3 records"
+
+    forged = bytearray(wires[1])
+    forged[forged.index(b"\x01b") + 1] = ord("c")  # b.rpz.example. -> c.rpz.example.
+    assert take(query, [wires[0], bytes(forged), wires[2]], tmp_path) == "tsig"
+
+    unsigned = dns.message.make_response(query)
+    unsigned.answer = [soa(1)]
+    unsigned.tsig = None  # the last message must carry a TSIG
+    assert take(query, [wires[0], wires[1], unsigned.to_wire()], tmp_path) == "tsig"
+    assert take(query, wires[:2], tmp_path) == "truncated"
+    assert leftovers(tmp_path) == []
