@@ -54,7 +54,7 @@ import dns.xfr
 
 from resolver.sources import source_paths, write_json
 from resolver.xfr.source import TsigKey, XfrSource
-from resolver.xfr.stream import CopyTransfer, receive
+from resolver.xfr.stream import CopyTransfer, CopyWriteError, receive
 from resolver.xfr.zonefile import CopyWriter, DiffMismatch, copy_serial, merge
 
 __all__ = [
@@ -304,6 +304,8 @@ class Secondary:
             )
         except DiffMismatch as exc:
             raise _Failure("ixfr_mismatch", f"{kind} of {self.source.url}: {exc}", kind) from exc
+        except CopyWriteError as exc:
+            raise _io_failure(self.copy, exc.error, kind) from exc
         except Exception as exc:  # dnspython raises many kinds; each is a failed transfer
             raise _classify(exc, f"{kind} of {self.source.url}", kind) from exc
 

@@ -33,7 +33,7 @@ import dns.xfr
 
 from resolver.xfr.zonefile import CopyWriter, IxfrDiff
 
-__all__ = ["BadTransfer", "CopyTransfer", "apply", "receive"]
+__all__ = ["BadTransfer", "CopyTransfer", "CopyWriteError", "apply", "receive"]
 
 # Bytes a second a transfer must bring on average beyond its base lifetime: far below what
 # reading a zone costs here (about 300 KB/s of wire for dnspython's parsing), far above a
@@ -43,6 +43,14 @@ MIN_RATE = 16 * 1024
 
 class BadTransfer(Exception):
     """The transfer breaks the protocol in a way dns.xfr.Inbound leaves to its transaction."""
+
+
+class CopyWriteError(Exception):
+    """Writing the new copy failed (disk full, permissions): not the primary's fault."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error = error
 
 
 class _Full:
@@ -64,12 +72,14 @@ class _Full:
         return self.writer
 
     def add(self, name: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> None:
-        self._out().write_rdataset(name, rdataset)
+        try:
+            self._out().write_rdataset(name, rdataset)
+        except OSError as exc:  # told apart from the socket's errors
+            raise CopyWriteError(exc) from exc
 
     def replace(self, name: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> None:
         if rdataset.rdtype == dns.rdatatype.SOA and name == self.manager.origin:
             # The closing SOA, equal to the opening one (Inbound checks): already written first.
-            self._out()
             self.manager.soa = rdataset
         else:
             self.add(name, rdataset)
@@ -78,7 +88,10 @@ class _Full:
         raise BadTransfer("a deletion in a full zone transfer")
 
     def commit(self) -> None:
-        self._out().finish()
+        try:
+            self._out().finish()
+        except OSError as exc:
+            raise CopyWriteError(exc) from exc
         self.manager.full = self
 
     def rollback(self) -> None:

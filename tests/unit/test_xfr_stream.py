@@ -7,6 +7,7 @@ copy; a cut stream leaves the copy byte for byte as it was."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import socket
@@ -440,4 +441,31 @@ def test_every_message_of_a_signed_transfer_is_checked(tmp_path: Path) -> None:
     unsigned.tsig = None  # the last message must carry a TSIG
     assert take(query, [wires[0], wires[1], unsigned.to_wire()], tmp_path) == "tsig"
     assert take(query, wires[:2], tmp_path) == "truncated"
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [axfr(2, [rr("x"), rr("y")]), ixfr([(1, [rr("a")], 2, [rr("d")])])],
+    ids=["AXFR-style", "IXFR"],
+)
+def test_a_full_disk_is_an_io_failure_and_keeps_the_copy(
+    feed: tuple[Secondary, Primary],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    answer: Answer,
+) -> None:
+    secondary, primary = feed
+    data = secondary.copy.read_bytes()
+
+    def full_disk(self: CopyWriter, data: bytes, records: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(CopyWriter, "write", full_disk)
+    primary.serial = 2
+    primary.answers.append(answer)
+    result = secondary.transfer(1.0)
+    assert (result.outcome, result.reason) == ("failed", "io"), result
+    assert "No space left on device" in result.detail
+    assert secondary.copy.read_bytes() == data and secondary.state.serial == 1
     assert leftovers(tmp_path) == []
