@@ -35,7 +35,7 @@ from resolver.sources import fsync_dir
 __all__ = ["CopyWriter", "DiffMismatch", "IxfrDiff", "copy_serial", "merge"]
 
 # A difference with more changed records than this is not worth holding: AXFR instead, which
-# streams (about 0.5 KB of memory per changed record is held until the merge).
+# streams (a few hundred bytes of memory per changed record are held until the merge).
 MAX_DIFF_RECORDS = 200_000
 HEAD_LINES = 64  # the SOA of a copy is among its first lines (the apex node comes first)
 _FLUSH_LINES = 4096  # unchanged lines of the old copy are written in batches of this many
