@@ -11,31 +11,30 @@ A refresh follows what a secondary name server does (RFC 1034 section 4.3.5, RFC
 
 1. With a copy, ask the primary for its SOA. The same serial: nothing to do. An older serial
    (RFC 1982 serial arithmetic): reported, and the copy keeps serving.
-2. Newer: IXFR (RFC 1995) from our serial, applied to the zone held in memory. A primary that
-   cannot do IXFR answers an error rcode, or the whole zone AXFR-style (RFC 1995 section 4):
-   the first is retried as AXFR, the second dnspython applies as a full replacement.
-3. Without a copy, or after that fallback: AXFR (RFC 5936) into a fresh zone.
+2. Newer: IXFR (RFC 1995) from our serial, merged into the copy on disk. A primary that cannot
+   do IXFR answers an error rcode, or the whole zone AXFR-style (RFC 1995 section 4): the first
+   is retried as AXFR, the second is taken as the full replacement it is. An IXFR that does not
+   fit the copy (it deletes a record the copy lacks) is retried as AXFR too.
+3. Without a copy, or after that fallback: AXFR (RFC 5936).
 
 Transfers are signed with the list's TSIG key (RFC 8945) when it has one, and dnspython rejects
-an answer that is not signed with it. Nothing is committed before the final SOA has arrived, so
-a stream cut short, a bad signature, garbage on the wire or a serial that goes backwards leave
-the copy (and so the serving index) as they were; the failure is kept for `blokir status`.
+an answer that is not signed with it. Nothing is renamed over the copy before the final SOA has
+arrived and every check has passed, so a stream cut short, a bad signature, garbage on the wire
+or a serial that goes backwards leave the copy (and so the serving index) as they were; the
+failure is kept for `blokir status`.
 
-The protocol is dnspython's (dns.query.inbound_xfr, dns.xfr, dns.zone). Its zone holds every
-record in memory: about 1 KB per name, so a feed of a million names costs the process that runs
-the updates about a gigabyte between transfers. Timers: the zone's SOA refresh (retry after a
-failure), or the list's `refresh` when set; a NOTIFY from the primary makes it due at once.
+No zone is held in memory: a transfer is read message by message (resolver/xfr/stream.py) and
+written line by line into a new copy, an IXFR's difference merged into the old copy as it is
+read (resolver/xfr/zonefile.py). Memory is one message and the IXFR's difference, whatever the
+size of the zone. Timers: the zone's SOA refresh (retry after a failure), or the list's
+`refresh` when set; a NOTIFY from the primary makes it due at once.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
-import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -48,16 +47,15 @@ import dns.message
 import dns.name
 import dns.query
 import dns.rcode
-import dns.rdataclass
 import dns.rdatatype
 import dns.serial
 import dns.tsig
-import dns.tsigkeyring
 import dns.xfr
-import dns.zone
 
-from resolver.sources import fsync_dir, source_paths, write_json
+from resolver.sources import source_paths, write_json
 from resolver.xfr.source import TsigKey, XfrSource
+from resolver.xfr.stream import CopyTransfer, CopyWriteError, receive
+from resolver.xfr.zonefile import CopyWriter, DiffMismatch, copy_serial, merge
 
 __all__ = [
     "AXFR",
@@ -79,11 +77,13 @@ NOT_MODIFIED = "not_modified"
 FAILED = "failed"
 MIN_INTERVAL = 1.0  # seconds: an SOA refresh of 0 must not make the reloader spin
 NO_SOA_RETRY = 60.0  # seconds between tries while no transfer ever worked (no SOA timers yet)
-LIFETIME_FACTOR = 10  # a whole transfer may take this many `timeout`s (each read: one)
+# A whole transfer may take this many `timeout`s (each read: one), and more as data keeps
+# arriving (resolver/xfr/stream.py MIN_RATE): a 10M-name AXFR takes half an hour.
+LIFETIME_FACTOR = 10
 # Reasons an IXFR failed for which an AXFR may work: an error rcode (RFC 1995 section 4, a
 # primary without IXFR) or an IXFR answer that does not fit our version. A bad signature, a
 # network failure or a serial going backwards would fail the AXFR the same way.
-_FALLBACK_PREFIXES = ("rcode_", "bad_data")
+_FALLBACK_PREFIXES = ("rcode_", "bad_data", "ixfr_mismatch")
 
 
 @dataclass(slots=True)
@@ -127,26 +127,6 @@ class _Failure(Exception):
         self.kind = kind
 
 
-class _Zone(dns.zone.Zone):
-    """A zone that remembers whether the last transfer replaced it whole: an IXFR the primary
-    answered AXFR-style (RFC 1995 section 4) is reported as the AXFR it was."""
-
-    __slots__ = ["replaced"]
-
-    def __init__(
-        self,
-        origin: dns.name.Name | str | None,
-        rdclass: dns.rdataclass.RdataClass = dns.rdataclass.IN,
-        relativize: bool = False,
-    ) -> None:
-        super().__init__(origin, rdclass, relativize=relativize)
-        self.replaced = False
-
-    def writer(self, replacement: bool = False) -> Any:
-        self.replaced = replacement
-        return super().writer(replacement)
-
-
 def keyring_of(keys: Iterable[TsigKey]) -> dict[dns.name.Name, dns.tsig.Key]:
     """A dnspython keyring of these keys (by name)."""
     return {
@@ -169,7 +149,6 @@ class Secondary:
         self.origin = dns.name.from_text(source.zone)
         self.state = self._load_state() or XfrState(url=source.url, path=str(self.copy))
         self.counts: dict[str, int] = {}  # "AXFR updated" -> n, since start (metrics)
-        self._zone: _Zone | None = None
         self._notified = False
         self._check_now = True  # after a start, ask the primary once serving has begun
         self._lock = threading.Lock()
@@ -223,7 +202,6 @@ class Secondary:
         return result
 
     def _refresh(self, timeout: float) -> TransferResult:
-        zone = self._held_zone()
         # The copy's serial: even when it cannot be read back for IXFR, nothing older replaces it.
         ours = self.state.serial if self.has_copy() else None
         if ours is not None:
@@ -240,8 +218,10 @@ class Secondary:
                     SOA_CHECK,
                 )
             try:
-                if zone is not None:
-                    return self._ixfr(zone, ours, timeout)
+                # IXFR applies to the copy on disk only when it is the version we think it is.
+                if copy_serial(self.copy, self.origin) == ours:
+                    return self._ixfr(ours, timeout)
+                log.warning("list %s: %s is not serial %d; next: AXFR", self.name, self.copy, ours)
             except _Failure as exc:
                 if not exc.reason.startswith(_FALLBACK_PREFIXES):
                     raise
@@ -253,41 +233,79 @@ class Secondary:
                 )
         return self._axfr(ours, timeout)
 
-    def _ixfr(self, zone: _Zone, ours: int, timeout: float) -> TransferResult:
-        query, _ = dns.xfr.make_query(zone, serial=ours, **self._tsig_args())
-        self._inbound(zone, query, timeout, IXFR)
-        kind = AXFR if zone.replaced else IXFR
-        serial = _soa(zone).serial
-        if serial == ours:  # the primary's serial fell back to ours between SOA and IXFR
-            return TransferResult(NOT_MODIFIED, "", f"{self.source.url}: serial {ours}", kind)
-        return self._save(zone, kind, ours)
+    def _ixfr(self, ours: int, timeout: float) -> TransferResult:
+        manager = CopyTransfer(self.origin, self.copy)
+        query, _ = dns.xfr.make_query(manager, serial=ours, **self._tsig_args())
+        try:
+            self._inbound(manager, query, timeout, IXFR)
+            if manager.full is not None:  # answered AXFR-style (RFC 1995 section 4)
+                return self._adopt(manager, manager.full.writer, AXFR, ours)
+            if manager.incremental is None:  # the primary's serial fell back to ours meanwhile
+                return TransferResult(NOT_MODIFIED, "", f"{self.source.url}: serial {ours}", IXFR)
+            writer = self._new_copy(IXFR)
+            manager.written.append(writer)
+            try:
+                merge(self.copy, manager.incremental, ours, writer)
+                writer.finish()
+            except DiffMismatch as exc:
+                raise _Failure("ixfr_mismatch", f"IXFR of {self.source.url}: {exc}", IXFR) from exc
+            except OSError as exc:
+                raise _io_failure(self.copy, exc, IXFR) from exc
+            return self._adopt(manager, writer, IXFR, ours)
+        finally:
+            manager.discard()
 
     def _axfr(self, ours: int | None, timeout: float) -> TransferResult:
-        zone = _Zone(self.origin)
-        query, _ = dns.xfr.make_query(zone, serial=None, **self._tsig_args())
-        self._inbound(zone, query, timeout, AXFR)
-        serial = _soa(zone).serial
+        manager = CopyTransfer(self.origin, self.copy)
+        query, _ = dns.xfr.make_query(manager, serial=None, **self._tsig_args())
+        try:
+            self._inbound(manager, query, timeout, AXFR)
+            writer = manager.full.writer if manager.full is not None else None
+            return self._adopt(manager, writer, AXFR, ours)
+        finally:
+            manager.discard()
+
+    def _adopt(
+        self, manager: CopyTransfer, writer: CopyWriter | None, kind: str, ours: int | None
+    ) -> TransferResult:
+        """Install a transfer's finished copy unless its serial is not newer than ours."""
+        soa = manager.soa
+        if writer is None or soa is None:  # Inbound commits only after the final SOA
+            raise _Failure("bad_data", f"{kind} of {self.source.url}: no final SOA", kind)
+        serial = int(soa[0].serial)
         if ours is not None and serial == ours:
-            return TransferResult(NOT_MODIFIED, "", f"{self.source.url}: serial {ours}", AXFR)
+            return TransferResult(NOT_MODIFIED, "", f"{self.source.url}: serial {ours}", kind)
         if ours is not None and not dns.serial.Serial(serial) > ours:
             raise _Failure(
                 "serial_backwards",
-                f"{self.source.url}: AXFR brought serial {serial}, not newer than ours ({ours}, "
+                f"{self.source.url}: {kind} brought serial {serial}, not newer than ours ({ours}, "
                 f"RFC 1982); keeping serial {ours}",
-                AXFR,
+                kind,
             )
-        return self._save(zone, AXFR, ours)
+        return self._save(writer, soa[0], kind, ours)
 
-    def _inbound(self, zone: _Zone, query: dns.message.Message, timeout: float, kind: str) -> None:
+    def _new_copy(self, kind: str) -> CopyWriter:
         try:
-            dns.query.inbound_xfr(
+            return CopyWriter(self.copy)
+        except OSError as exc:
+            raise _io_failure(self.copy, exc, kind) from exc
+
+    def _inbound(
+        self, manager: CopyTransfer, query: dns.message.Message, timeout: float, kind: str
+    ) -> None:
+        try:
+            receive(
                 self.source.host,
-                zone,
+                self.source.port,
                 query,
-                port=self.source.port,
+                manager,
                 timeout=timeout,
                 lifetime=timeout * LIFETIME_FACTOR,
             )
+        except DiffMismatch as exc:
+            raise _Failure("ixfr_mismatch", f"{kind} of {self.source.url}: {exc}", kind) from exc
+        except CopyWriteError as exc:
+            raise _io_failure(self.copy, exc.error, kind) from exc
         except Exception as exc:  # dnspython raises many kinds; each is a failed transfer
             raise _classify(exc, f"{kind} of {self.source.url}", kind) from exc
 
@@ -323,16 +341,12 @@ class Secondary:
 
     # -- the copy -------------------------------------------------------------------------
 
-    def _save(self, zone: _Zone, kind: str, before: int | None) -> TransferResult:
-        """Write the zone over the copy (atomically) and adopt it; the held zone is dropped
-        when that fails, so the next IXFR starts from the copy that is on disk."""
-        soa = _soa(zone)
+    def _save(self, writer: CopyWriter, soa: Any, kind: str, before: int | None) -> TransferResult:
+        """Rename the new copy over the old one (atomically) and adopt it."""
         try:
-            size, digest = self._write_copy(zone)
+            size, digest = writer.install()
         except OSError as exc:
-            self._zone = None
-            raise _Failure("io", f"cannot write {self.copy}: {exc.strerror or exc}", kind) from exc
-        self._zone = zone
+            raise _io_failure(self.copy, exc, kind) from exc
         state = self.state
         state.serial = int(soa.serial)
         state.kind = kind
@@ -344,59 +358,13 @@ class Secondary:
             float(soa.expire),
         )
         was = f" (was {before})" if before is not None else ""
-        names = len(zone.nodes)
         return TransferResult(
             UPDATED,
             "",
-            f"{kind} of {self.source.url}: serial {soa.serial}{was}, {names:,} names, "
+            f"{kind} of {self.source.url}: serial {soa.serial}{was}, {writer.records:,} records, "
             f"written to {self.copy}",
             kind,
         )
-
-    def _write_copy(self, zone: _Zone) -> tuple[int, str]:
-        self.copy.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(
-            prefix=f".{self.copy.name}.", suffix=".part", dir=self.copy.parent
-        )
-        temp = Path(temp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                os.fchmod(out.fileno(), 0o644)
-                # Absolute names: the SOA's owner tells the RPZ parser where the apex is.
-                zone.to_file(out, sorted=True, relativize=False)
-                out.flush()
-                os.fsync(out.fileno())
-            digest = hashlib.sha256(temp.read_bytes()).hexdigest()
-            size = temp.stat().st_size
-            os.replace(temp, self.copy)
-            fsync_dir(self.copy.parent)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        return size, digest
-
-    def _held_zone(self) -> _Zone | None:
-        """The zone IXFR applies to: held since the last transfer, or read back from the copy
-        (after a restart). None when there is no usable copy: then only AXFR can help."""
-        if self._zone is not None or not self.has_copy():
-            return self._zone
-        try:
-            # No origin check: a policy zone needs its SOA here, not an NS.
-            zone = dns.zone.from_file(
-                str(self.copy),
-                origin=self.origin,
-                relativize=False,
-                zone_factory=_Zone,
-                check_origin=False,
-            )
-            serial = _soa(zone).serial
-        except (dns.exception.DNSException, OSError, ValueError) as exc:
-            log.warning("list %s: cannot read back %s (%s); next: AXFR", self.name, self.copy, exc)
-            return None
-        if not isinstance(zone, _Zone) or serial != self.state.serial:
-            return None
-        self._zone = zone
-        return zone
 
     def _load_state(self) -> XfrState | None:
         """The saved state when it describes this source and the copy next to it."""
@@ -462,8 +430,8 @@ class Secondaries:
         return keyring_of(s.source.tsig for s in self.all() if s.source.tsig is not None)
 
 
-def _soa(zone: dns.zone.Zone) -> Any:
-    return zone.get_soa()
+def _io_failure(copy: Path, exc: OSError, kind: str) -> _Failure:
+    return _Failure("io", f"cannot write {copy}: {exc.strerror or exc}", kind)
 
 
 def _classify(exc: Exception, what: str, kind: str) -> _Failure:

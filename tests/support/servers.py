@@ -88,8 +88,10 @@ def start_nsd(
     *,
     clauses: str = "",
     zone_options: str = "",
+    load_within: float = 60.0,
 ) -> tuple[ManagedProcess, int]:
-    """NSD serving `zonefile` on a free port, rate limiting off; returns once it answers.
+    """NSD serving `zonefile` on a free port, rate limiting off; returns once it answers (within
+    `load_within` seconds: a zone of millions of names takes minutes to load).
     `clauses` (e.g. a `key:`) and `zone_options` (e.g. `provide-xfr:`) are nsd.conf text added
     before the zone and inside it."""
     nsd = require_binary("nsd")
@@ -136,7 +138,7 @@ def start_nsd(
         "nsd", [nsd, "-d", "-c", str(conf)], workdir / "nsd.stdout", under_test=False
     )
     try:
-        wait_for_answer(server, port, probe, time.monotonic() + deadline.cap(60))
+        wait_for_answer(server, port, probe, time.monotonic() + deadline.cap(load_within))
     except BaseException:
         server.stop()
         raise

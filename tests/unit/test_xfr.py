@@ -201,7 +201,6 @@ def held(tmp_path: Path, serial: int) -> Secondary:
         relativize=False,
     )
     zone.to_file(str(secondary.copy), relativize=False)
-    secondary._zone = zone  # type: ignore[assignment]
     secondary.state.serial = serial
     return secondary
 
@@ -224,7 +223,7 @@ def test_serial_arithmetic(
     monkeypatch.setattr(secondary, "_primary_serial", lambda timeout: theirs)
     asked: list[int] = []
 
-    def fake_ixfr(zone: object, serial: int, timeout: float) -> Any:
+    def fake_ixfr(serial: int, timeout: float) -> Any:
         asked.append(serial)
         raise _Failure("network", "stopped by the test", "IXFR")
 
@@ -242,7 +241,6 @@ def test_a_copy_that_cannot_be_read_back_still_guards_its_serial(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secondary = held(tmp_path, 7)
-    secondary._zone = None
     secondary.copy.write_text("this is no zone file (\n")
     monkeypatch.setattr(secondary, "_primary_serial", lambda timeout: 8)
     asked: list[int | None] = []
