@@ -383,6 +383,8 @@ class Resolver:
             blocked = self._cname_block(query, cached[0], gid)
             if blocked is not None:
                 stats.cells[qcell + m.BLOCKED_CNAME] += 1
+                if not blocked:  # a drop list: no answer at all
+                    return None, m.BLOCKED_CNAME
                 return (self.fit_udp(blocked, query) if udp else blocked), m.BLOCKED_CNAME
         if cached is not None:
             stats.cells[qcell + m.CACHED] += 1
@@ -624,8 +626,9 @@ class Resolver:
             if self._log_records is not None:
                 policy_id, trigger, match = self.last_block
                 udp = transport == m.UDP
-                self._log_block(client, udp, data, blocked, policy_id, trigger, match)
-            return blocked, m.BLOCKED_CNAME
+                answer = blocked or None
+                self._log_block(client, udp, data, answer, policy_id, trigger, match)
+            return blocked or None, m.BLOCKED_CNAME  # b"": a drop list, no answer at all
         self._count(transport, query, m.ALLOWED)
         answer = data[:2] + _reply_tail(response, query, query.question, query.question_end)
         self._log_left -= 1
@@ -768,7 +771,8 @@ class Resolver:
         """An allowed name whose answer aliases (CNAME/DNAME) a blocked name, or holds an
         address an IP list covers (docs/ip-triggers.md), gets that list's block answer:
         otherwise any CNAME alias, or any new name for a listed server, would reach it. Only
-        the lists of the asker's `group` count."""
+        the lists of the asker's `group` count. None: not blocked; b"": blocked by a list
+        whose action is to drop the query (RPZ `rpz-drop.`), so nothing may be sent."""
         blocked = self._blocked_target(self._alias_targets(response), group)
         match = MATCH_QNAME
         if blocked is None and self.match_ip is not None:
@@ -782,7 +786,8 @@ class Resolver:
         policy_id, target = blocked
         self._count_block(policy_id | group << 16, target)
         self.last_block = (policy_id, target, match)
-        return self.responder.answer(query, policy_id)
+        answer = self.responder.answer(query, policy_id)
+        return b"" if answer is None else answer
 
     def udp_limit(self, query: Query) -> int:
         return min(query.payload, self._payload) if query.edns else MIN_UDP_PAYLOAD

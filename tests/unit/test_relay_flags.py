@@ -194,3 +194,38 @@ def test_a_signed_query_goes_upstream_with_its_own_flags() -> None:
     assert upstream_request(data, parse_query(data)) is data
     unsigned = dns.message.make_query("example.com", "A").to_wire()
     assert flags_of(upstream_request(unsigned, parse_query(unsigned))) == (RD | AD)
+
+
+def test_a_cname_into_a_drop_listed_name_gets_no_answer(tmp_path: Path) -> None:
+    """RPZ `rpz-drop.` on the CNAME target: the asker gets nothing, not the upstream's answer
+    (which would hand over the very address the list keeps from it)."""
+    from resolver.compile import compile_lists, write_index
+    from resolver.config import parse_config
+    from resolver.index import open_index
+    from resolver.pipeline import Resolver as PipelineResolver
+
+    (tmp_path / "drop.rpz").write_text(
+        "$TTL 60\n@ SOA localhost. root.localhost. 1 1 1 1 1\n@ NS localhost.\n"
+        "dropped.example CNAME rpz-drop.\n"
+    )
+    config = parse_config(
+        '[server]\nallow = ["127.0.0.0/8"]\n[upstream]\nservers = ["127.0.0.1:9"]\n'
+        '[[lists]]\nname = "d"\npath = "drop.rpz"\nformat = "rpz"\n',
+        tmp_path / "blokir.toml",
+    )
+    write_index(compile_lists(config.list_specs()), tmp_path / "i.blkx")
+    resolver = PipelineResolver(config, open_index(tmp_path / "i.blkx"))
+    upstream = scripted(resolver)
+
+    def aliased(request: bytes) -> bytes:
+        message = dns.message.from_wire(request)
+        response = dns.message.make_response(message)
+        name = message.question[0].name
+        response.answer.append(dns.rrset.from_text(name, 60, "IN", "CNAME", "dropped.example."))
+        response.answer.append(dns.rrset.from_text("dropped.example.", 60, "IN", "A", "192.0.2.66"))
+        return response.to_wire()
+
+    upstream.answer = aliased
+    (answer,) = forward_all(resolver, upstream, [ask("alias.example", 1)])
+    assert answer is None
+    assert resolver.stats.outcome_total(metrics.BLOCKED_CNAME) == 1
