@@ -12,6 +12,10 @@ snapshot into ready message bodies (resolver/xfr/zonewire.py), so an AXFR only r
 blocks: the per-record work is done once per version, not per transfer, and not before the
 IXFR that carries a change can go out.
 
+Mode "step" builds only the difference from the lists that changed (resolver/xfr/incremental.py;
+it falls back to a full build when it cannot), and mode "merge" writes a version's snapshot
+afterwards from the previous one and that difference.
+
 Building a snapshot needs every name in memory (`collect_names`), so it runs in a child process
 (`python -m resolver.xfr.snapshot`, a JSON request on stdin, a JSON result on stdout), like the
 index build: the supervisor that serves transfers never grows by the size of the policy.
