@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     try:
         rpz_port, unbound_port = free_port(), free_port()
         changes = tmp / "changes.txt"
-        changes.write_text("")
+        changes.write_text("seed.xfr-bench.example\n")  # a list that yields nothing is refused
         config = tmp / "blokir.toml"
         config.write_text(f"""[server]
 listen = ["{LOOPBACK}:{free_port()}"]

@@ -499,17 +499,32 @@ def rpz_records(
 ) -> tuple[ExportStats, Iterator[tuple[str, list[str]]]]:
     """The body of `export(named, "rpz", ...)` without header, SOA and NS: (name, record lines)
     per name in name order, lazily; the stats fill in as the records are consumed."""
-    if not 0 <= ttl <= MAX_TTL:
-        raise ValueError(f"ttl {ttl} out of range 0..{MAX_TTL}")
-    v4 = _addresses([landing_ipv4] if landing_ipv4 else [], 4, "landing_ipv4")
-    v6 = _addresses([landing_ipv6] if landing_ipv6 else [], 6, "landing_ipv6")
-    writer = _RpzWriter(named, _Answers(named, "rpz", v4, v6), ttl, _zone_origin(zone))
+    writer = rpz_writer(
+        named, landing_ipv4=landing_ipv4, landing_ipv6=landing_ipv6, ttl=ttl, zone=zone
+    )
 
     def records() -> Iterator[tuple[str, list[str]]]:
         yield from writer.all_groups(None)
         writer.finish()
 
     return writer.stats, records()
+
+
+def rpz_writer(
+    named: NamedEntries,
+    *,
+    landing_ipv4: str | None,
+    landing_ipv6: str | None,
+    ttl: int,
+    zone: str,
+) -> _RpzWriter:
+    """The RPZ writer itself, for code that needs the records of single names by the same rules
+    (`template`, `rdata`, `name_problem`; resolver/xfr/incremental.py)."""
+    if not 0 <= ttl <= MAX_TTL:
+        raise ValueError(f"ttl {ttl} out of range 0..{MAX_TTL}")
+    v4 = _addresses([landing_ipv4] if landing_ipv4 else [], 4, "landing_ipv4")
+    v6 = _addresses([landing_ipv6] if landing_ipv6 else [], 6, "landing_ipv6")
+    return _RpzWriter(named, _Answers(named, "rpz", v4, v6), ttl, _zone_origin(zone))
 
 
 def rpz_ip_owner(prefix: str) -> str:

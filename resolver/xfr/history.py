@@ -3,7 +3,10 @@
 Layout, in `<state_dir>/rpz/`: `state.json` (serial, content digest, the steps kept),
 `zone-<serial>.txt` (the current snapshot, resolver/xfr/snapshot.py), `zone-<serial>.wire` (the
 same records as message bodies for AXFR, once packed) and, per step kept,
-`del-<serial>.txt` / `add-<serial>.txt` (what changed to reach that serial). The serial only
+`del-<serial>.txt` / `add-<serial>.txt` (what changed to reach that serial), and `lists/` (the
+lists the current version was built from, resolver/xfr/incremental.py). A version built from
+its step alone has no snapshot file at first: until it is written in the background, its
+`base` (the previous snapshot) and its last step stand for it. The serial only
 grows (RFC 1982 arithmetic) and survives restarts, so a secondary never sees it go backwards:
 a reload that leaves the zone's content unchanged keeps the serial.
 """
@@ -14,6 +17,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,6 +61,12 @@ class Version:
     records: int
     snapshot: Path
     steps: list[Step] = field(default_factory=list)  # oldest first, ending at `serial`
+    base: Path | None = None  # while `snapshot` is not written: the previous snapshot
+
+    @property
+    def pending(self) -> bool:
+        """Whether the snapshot is still to be made from `base` and the last step."""
+        return self.base is not None
 
     @property
     def wire(self) -> Path:
@@ -97,10 +107,18 @@ class ZoneHistory:
                 int(data["records"]),
                 self.directory / data["snapshot"],
                 steps,
+                self.directory / data["base"] if data.get("base") else None,
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not version.snapshot.is_file():
+        if version.base is not None:
+            last = version.steps[-1] if version.steps else None
+            usable = last is not None and last.serial == version.serial
+            if not (usable and version.base.is_file()):
+                return None
+            if version.snapshot.is_file():  # written, the crash came before the state
+                version.base = None
+        elif not version.snapshot.is_file():
             return None
         # A step whose files are gone cannot be served; nor can any step before it.
         while version.steps and not all(
@@ -109,16 +127,41 @@ class ZoneHistory:
             version.steps.pop(0)
         return version
 
+    @property
+    def lists(self) -> Path:
+        """The lists of the current version (resolver/xfr/incremental.py `Store`)."""
+        return self.directory / "lists"
+
+    def install_lists(self, lists: Path, version: Version) -> None:
+        """Make `lists` (a directory in the scratch area) the lists `version` was built from."""
+        (lists / "version").write_text(version.sha256)
+        with self._lock:
+            old = self.scratch("lists-old")
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.lists, old)
+            os.replace(lists, self.lists)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def lists_of(self, version: Version) -> Path | None:
+        """The lists directory when it is `version`'s (a crash between a commit and the lists'
+        installation leaves older ones, which must not be diffed against)."""
+        try:
+            return self.lists if (self.lists / "version").read_text() == version.sha256 else None
+        except OSError:
+            return None
+
     def commit(
         self,
-        snapshot: Path,
+        snapshot: Path | None,
         sha256: str,
         records: int,
         deleted: Path | None,
         added: Path | None,
     ) -> Version | None:
         """Adopt a new snapshot (files in the scratch area, moved here). Returns the new version,
-        or None when the content is unchanged (the scratch files are removed)."""
+        or None when the content is unchanged (the scratch files are removed). Without a
+        snapshot (built from its step alone), the previous snapshot stays as the new version's
+        `base` until `install_snapshot`."""
         with self._lock:
             old = self.current
             if old is not None and old.sha256 == sha256:
@@ -128,7 +171,13 @@ class ZoneHistory:
                 return None
             serial = next_serial(old.serial if old else None)
             target = self.directory / f"zone-{serial}.txt"
-            os.replace(snapshot, target)
+            base = None
+            if snapshot is not None:
+                os.replace(snapshot, target)
+            elif old is None or old.pending or deleted is None or added is None or not self.keep:
+                raise ValueError("a version without a snapshot needs a written previous one")
+            else:
+                base = old.snapshot
             steps = list(old.steps) if old else []
             if old is not None and deleted is not None and added is not None and self.keep > 0:
                 step = Step(
@@ -147,7 +196,7 @@ class ZoneHistory:
                         path.unlink(missing_ok=True)
             dropped = steps[: max(0, len(steps) - self.keep)]
             steps = steps[len(dropped) :]
-            version = Version(serial, sha256, records, target, steps)
+            version = Version(serial, sha256, records, target, steps, base)
             self._save(version)
             self.current = version
         for step in dropped:
@@ -155,9 +204,26 @@ class ZoneHistory:
             step.added.unlink(missing_ok=True)
         if old is not None and old.snapshot != target:
             # A transfer still reading the old file keeps its open descriptor (POSIX unlink).
-            old.snapshot.unlink(missing_ok=True)
+            if base is None:
+                old.snapshot.unlink(missing_ok=True)
+            if old.base is not None:
+                old.base.unlink(missing_ok=True)
             old.wire.unlink(missing_ok=True)
         return version
+
+    def install_snapshot(self, version: Version, snapshot: Path, records: int) -> bool:
+        """Put the written snapshot of a pending `version` in place (its base is then dropped),
+        if it is still the current version."""
+        with self._lock:
+            if self.current is not version or version.base is None:
+                snapshot.unlink(missing_ok=True)
+                return False
+            os.replace(snapshot, version.snapshot)
+            base, version.base = version.base, None
+            version.records = records
+            self._save(version)
+        base.unlink(missing_ok=True)
+        return True
 
     def install_wire(self, version: Version, wire: Path) -> bool:
         """Put a packed block file in place for `version`, if it is still the current one."""
@@ -174,6 +240,7 @@ class ZoneHistory:
             "sha256": version.sha256,
             "records": version.records,
             "snapshot": version.snapshot.name,
+            "base": version.base.name if version.base else None,
             "steps": [
                 {
                     "before": s.before,
@@ -204,12 +271,18 @@ class ZoneHistory:
     def clean(self) -> None:
         """Remove files no version refers to (left by a crash)."""
         version = self.current
-        keep = {"state.json"}
+        keep = {"state.json", self.lists.name}
         if version is not None:
             keep.update((version.snapshot.name, version.wire.name))
+            if version.base is not None:
+                keep.add(version.base.name)
             for step in version.steps:
                 keep.update((step.deleted.name, step.added.name))
         with contextlib.suppress(OSError):
             for path in self.directory.iterdir():
-                if path.name not in keep and path.suffix in (".txt", ".wire", ".tmp"):
+                if path.name in keep or path.suffix not in (".txt", ".wire", ".tmp"):
+                    continue
+                if path.is_dir():  # a Store a crashed build was writing
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
                     path.unlink(missing_ok=True)

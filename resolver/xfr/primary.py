@@ -19,10 +19,12 @@ It runs in the supervisor (which owns reloads) as threads: one TCP and one UDP s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import socketserver
@@ -50,7 +52,7 @@ import dns.tsig
 import dns.tsigkeyring
 
 from resolver.config import Config, RpzConfig
-from resolver.xfr import snapshot
+from resolver.xfr import incremental, snapshot
 from resolver.xfr.history import Version, ZoneHistory
 from resolver.xfr.zonewire import NS_TARGET, ZoneWire, batches, read_blocks
 
@@ -221,7 +223,9 @@ class Primary:
 
     def _build_loop(self) -> None:
         current = self.history.current
-        if current is not None and not current.wire.is_file():
+        if current is not None and current.pending:
+            self.materialize(current)
+        if current is not None and not current.pending and not current.wire.is_file():
             self.pack(current)
         while not self._stopping.is_set():
             self._wanted.wait()
@@ -237,13 +241,22 @@ class Primary:
                 # The TTL is part of the version's content (a change makes a new serial).
                 self.wire = ZoneWire(self.rpz.zone, self.config.blocking.ttl)
                 self.notify(version.serial)
-                self.pack(version)
+                # The IXFR is out; the whole version for AXFR can follow at its own pace.
+                self.materialize(version)
+                if not version.pending:
+                    self.pack(version)
 
     def build(self, config: Config) -> Version | None:
         """Make the next version from `config`'s lists; None if the zone did not change or the
-        build failed (the current version keeps being served)."""
+        build failed (the current version keeps being served). When the lists of the current
+        version are on disk, only the changed lists are read and only the step is written
+        (resolver/xfr/incremental.py); its snapshot is written afterwards (`materialize`)."""
         started = time.perf_counter()
         current = self.history.current
+        if current is not None and current.pending:  # a step builds on a written snapshot
+            self.materialize(current)
+        written = current is not None and not current.pending
+        store = self.history.lists_of(current) if current is not None and written else None
         request = snapshot.Request(
             specs=config.list_specs(),
             landing_ipv4=config.blocking.landing_ipv4,
@@ -251,50 +264,109 @@ class Primary:
             ttl=config.blocking.ttl,
             zone=self.rpz.zone,
             output=self.history.scratch("zone"),
-            previous=current.snapshot if current else None,
-            deleted=self.history.scratch("del") if current else None,
-            added=self.history.scratch("add") if current else None,
+            previous=current.snapshot if current and written else None,
+            deleted=self.history.scratch("del") if written else None,
+            added=self.history.scratch("add") if written else None,
+            mode="step" if store is not None and self.rpz.history > 0 else "zone",
+            store=store,
+            store_out=self.history.scratch("lists"),
         )
+        assert request.store_out is not None
         result = self._run_build(request)
         if not result.get("ok"):
+            shutil.rmtree(request.store_out, ignore_errors=True)
             log.error("rpz: zone not updated, still serving the last version: %s", result["error"])
             self.last_build = {"ok": False, "error": result["error"]}
             return None
-        version = self.history.commit(
-            request.output, result["sha256"], result["records"], request.deleted, request.added
-        )
+        version = self._commit(request, result, current)
+        latest = self.history.current  # the version these lists now describe
+        if latest is not None:
+            self.history.install_lists(request.store_out, latest)
         seconds = time.perf_counter() - started
         self.last_build = {"ok": True, "seconds": round(seconds, 3), **result}
+        how = "from the changed lists" if result.get("incremental") else "in full"
         if version is None:
-            log.info("rpz: zone unchanged (%d records), serial stays", result["records"])
+            log.info("rpz: zone unchanged (%s), serial stays", how)
         else:
             log.info(
-                "rpz: serial %d: %d records (-%d +%d) built in %.2f s",
+                "rpz: serial %d: %d records (-%d +%d) built %s in %.2f s",
                 version.serial,
                 version.records,
                 result["deleted"],
                 result["added"],
+                how,
                 seconds,
             )
         with self.versions_built:
             self.versions_built.notify_all()
         return version
 
-    def pack(self, version: Version) -> None:
-        """Pack `version` into message bodies for AXFR, in a child; until that is done an AXFR
-        encodes the snapshot as it sends it (slower, same records)."""
+    def _commit(
+        self, request: snapshot.Request, result: dict[str, Any], current: Version | None
+    ) -> Version | None:
+        if not result.get("incremental"):
+            return self.history.commit(
+                request.output, result["sha256"], result["records"], request.deleted, request.added
+            )
+        assert current is not None
+        if not result["deleted"] and not result["added"]:
+            for path in (request.deleted, request.added):
+                if path is not None:
+                    path.unlink(missing_ok=True)
+            return None
+        # The content digest of a version built from its step: the previous one's chained with
+        # the step's (the supervisor never reads the whole zone to hash it).
+        chained = hashlib.sha256(f"{current.sha256} {result['sha256']}".encode()).hexdigest()
+        records = current.records - result["deleted"] + result["added"]
+        return self.history.commit(None, chained, records, request.deleted, request.added)
+
+    def materialize(self, version: Version) -> None:
+        """Write the snapshot of a version built from its step (the previous snapshot with the
+        step applied, one streaming merge in a child), then drop the previous one."""
+        if version.base is None or not version.steps:
+            return
         started = time.perf_counter()
-        scratch = self.history.scratch("wire")
-        request = snapshot.Request(
+        step = version.steps[-1]
+        request = self._file_request(
+            self.history.scratch("zone"),
+            previous=version.base,
+            deleted=step.deleted,
+            added=step.added,
+            mode="merge",
+        )
+        result = self._run_build(request)
+        if not result.get("ok"):
+            request.output.unlink(missing_ok=True)
+            log.warning(
+                "rpz: serial %d: snapshot not written, AXFR merges the step as it goes: %s",
+                version.serial,
+                result["error"],
+            )
+        elif self.history.install_snapshot(version, request.output, result["records"]):
+            log.info(
+                "rpz: serial %d: snapshot written in %.2f s",
+                version.serial,
+                time.perf_counter() - started,
+            )
+
+    def _file_request(self, output: Path, **files: Any) -> snapshot.Request:
+        """A child's request that works on files only (no lists read)."""
+        return snapshot.Request(
             specs=[],
             landing_ipv4=None,
             landing_ipv6=None,
             ttl=self.config.blocking.ttl,
             zone=self.rpz.zone,
-            output=version.snapshot,
-            wire=scratch,
-            mode="wire",
+            output=output,
+            **files,
         )
+
+    def pack(self, version: Version) -> None:
+        """Pack `version` into message bodies for AXFR, in a child; until that is done an AXFR
+        encodes the snapshot as it sends it (slower, same records)."""
+        started = time.perf_counter()
+        scratch = self.history.scratch("wire")
+        request = self._file_request(version.snapshot, wire=scratch, mode="wire")
         result = self._run_build(request)
         if not result.get("ok"):
             scratch.unlink(missing_ok=True)
@@ -497,11 +569,29 @@ class Primary:
         try:
             body: Iterator[tuple[int, bytes]] = read_blocks(open(version.wire, "rb"))  # noqa: SIM115
         except FileNotFoundError:
-            body = batches(self.wire.records(_lines(_open(version.snapshot))))
+            body = batches(self.wire.records(self._snapshot_records(version)))
         soa = self.wire.soa(version.serial)
         yield from batches([soa, *self.wire.records(["@ NS " + NS_TARGET])])
         yield from body
         yield 1, soa
+
+    @staticmethod
+    def _snapshot_records(version: Version) -> Iterator[str]:
+        """The version's records from its snapshot, or, while that is not written yet, from the
+        previous snapshot with the last step applied as they stream (the files are opened
+        here, so that the snapshot's installation meanwhile cannot cut the stream short)."""
+        try:
+            return _lines(_open(version.snapshot))
+        except FileNotFoundError:
+            base = version.base
+            if base is None:
+                raise
+        step = version.steps[-1]
+        try:
+            files = [_open(base), _open(step.deleted), _open(step.added)]
+        except FileNotFoundError:  # written and installed since the first try
+            return _lines(_open(version.snapshot))
+        return incremental.merged(*(_lines(f) for f in files))
 
     def _ixfr_records(
         self, version: Version, files: list[tuple[Any, IO[str], IO[str]]]

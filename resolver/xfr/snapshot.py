@@ -12,6 +12,10 @@ snapshot into ready message bodies (resolver/xfr/zonewire.py), so an AXFR only r
 blocks: the per-record work is done once per version, not per transfer, and not before the
 IXFR that carries a change can go out.
 
+Mode "step" builds only the difference from the lists that changed (resolver/xfr/incremental.py;
+it falls back to a full build when it cannot), and mode "merge" writes a version's snapshot
+afterwards from the previous one and that difference.
+
 Building a snapshot needs every name in memory (`collect_names`), so it runs in a child process
 (`python -m resolver.xfr.snapshot`, a JSON request on stdin, a JSON result on stdout), like the
 index build: the supervisor that serves transfers never grows by the size of the policy.
@@ -22,14 +26,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from resolver.export import rpz_records
 from resolver.lists.model import ListSpec
 from resolver.provenance import spec_from_json, spec_json
+from resolver.xfr import incremental
 from resolver.xfr.zonewire import ZoneWire, write_blocks
 
 _BUFFER = 1 << 20
@@ -50,7 +57,9 @@ class Request:
     deleted: Path | None = None
     added: Path | None = None
     wire: Path | None = None  # mode "wire": `output` packed as message bodies, written here
-    mode: str = "zone"
+    mode: str = "zone"  # or "step" (from the changed lists), "merge", "wire"
+    store: Path | None = None  # the lists of `previous` (resolver/xfr/incremental.py)
+    store_out: Path | None = None  # where the lists of this version are written
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +74,8 @@ class Request:
             "added": str(self.added) if self.added else None,
             "wire": str(self.wire) if self.wire else None,
             "mode": self.mode,
+            "store": str(self.store) if self.store else None,
+            "store_out": str(self.store_out) if self.store_out else None,
         }
 
     @classmethod
@@ -84,6 +95,8 @@ class Request:
             added=path("added"),
             wire=path("wire"),
             mode=str(data.get("mode", "zone")),
+            store=path("store"),
+            store_out=path("store_out"),
         )
 
 
@@ -93,6 +106,7 @@ class Built:
     records: int
     deleted: int = 0
     added: int = 0
+    incremental: bool = False  # only the difference was written, not `output`
 
 
 def build(request: Request) -> Built:
@@ -105,10 +119,22 @@ def build(request: Request) -> Built:
         with open(request.wire, "wb", buffering=_BUFFER) as blocks:
             write_blocks(encoder.records(read_records(request.output)), blocks)
         return Built("", 0)
-    from resolver.compile import collect_names  # numpy: only in this child process
-    from resolver.export import rpz_records
+    if request.mode == "merge":  # `output`: the snapshot `previous` with one step applied
+        return _merge(request)
+    settings = incremental.settings_of(
+        request.ttl, request.landing_ipv4, request.landing_ipv6, request.zone
+    )
+    if request.mode == "step" and request.store and request.store_out:
+        step = incremental.build_step(request.specs, settings, request.store, request.store_out)
+        if step is not None and request.deleted and request.added:
+            return _write_step(step, request.deleted, request.added)
+        shutil.rmtree(request.store_out, ignore_errors=True)  # a full build after all
+    if request.store_out is not None:
+        named = incremental.build_full(request.specs, settings, request.store_out)
+    else:
+        from resolver.compile import collect_names  # numpy: only in this child process
 
-    named = collect_names(request.specs)
+        named = collect_names(request.specs)
     _, by_name = rpz_records(
         named,
         landing_ipv4=request.landing_ipv4,
@@ -131,6 +157,33 @@ def build(request: Request) -> Built:
     if request.previous is not None and request.deleted and request.added:
         deleted, added = diff(request.previous, request.output, request.deleted, request.added)
     return Built(digest.hexdigest(), records, deleted, added)
+
+
+def _write_step(step: incremental.Step, deleted: Path, added: Path) -> Built:
+    """The difference files of an incremental build; the digest is that of the difference
+    (the parent chains it to the previous version's: equal content, equal chain)."""
+    digest = hashlib.sha256()
+    for path, records in ((deleted, step.deleted), (added, step.added)):
+        text = "".join(f"{r}\n" for r in records)
+        digest.update(text.encode("ascii") + b"\0")
+        path.write_text(text, encoding="ascii")
+    return Built(digest.hexdigest(), 0, len(step.deleted), len(step.added), incremental=True)
+
+
+def _merge(request: Request) -> Built:
+    """Write `output`: the snapshot `previous` with the step `deleted`/`added` applied."""
+    if not (request.previous and request.deleted and request.added):
+        raise ValueError("mode merge needs previous, deleted and added")
+    records = 0
+    with open(request.output, "w", encoding="ascii", buffering=_BUFFER) as out:
+        for record in incremental.merged(
+            read_records(request.previous),
+            read_records(request.deleted),
+            read_records(request.added),
+        ):
+            out.write(record + "\n")
+            records += 1
+    return Built("", records)
 
 
 def _write(out: TextIO, digest: Any, lines: list[str]) -> int:
@@ -210,7 +263,8 @@ def main() -> int:
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
         return 1
     result = {"ok": True, "sha256": built.sha256, "records": built.records}
-    print(json.dumps({**result, "deleted": built.deleted, "added": built.added}))
+    result.update(deleted=built.deleted, added=built.added, incremental=built.incremental)
+    print(json.dumps(result))
     sys.stdout.flush()
     os._exit(0)  # skip freeing the name dict: the process ends anyway
 

@@ -159,12 +159,18 @@ def test_ixfr_carries_a_change_and_the_serial_grows(make_primary: object, tmp_pa
     (tmp_path / "nx.txt").write_text("")  # nx.test leaves the policy
     version = primary.build(primary.config)
     assert version is not None and serial_gt(version.serial, before)
+    # Built from the changed lists: the step only; AXFR merges it into the old snapshot.
+    assert primary.last_build["incremental"] and version.pending
+    pending = records(axfr(primary))
     host, port = primary.addresses()[0]
     query, _ = dns.xfr.make_query(zone)
     assert query.question[0].rdtype == dns.rdatatype.IXFR
     done = dns.query.inbound_xfr(host, zone, query, port=port, timeout=10, lifetime=30)
     del done
     assert serial(zone) == version.serial
+    assert records(zone) == pending
+    primary.materialize(version)  # what the build thread does once NOTIFY is out
+    assert not version.pending and version.snapshot.is_file()
     assert records(zone) == records(axfr(primary))
     assert "new.test 60 A 192.0.2.10" in records(zone)
     assert not any(r.startswith("nx.test ") for r in records(zone))

@@ -120,3 +120,32 @@ def test_rpz_defaults_serve_loopback_only() -> None:
     ).rpz
     assert [str(n) for n in rpz.allow_transfer] == ["127.0.0.0/8", "::1/128"]
     assert rpz.zone == "policy.example." and rpz.history == 10 and not rpz.require_tsig
+
+
+def test_a_version_from_its_step_keeps_the_previous_snapshot_until_written(
+    tmp_path: Path,
+) -> None:
+    history = ZoneHistory(tmp_path, keep=3)
+    first = history.scratch("zone")
+    first.write_text("a.test CNAME .\n")
+    old = history.commit(first, "one", 1, None, None)
+    assert old is not None and not old.pending
+    deleted, added = history.scratch("del"), history.scratch("add")
+    deleted.write_text("a.test CNAME .\n")
+    added.write_text("b.test CNAME .\n")
+    new = history.commit(None, "two", 1, deleted, added)
+    assert new is not None and new.pending and new.base == old.snapshot
+    assert old.snapshot.is_file() and not new.snapshot.exists()
+    history.clean()  # the base is still needed
+    assert old.snapshot.is_file()
+    # A restart before the snapshot is written serves the same pending version.
+    again = ZoneHistory(tmp_path, keep=3)
+    assert again.current is not None and again.current.pending
+    assert again.current.serial == new.serial
+    with pytest.raises(ValueError):  # no step on top of a version without its snapshot
+        again.commit(None, "three", 1, deleted, added)
+    written = again.scratch("zone")
+    written.write_text("b.test CNAME .\n")
+    assert again.install_snapshot(again.current, written, 1)
+    assert not again.current.pending and not old.snapshot.exists()
+    assert ZoneHistory(tmp_path, keep=3).current.base is None  # type: ignore[union-attr]
