@@ -36,7 +36,7 @@ from tests.integration.dnsutil import UPSTREAM_IPV4, answer_everything, free_por
 from tests.integration.test_live_updates import LANDING, STAYING, LiveBlokir
 from tests.support.processes import Deadline, ManagedProcess, find_binary
 from tests.support.servers import start_nsd, wait_for_answer
-from tests.support.upstream import FakeUpstream
+from tests.support.upstream import FakeUpstream, udp_tcp_pair
 
 pytestmark = pytest.mark.integration
 
@@ -380,12 +380,8 @@ class FakePrimary:
         self.blocked = ["bad.example"]
         self.mode = "ok"
         self.asked: list[str] = []
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((LOOPBACK, 0))
+        self.udp, self.tcp = udp_tcp_pair(LOOPBACK)
         self.port = int(self.udp.getsockname()[1])
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((LOOPBACK, self.port))
         self.tcp.listen(8)
         for sock in (self.udp, self.tcp):
             sock.settimeout(0.2)

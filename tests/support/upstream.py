@@ -236,26 +236,12 @@ class FakeUpstream:
     def closed(self) -> bool:
         return self._stop.is_set()
 
-    def _bind(self, port: int, tries: int = 50) -> tuple[socket.socket, socket.socket]:
-        """A UDP and a TCP socket on the same port: the kernel picks the UDP port (unless
-        `port` is given), and another test may hold that number over TCP, so try again
-        (bounded)."""
-        for _ in range(1 if port else tries):
-            udp = socket.socket(self.family, socket.SOCK_DGRAM)
-            tcp = socket.socket(self.family, socket.SOCK_STREAM)
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                udp.bind((self.host, port))
-                tcp.bind((self.host, udp.getsockname()[1]))
-            except OSError:
-                udp.close()
-                tcp.close()
-                continue
-            udp.settimeout(IDLE)
-            tcp.settimeout(IDLE)
-            tcp.listen(16)
-            return udp, tcp
-        raise OSError(f"no port on {self.host} free for both UDP and TCP after {tries} tries")
+    def _bind(self, port: int) -> tuple[socket.socket, socket.socket]:
+        udp, tcp = udp_tcp_pair(self.host, port)
+        udp.settimeout(IDLE)
+        tcp.settimeout(IDLE)
+        tcp.listen(16)
+        return udp, tcp
 
     def _spoofer(self, source: str) -> socket.socket:
         with self._lock:
@@ -502,3 +488,23 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+def udp_tcp_pair(host: str, port: int = 0, tries: int = 50) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket bound to the same port on `host`: the kernel picks the UDP port
+    (unless `port` is given), and another test may hold that number over TCP, so try again
+    (bounded)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(1 if port else tries):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            udp.bind((host, port))
+            tcp.bind((host, udp.getsockname()[1]))
+        except OSError:
+            udp.close()
+            tcp.close()
+            continue
+        return udp, tcp
+    raise OSError(f"no port on {host} free for both UDP and TCP after {tries} tries")
