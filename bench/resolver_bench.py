@@ -465,13 +465,16 @@ def start_peer(peer: Peer, port: int, ctx: Context, tag: str) -> tuple[ManagedPr
     if peer.kind == "ceiling":
         return start_ceiling(ctx.tmp, port=port, workers=peer.threads, tag=tag), None
     assert ctx.blokir_index is not None
+    # A base<N> peer runs other code, whose index format or provenance may differ: it gets a
+    # file of its own, which its `serve` compiles at its first start and reuses after.
+    index_path = ctx.tmp / "base.blkx" if peer.baseline else ctx.blokir_index
     conf = blokir_config(
         ctx.tmp / f"{tag}.toml",
         port=port,
         workers=peer.threads,
         upstream_port=ctx.nsd_port,
         list_path=ctx.list_path,
-        index_path=ctx.blokir_index,
+        index_path=index_path,
         landing_ipv4=LANDING_IPV4,
         landing_ipv6=LANDING_IPV6,
         metrics_port=free_port() if peer.metrics else None,

@@ -134,3 +134,22 @@ def test_pure_python_peers_run_blokir_on_its_sources(tmp_path: Path) -> None:
     finally:
         process.stop()
     assert log.read_text().split() == ["1", "True"]
+
+
+def test_base_peers_run_another_checkout(tmp_path: Path) -> None:
+    """base<N>: blokir from the --baseline checkout, with that checkout's own interpreter."""
+    with pytest.raises(SystemExit, match="needs --baseline"):
+        parse_peers("base1")
+    (peer,) = parse_peers("base2", str(tmp_path))
+    assert (peer.kind, peer.threads, peer.baseline) == ("blokir", 2, str(tmp_path))
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text('#!/bin/sh\necho "$PWD $*"\n')
+    python.chmod(0o755)
+    process = servers.start_blokir(tmp_path / "b.toml", "base", checkout=str(tmp_path))
+    try:
+        process.proc.wait(timeout=10)
+    finally:
+        process.stop()
+    assert process.log.read_text().split() == [str(tmp_path), "-m", "resolver", "serve", "-c",
+                                               str(tmp_path / "b.toml")]  # fmt: skip
