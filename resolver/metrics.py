@@ -703,6 +703,24 @@ def _upstream_metrics(totals: dict[str, Any]) -> Iterator[Metric]:
     yield rejected
 
 
+def index_metrics(header: dict[str, Any], loaded_at: float) -> Iterator[Metric]:
+    """The serving index's size, load and build time: exported by `blokir serve` and by the
+    Unbound plugin's textfile (resolver/plugins/textfile.py) under the same names."""
+    total = GaugeMetricFamily("blokir_index_entries", "Distinct names in the loaded index")
+    total.add_metric([], header.get("count", 0))
+    yield total
+    loaded = GaugeMetricFamily(
+        "blokir_index_loaded_timestamp_seconds", "When the serving index was loaded (Unix time)"
+    )
+    loaded.add_metric([], loaded_at)
+    yield loaded
+    built = GaugeMetricFamily(
+        "blokir_index_built_timestamp_seconds", "When the serving index was compiled (Unix time)"
+    )
+    built.add_metric([], header.get("created", 0))
+    yield built
+
+
 def _list_metrics(hub: MetricsHub) -> Iterator[Metric]:
     header = hub.index_header
     entries = GaugeMetricFamily(
@@ -720,19 +738,7 @@ def _list_metrics(hub: MetricsHub) -> Iterator[Metric]:
             rejected.add_metric([source["list"], reason], count)
     yield entries
     yield rejected
-    total = GaugeMetricFamily("blokir_index_entries", "Distinct names in the loaded index")
-    total.add_metric([], header.get("count", 0))
-    yield total
-    loaded = GaugeMetricFamily(
-        "blokir_index_loaded_timestamp_seconds", "When the serving index was loaded (Unix time)"
-    )
-    loaded.add_metric([], hub.index_loaded_at)
-    yield loaded
-    built = GaugeMetricFamily(
-        "blokir_index_built_timestamp_seconds", "When the serving index was compiled (Unix time)"
-    )
-    built.add_metric([], header.get("created", 0))
-    yield built
+    yield from index_metrics(header, hub.index_loaded_at)
     reloads = CounterMetricFamily(
         "blokir_reloads",
         "List reloads (start, timer, file change, SIGHUP, blokir reload) by result",

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from resolver.metrics import index_metrics
 
 
 class _Snapshot(Collector):
@@ -36,21 +38,7 @@ class _Snapshot(Collector):
         for labels, n in sorted(self.blocked.items()):
             blocked.add_metric(list(labels), n)
         yield blocked
-        entries = GaugeMetricFamily("blokir_index_entries", "Distinct names in the loaded index")
-        entries.add_metric([], self.header.get("count", 0))
-        yield entries
-        loaded = GaugeMetricFamily(
-            "blokir_index_loaded_timestamp_seconds",
-            "When the serving index was loaded (Unix time)",
-        )
-        loaded.add_metric([], self.loaded_at)
-        yield loaded
-        built = GaugeMetricFamily(
-            "blokir_index_built_timestamp_seconds",
-            "When the serving index was compiled (Unix time)",
-        )
-        built.add_metric([], self.header.get("created", 0))
-        yield built
+        yield from index_metrics(self.header, self.loaded_at)
         reloads = CounterMetricFamily(
             "blokir_plugin_index_reloads",
             "Index files the resolver plugin swapped in (applied) or refused (rejected)",
