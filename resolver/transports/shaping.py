@@ -14,6 +14,7 @@ MINIMUM (RFC 2308).
 from __future__ import annotations
 
 from resolver.cache import with_edns_option
+from resolver.dns.constants import MAX_TTL
 from resolver.dns.message import ADDITIONAL, ANSWER, negative_ttl, walk
 from resolver.dns.names import MessageError
 
@@ -72,4 +73,4 @@ def max_age(answer: bytes) -> int:
         ttls.append(negative)
     if not ttls:
         return 0
-    return min(min(ttl if ttl <= 0x7FFFFFFF else 0 for ttl in ttls), MAX_AGE_CAP)
+    return min(min(ttl if ttl <= MAX_TTL else 0 for ttl in ttls), MAX_AGE_CAP)
