@@ -389,7 +389,7 @@ class Resolver:
         if cached is not None:
             stats.cells[qcell + m.CACHED] += 1
             stored, fresh_until = cached
-            answer = data[:2] + _reply_tail(stored, query, query.question, query.question_end)
+            answer = data[:2] + _reply_tail(stored, query)
             if udp:
                 limit = self.udp_limit(query)  # 512 at least, so fit_udp agrees
                 renewal = (cache_key, query.question_end, limit)
@@ -630,7 +630,7 @@ class Resolver:
                 self._log_block(client, udp, data, answer, policy_id, trigger, match)
             return blocked or None, m.BLOCKED_CNAME  # b"": a drop list, no answer at all
         self._count(transport, query, m.ALLOWED)
-        answer = data[:2] + _reply_tail(response, query, query.question, query.question_end)
+        answer = data[:2] + _reply_tail(response, query)
         self._log_left -= 1
         if self._log_left <= 0:
             self._log_allowed(client, transport == m.UDP, data, answer)
@@ -743,7 +743,7 @@ class Resolver:
         stale = self.cache.get_stale(key, self._stale_ttl)
         if stale is None:
             return None
-        answer = data[:2] + _reply_tail(stale, query, query.question, query.question_end)
+        answer = data[:2] + _reply_tail(stale, query)
         if query.edns:
             option = ede_option(EDE_STALE_ANSWER, why)
             with contextlib.suppress(MessageError):  # the cache only holds responses that parse
@@ -810,10 +810,10 @@ def _cache_limits(cache: CacheConfig) -> CacheLimits:
     )
 
 
-def _reply_tail(stored: bytes, query: Query, question: bytes, question_end: int) -> bytes:
+def _reply_tail(stored: bytes, query: Query) -> bytes:
     """A stored upstream response after its ID, relayed to `query`'s asker: see _relayed."""
     wants_ad = bool(query.do or query.flags & AD)
-    return _relayed(stored, query.flags, wants_ad, question, question_end)
+    return _relayed(stored, query.flags, wants_ad, query.question, query.question_end)
 
 
 def _relayed(
