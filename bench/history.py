@@ -40,6 +40,8 @@ RESOLVER_FIGURES = (
     ("pss_mib", "MiB"),
     ("first_block_s", "s"),
     ("cachehit_pct", "%"),
+    ("querylog_bytes", "bytes"),
+    ("querylog_bytes_per_answer", "bytes"),
 )
 # From reload_bench.py's summary over its runs.
 RELOAD_FIGURES = (

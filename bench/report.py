@@ -25,7 +25,23 @@ GOAL_SIZE = 1_000_000  # the q/s and memory goals are stated for the 1M list
 START_GOAL_SIZE = 10_000_000  # the start-up goal for the 10M list
 NOISY_SPREAD_PCT = 10  # runs further apart than this: the machine was not quiet
 # The order of the servers in tables and the chart; others follow in the order they ran.
-ORDER = ("blokir1", "blokir2", "unbound1", "unbound2", "dnsmasq1", "ceiling1", "ceiling2")
+ORDER = (
+    "blokir1",
+    "blokir2",
+    "blokirq1",
+    "blokirq2",
+    "unbound1",
+    "unbound2",
+    "pdns1",
+    "pdns2",
+    "dnsdist1",
+    "dnsdist2",
+    "dnsmasq1",
+    "ceiling1",
+    "ceiling2",
+)
+# Ratio columns besides "vs unbound1" and "vs ceiling1", shown when that peer ran at the size.
+EXTRA_REFERENCES = ("pdns1", "dnsdist1")
 MATPLOTLIB_MISSING = (
     "chart skipped: matplotlib is not installed (pip install -e '.[bench]', or pip install "
     "matplotlib)"
@@ -184,6 +200,16 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
         "lower",
         0.15,
     )
+    if any(_summary(report, size, "blokirq1") for size in _sizes(report)):
+        add(
+            "blokir, 1 worker: q/s with the dnstap query log on (1 in 100 allowed) vs off",
+            GOAL_SIZE,
+            ("blokirq1", "blokir1"),
+            ">= 0.95x",
+            qps_ratio,
+            "higher",
+            0.95,
+        )
     add(
         "blokir: first blocked answer after start, compiled index",
         START_GOAL_SIZE,
@@ -230,11 +256,19 @@ def _size_table(report: dict[str, Any], size: int) -> list[str]:
     peers = entry["peers"]
     unbound1 = (_summary(report, size, "unbound1") or {}).get("qps_median")
     ceiling1 = (_summary(report, size, "ceiling1") or {}).get("qps_median")
+    extra = {
+        name: qps
+        for name in EXTRA_REFERENCES
+        if (qps := (_summary(report, size, name) or {}).get("qps_median"))
+    }
+    columns = 13 + len(extra)
     lines = [
-        "| server | q/s | spread | vs unbound1 | vs ceiling1 | q/CPU-s | user / system us "
+        "| server | q/s | spread | vs unbound1 | vs ceiling1 | "
+        + "".join(f"vs {name} | " for name in extra)
+        + "q/CPU-s | user / system us "
         "| p50 / p95 / p99 ms @ half rate | lost | RSS MiB | PSS MiB | first block s "
         "| cache hits |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|" + "--:|" * (columns - 1),
     ]
     notes = []
     for name in [n for n in _server_names(report) if n in peers]:
@@ -242,7 +276,7 @@ def _size_table(report: dict[str, Any], size: int) -> list[str]:
         s = peer.get("summary")
         if s is None:
             why = peer.get("skipped") or "failed: " + str(peer.get("error", "no figures"))
-            lines.append(f"| {name} | {why.splitlines()[0]} |" + " |" * 11)
+            lines.append(f"| {name} | {why.splitlines()[0]} |" + " |" * (columns - 2))
             continue
         if "error" in peer:
             notes.append(f"{name}: a run failed, figures from {s['runs']} run(s): {peer['error']}")
@@ -263,7 +297,8 @@ def _size_table(report: dict[str, Any], size: int) -> list[str]:
             f"| {name} | {qps:,.0f} | {_num(s.get('spread_pct'), '.0f')}% "
             f"| {_num(qps / unbound1 if unbound1 else None, '.2f')} "
             f"| {_num(qps / ceiling1 if ceiling1 else None, '.2f')} "
-            f"| {_num(s.get('queries_per_cpu_s'), ',.0f')} "
+            + "".join(f"| {qps / other:.2f} " for other in extra.values())
+            + f"| {_num(s.get('queries_per_cpu_s'), ',.0f')} "
             f"| {_num(s.get('user_us_per_answer'), '.2f')} / "
             f"{_num(s.get('system_us_per_answer'), '.2f')} | {pct} | {lost} "
             f"| {_num(s['rss_mib'], ',.0f')} | {_num(s['pss_mib'], ',.0f')} | {first_text} "
@@ -279,6 +314,20 @@ def _size_table(report: dict[str, Any], size: int) -> list[str]:
         lines += [
             "Steal (time the hypervisor ran other guests on the servers' CPUs, as a share of "
             "it), median of the runs: " + ", ".join(steal) + ".",
+            "",
+        ]
+    logged = []
+    for name in [n for n in _server_names(report) if n in peers]:
+        figures = peers[name].get("summary") or {}
+        if figures.get("querylog_bytes") is not None:
+            logged.append(
+                f"{name} {figures['querylog_bytes'] / 2**20:,.1f} MiB "
+                f"({figures['querylog_bytes_per_answer']:.1f} B per answer)"
+            )
+    if logged:
+        lines += [
+            "Query log written during a measured run (dnstap file, 1 in 100 allowed queries and "
+            "every blocked one), median of the runs: " + ", ".join(logged) + ".",
             "",
         ]
     for note in notes:
@@ -395,8 +444,8 @@ def markdown(report: dict[str, Any], chart_name: str | None = None) -> str:
         if entry.get("unbound_rpz"):
             u = entry["unbound_rpz"]
             prepared.append(
-                f"Unbound: RPZ of {u['rpz_bytes'] / 2**20:,.0f} MiB from {u['exporter']} "
-                f"({u['export_s']:.1f} s)"
+                f"Unbound and pdns-recursor: RPZ of {u['rpz_bytes'] / 2**20:,.0f} MiB from "
+                f"{u['exporter']} ({u['export_s']:.1f} s)"
             )
         if entry.get("dnsmasq_list"):
             d = entry["dnsmasq_list"]

@@ -16,6 +16,10 @@ dnsperf and stopped, alternating, `--runs` times per list size:
     ceiling<N>  bench/ceiling.py: a fixed answer to every query, the fastest Python server shape
     base<N>     blokir<N> from another checkout (--baseline DIR, run with DIR/.venv/bin/python):
                 the code before a change against the code after it, in one run
+    blokirq<N>  blokir<N> with the dnstap query log on (a file, 1 in 100 allowed queries and
+                every blocked one): the log's cost next to blokir<N>
+    pdns<N>     PowerDNS Recursor with threads N and the same RPZ as Unbound (bench/rival_servers)
+    dnsdist<N>  dnsdist with N listeners, the list as a SuffixMatchNode and SpoofAction
 
 Prints figures (median queries/s, ratios against Unbound with 1 thread and the ceiling, latency,
 loss, CPU, memory, seconds from start to the first blocked answer), blokir's index figures per
@@ -57,6 +61,12 @@ sys.path.insert(0, str(HERE.parent))
 from bench import history  # noqa: E402
 from bench import report as reporting  # noqa: E402
 from bench.report import size_label  # noqa: E402
+from bench.rival_servers import (  # noqa: E402
+    dnsdist_conf,
+    start_dnsdist,
+    start_pdns,
+    write_pdns_conf,
+)
 from bench.servers import (  # noqa: E402
     LOOPBACK,
     REPO,
@@ -101,7 +111,11 @@ QTYPE_WEIGHTS = (0.85, 0.10, 0.05)
 KIB_PER_NAME = {
     "unbound": 3.5,  # Unbound 1.17.1, 1M names as RPZ: 3.3 GiB
     "dnsmasq": 0.3,  # dnsmasq 2.90, 1M names as address=/local= lines: 250 MiB
+    "pdns": 1.0,  # pdns-recursor 4.8, the same RPZ: see PEER_KINDS
+    "dnsdist": 0.5,  # dnsdist 1.7, a SuffixMatchNode of the list
 }
+# The query log of a blokirq<N> peer: 1 in this many allowed queries, every blocked one.
+QUERYLOG_SAMPLE = 100
 DNSMASQ_CACHE_SIZE = 10_000
 RESULT_STEM = "resolver-latest"  # the latest run in full; every run's figures: history.csv
 
@@ -331,7 +345,16 @@ def run_dnsperf(
 
 # -- peers ------------------------------------------------------------------------------------
 
-KINDS = ("blokir", "unbound", "dnsmasq", "ceiling")
+KINDS = ("blokir", "unbound", "dnsmasq", "ceiling", "pdns", "dnsdist")
+# The binary each server kind other than blokir and the ceiling needs (checked before its runs).
+BINARIES = {
+    "unbound": "unbound",
+    "dnsmasq": "dnsmasq",
+    "pdns": "pdns_recursor",
+    "dnsdist": "dnsdist",
+}
+# Kinds that load the list as the RPZ zone file `blokir export --format rpz` writes.
+RPZ_KINDS = ("unbound", "pdns")
 
 
 @dataclass(frozen=True)
@@ -342,6 +365,7 @@ class Peer:
     metrics: bool = False  # blokir only: with its Prometheus endpoint on (blokir<N>m)
     pure: bool = False  # blokir only: the plain sources, not the compiled build (blokir<N>p)
     baseline: str | None = None  # blokir only: the checkout it runs from (base<N>), else this one
+    querylog: bool = False  # blokir only: with the dnstap query log on (blokirq<N>)
 
     @property
     def uses_list(self) -> bool:
@@ -355,13 +379,19 @@ def parse_peers(text: str, baseline: str | None = None) -> list[Peer]:
         item = item.strip()
         if not item:
             continue
+        if any(p.name == item for p in peers):
+            raise SystemExit(f"resolver_bench: peer {item!r} given twice")
         based = re.fullmatch(r"base(\d+)", item)
         if based:
             if baseline is None:
                 raise SystemExit(f"resolver_bench: peer {item!r} needs --baseline DIR")
             peers.append(Peer(item, "blokir", int(based.group(1)), baseline=baseline))
             continue
-        found = re.fullmatch(r"(blokir|unbound|dnsmasq|ceiling)(\d+)(m?)(p?)", item)
+        logged = re.fullmatch(r"blokirq(\d+)", item)
+        if logged and int(logged.group(1)) >= 1:
+            peers.append(Peer(item, "blokir", int(logged.group(1)), querylog=True))
+            continue
+        found = re.fullmatch(rf"({'|'.join(KINDS)})(\d+)(m?)(p?)", item)
         if (
             not found
             or int(found.group(2)) < 1
@@ -369,13 +399,12 @@ def parse_peers(text: str, baseline: str | None = None) -> list[Peer]:
         ):
             raise SystemExit(
                 f"resolver_bench: unknown peer {item!r} (blokir<N>, blokir<N>m with metrics on, "
-                "blokir<N>p on the plain sources, unbound<N>, dnsmasq1 or ceiling<N>)"
+                "blokir<N>p on the plain sources, blokirq<N> with the query log on, unbound<N>, "
+                "dnsmasq1, ceiling<N>, pdns<N> or dnsdist<N>)"
             )
         kind, threads = found.group(1), int(found.group(2))
         if kind == "dnsmasq" and threads != 1:
             raise SystemExit("resolver_bench: dnsmasq answers from a single thread: use dnsmasq1")
-        if any(p.name == item for p in peers):
-            raise SystemExit(f"resolver_bench: peer {item!r} given twice")
         peers.append(
             Peer(item, kind, threads, metrics=bool(found.group(3)), pure=bool(found.group(4)))
         )
@@ -464,6 +493,25 @@ def start_peer(peer: Peer, port: int, ctx: Context, tag: str) -> tuple[ManagedPr
         return server, None
     if peer.kind == "ceiling":
         return start_ceiling(ctx.tmp, port=port, workers=peer.threads, tag=tag), None
+    if peer.kind == "pdns":
+        assert ctx.rpz is not None
+        conf = write_pdns_conf(
+            ctx.tmp, tag, port=port, threads=peer.threads, upstream_port=ctx.nsd_port, rpz=ctx.rpz
+        )
+        return start_pdns(conf, tag), conf
+    if peer.kind == "dnsdist":
+        conf = ctx.tmp / f"{tag}.dnsdist.lua"
+        conf.write_text(
+            dnsdist_conf(
+                port=port,
+                threads=peer.threads,
+                upstream_port=ctx.nsd_port,
+                list_path=ctx.list_path,
+                landing_ipv4=LANDING_IPV4,
+                landing_ipv6=LANDING_IPV6,
+            )
+        )
+        return start_dnsdist(conf, tag), conf
     assert ctx.blokir_index is not None
     # A base<N> peer runs other code, whose index format or provenance may differ: it gets a
     # file of its own, which its `serve` compiles at its first start and reuses after.
@@ -478,8 +526,21 @@ def start_peer(peer: Peer, port: int, ctx: Context, tag: str) -> tuple[ManagedPr
         landing_ipv4=LANDING_IPV4,
         landing_ipv6=LANDING_IPV6,
         metrics_port=free_port() if peer.metrics else None,
+        querylog=querylog_path(ctx, tag) if peer.querylog else None,
+        querylog_sample=QUERYLOG_SAMPLE,
     )
     return start_blokir(conf, tag, pure_python=peer.pure, checkout=peer.baseline), conf
+
+
+def querylog_path(ctx: Context, tag: str) -> Path:
+    """The dnstap file of a blokirq<N> run (with more than one worker, `<path>.N` each)."""
+    return ctx.tmp / f"{tag}-q.dnstap"
+
+
+def querylog_bytes(ctx: Context, tag: str) -> int:
+    """Bytes the run's query log files hold now (every worker's, rotated ones too)."""
+    path = querylog_path(ctx, tag)
+    return sum(f.stat().st_size for f in path.parent.glob(path.name + "*") if f.is_file())
 
 
 def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
@@ -510,7 +571,13 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
         busy_before = machine_busy_seconds()
         steal_cpus = ManagedProcess.server_cpus  # None unpinned: the whole machine
         steal_before = cpu_steal_seconds(steal_cpus)
+        logged_before = querylog_bytes(ctx, tag) if peer.querylog else 0
         stats = run_dnsperf(ctx.load, port, args.seconds, ctx.deadline)
+        if peer.querylog:
+            # What the measured run added (the writer may still hold its last buffer).
+            logged = querylog_bytes(ctx, tag) - logged_before
+            result["querylog_bytes"] = logged
+            result["querylog_bytes_per_answer"] = logged / max(1, stats["completed"])
         busy = machine_busy_seconds() - busy_before
         stolen = cpu_steal_seconds(steal_cpus) - steal_before
         user_after, system_after = tree_cpu_times(server.pid)
@@ -686,8 +753,8 @@ def blokir_export(ctx: Context, fmt: str, output: Path) -> tuple[float, str | No
     return seconds, None
 
 
-def prepare_unbound(ctx: Context) -> dict[str, Any]:
-    """Export the list as RPZ with `blokir export` (timed)."""
+def prepare_rpz(ctx: Context) -> dict[str, Any]:
+    """Export the list as RPZ with `blokir export` (timed), for Unbound and pdns-recursor."""
     ctx.rpz = ctx.tmp / "bench.rpz"
     seconds, failed = blokir_export(ctx, "rpz", ctx.rpz)
     info: dict[str, Any] = {"export_s": seconds, "exporter": "blokir export"}
@@ -779,6 +846,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p95_ms": col("latency_run", "p95"),
         "p99_ms": col("latency_run", "p99"),
         "cachehit_pct": col("cachehit_pct"),
+        "querylog_bytes": col("querylog_bytes"),
+        "querylog_bytes_per_answer": col("querylog_bytes_per_answer"),
     }
 
 
@@ -792,8 +861,12 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         return float(value) if value else None
 
     unbound1, ceiling1 = base("unbound1"), base("ceiling1")
+    # Ratios against the other servers' first peer, when it ran (reporting.EXTRA_REFERENCES).
+    extra = {name: qps for name in reporting.EXTRA_REFERENCES if (qps := base(name))}
     header = (
-        f"{'peer':<9} {'q/s':>8} {'spread%':>7} {'vs ub1':>6} {'vs ceil':>7} {'avg ms':>6} "
+        f"{'peer':<9} {'q/s':>8} {'spread%':>7} {'vs ub1':>6} {'vs ceil':>7} "
+        + "".join(f"{'vs ' + name:>11} " for name in extra)
+        + f"{'avg ms':>6} "
         f"{'p50/p95/p99 ms @half':>20} {'lost':>6} {'srv CPU%':>8} {'q/CPU-s':>8} "
         f"{'other%':>6} {'RSS MiB':>7} {'PSS MiB':>7} {'1st s':>6} {'hits%':>5}"
     )
@@ -818,7 +891,8 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             f"{name:<9} {fmt(s['qps_median'], ',.0f'):>8} {s['spread_pct']:>7.0f} "
             f"{fmt(s['qps_median'] / unbound1 if unbound1 else None, '.2f'):>6} "
             f"{fmt(s['qps_median'] / ceiling1 if ceiling1 else None, '.2f'):>7} "
-            f"{s['avg_latency_ms']:>6.2f} {pct:>20} {s['lost_total']:>6} "
+            + "".join(f"{s['qps_median'] / qps:>11.2f} " for qps in extra.values())
+            + f"{s['avg_latency_ms']:>6.2f} {pct:>20} {s['lost_total']:>6} "
             f"{fmt(s['server_cpu_pct'], '.0f'):>8} {fmt(s['queries_per_cpu_s'], ',.0f'):>8} "
             f"{fmt(s['other_cpu_pct'], '.0f'):>6} {fmt(s['rss_mib'], '.0f'):>7} "
             f"{fmt(s['pss_mib'], '.0f'):>7} {fmt(first, '.2f'):>6} "
@@ -851,6 +925,8 @@ def machine_info(dnsperf: str) -> dict[str, Any]:
         ("nsd", "-v", r"NSD version (\S+)"),
         ("unbound", "-V", r"Version (\S+)"),
         ("dnsmasq", "--version", r"Dnsmasq version (\S+)"),
+        ("pdns_recursor", "--version", r"PowerDNS Recursor (\S+)"),
+        ("dnsdist", "--version", r"dnsdist (\S+)"),
     ):
         binary = find_binary(tool)
         if binary:
@@ -964,19 +1040,27 @@ def run_size(
             else:
                 print(f"blokir: {why}")
                 set_all("blokir", "error", why)
+        for kind in ("pdns", "dnsdist"):
+            if kind in kinds:
+                require_binary(BINARIES[kind])
+                too_big = memory_check(kind, size)
+                if too_big is not None:
+                    print(f"{kind}: {too_big}")
+                    set_all(kind, "skipped", too_big)
         if "unbound" in kinds:
             require_binary("unbound")
             too_big = memory_check("unbound", size)
-            if too_big is None:
-                prepared = prepare_unbound(ctx)
-                entry["unbound_rpz"] = prepared
-                print(
-                    f"unbound: RPZ {prepared['rpz_bytes'] / 2**20:.1f} MiB from "
-                    f"{prepared['exporter']} in {prepared['export_s']:.2f} s"
-                )
-            else:
+            if too_big is not None:
                 print(f"unbound: {too_big}")
                 set_all("unbound", "skipped", too_big)
+        rpz_users = [p for p in peers if p.kind in RPZ_KINDS and "skipped" not in results[p.name]]
+        if rpz_users:  # one export for Unbound and pdns-recursor alike
+            prepared = prepare_rpz(ctx)
+            entry["unbound_rpz"] = prepared
+            print(
+                f"rpz: {prepared['rpz_bytes'] / 2**20:.1f} MiB from "
+                f"{prepared['exporter']} in {prepared['export_s']:.2f} s"
+            )
         if "dnsmasq" in kinds:
             require_binary("dnsmasq")
             too_big = memory_check("dnsmasq", size)
@@ -1052,6 +1136,12 @@ def print_run(peer: Peer, run: int, measured: dict[str, Any]) -> None:
         f" MiB, {first} {measured['first_answer_s']:.2f} s"
         + (f", cache hits {hits:.0f}%" if hits is not None else "")
         + extra
+        + (
+            f", query log {measured['querylog_bytes'] / 2**20:.1f} MiB "
+            f"({measured['querylog_bytes_per_answer']:.1f} B per answer)"
+            if "querylog_bytes" in measured
+            else ""
+        )
         + (f" [{measured['warning']}]" if "warning" in measured else "")
     )
 

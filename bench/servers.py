@@ -224,7 +224,18 @@ def blokir_config(
     landing_ipv4: str,
     landing_ipv6: str,
     metrics_port: int | None = None,
+    querylog: Path | None = None,
+    querylog_sample: int = 1,
 ) -> Path:
+    """A blokir config for the benchmark; `querylog`: the dnstap query log on, to this file, 1 in
+    `querylog_sample` allowed queries (blocked ones always), never rotated during a run."""
+    # file_max_bytes: 1 TiB, so no rotation (a rename and reopen) lands inside a measured run.
+    logged = (
+        f'\n[querylog]\ndnstap = "file:{querylog}"\nsample = {querylog_sample}\n'
+        f"file_max_bytes = {2**40}\n"
+        if querylog
+        else ""
+    )
     metrics = (
         f'enabled = true\nlisten = "{LOOPBACK}:{metrics_port}"'
         if metrics_port
@@ -245,7 +256,7 @@ index_path = "{index_path}"
 
 [metrics]
 {metrics}
-
+{logged}
 [[lists]]
 name = "bench"
 path = "{list_path}"
