@@ -466,7 +466,8 @@ def markdown(report: dict[str, Any], chart_name: str | None = None) -> str:
         "RSS sums the server's process tree after the load (blokir's mapped index counts once "
         "per process), PSS shares shared pages out; first block is seconds from starting the "
         "server to its first blocked answer (the ceiling: to its first answer); cache hits: "
-        "Unbound's cachehits counter (it counts RPZ answers too), dnsmasq's hits.bind, as a "
+        "Unbound's cachehits counter (it counts RPZ answers too), PowerDNS Recursor's "
+        "packetcache-hits over its questions (likewise), dnsmasq's hits.bind, as a "
         "share of the answers.",
         "",
     ]

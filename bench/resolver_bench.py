@@ -63,6 +63,8 @@ from bench import report as reporting  # noqa: E402
 from bench.report import size_label  # noqa: E402
 from bench.rival_servers import (  # noqa: E402
     dnsdist_conf,
+    pdns_counters,
+    pdns_socket_dir,
     start_dnsdist,
     start_pdns,
     write_pdns_conf,
@@ -567,6 +569,8 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
         if peer.kind == "unbound" and conf is not None:
             unbound_stats(conf, reset=True)
         hits_before = dnsmasq_cache_counters(port) if peer.kind == "dnsmasq" else {}
+        pdns_control = pdns_socket_dir(ctx.tmp, tag)
+        pdns_before = pdns_counters(pdns_control) if peer.kind == "pdns" else {}
         user_before, system_before = tree_cpu_times(server.pid)
         busy_before = machine_busy_seconds()
         steal_cpus = ManagedProcess.server_cpus  # None unpinned: the whole machine
@@ -606,6 +610,13 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
             if queries:
                 # Unbound counts the answers RPZ gives as cache hits too.
                 result["cachehit_pct"] = 100 * counters.get("total.num.cachehits", 0) / queries
+        if pdns_before:
+            pdns_after = pdns_counters(pdns_control)
+            asked = pdns_after.get("questions", 0) - pdns_before["questions"]
+            if asked > 0:
+                # Its packet cache answers RPZ-rewritten answers too, as Unbound's counter does.
+                hits = pdns_after["packetcache-hits"] - pdns_before["packetcache-hits"]
+                result["cachehit_pct"] = 100 * hits / asked
         if hits_before:
             hits_after = dnsmasq_cache_counters(port)
             if "hits" in hits_after:

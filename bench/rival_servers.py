@@ -10,9 +10,11 @@ their answers still differ from blokir's.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from pathlib import Path
 
-from bench.servers import LOOPBACK, ManagedProcess, require_binary
+from bench.servers import LOOPBACK, ManagedProcess, find_binary, require_binary
 
 # Both cache up to this many answers (pdns-recursor's own default for its packet cache).
 PACKET_CACHE_ENTRIES = 500_000
@@ -25,6 +27,28 @@ def pdns_lua(rpz: Path) -> str:
     """The Lua config: the list as an RPZ zone file (`blokir export --format rpz`: for each name
     and `*.name` an A and an AAAA record with the landing address, RFC-draft RPZ local data)."""
     return f'rpzFile("{rpz}", {{ policyName = "blokir", defttl = 60 }})\n'
+
+
+def pdns_socket_dir(workdir: Path, tag: str) -> Path:
+    """Where a pdns peer puts its control socket (rec_control talks to it there)."""
+    return workdir / tag
+
+
+def pdns_counters(socket_dir: Path) -> dict[str, int]:
+    """The recursor's `questions` and `packetcache-hits` counters via rec_control ({} when it
+    is missing or does not answer)."""
+    control = find_binary("rec_control")
+    if control is None:
+        return {}
+    names = ("questions", "packetcache-hits")
+    argv = [control, f"--socket-dir={socket_dir}", "--timeout=5", "get", *names]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    values = done.stdout.split()
+    if done.returncode != 0 or len(values) != len(names):
+        return {}
+    with contextlib.suppress(ValueError):
+        return {name: int(value) for name, value in zip(names, values, strict=True)}
+    return {}
 
 
 def pdns_conf(workdir: Path, *, port: int, threads: int, upstream_port: int, tag: str) -> str:
@@ -45,7 +69,7 @@ pdns-distributes-queries=no
 reuseport=yes
 max-packetcache-entries={PACKET_CACHE_ENTRIES}
 dnssec=off
-socket-dir={workdir}/{tag}
+socket-dir={pdns_socket_dir(workdir, tag)}
 daemon=no
 write-pid=no
 disable-syslog=yes
@@ -64,7 +88,7 @@ def write_pdns_conf(
     config (pdns_lua) and the socket directory beside it; the path of recursor.conf."""
     confdir = workdir / f"{tag}-conf"
     confdir.mkdir(exist_ok=True)
-    (workdir / tag).mkdir(exist_ok=True)
+    pdns_socket_dir(workdir, tag).mkdir(exist_ok=True)
     (workdir / f"{tag}.lua").write_text(pdns_lua(rpz))
     conf = confdir / "recursor.conf"
     conf.write_text(

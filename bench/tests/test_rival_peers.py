@@ -32,7 +32,13 @@ from bench.resolver_bench import (
     start_upstream,
     verify,
 )
-from bench.rival_servers import dnsdist_conf, pdns_conf, pdns_lua
+from bench.rival_servers import (
+    dnsdist_conf,
+    pdns_conf,
+    pdns_counters,
+    pdns_lua,
+    pdns_socket_dir,
+)
 from bench.servers import (
     Deadline,
     addresses,
@@ -219,6 +225,11 @@ def test_new_peer_blocks_and_forwards(context: Context, name: str, binary: str |
         assert other.rcode() == dns.rcode.NOERROR and not other.answer
         if peer.querylog:
             _wait_for_log(context, tag, Peer(name, "blokir", 1))
+        if peer.kind == "pdns" and find_binary("rec_control"):
+            # The counters the cache-hit column is read from: the probes above went through.
+            counters = pdns_counters(pdns_socket_dir(context.tmp, tag))
+            assert counters["questions"] >= 10
+            assert 0 <= counters["packetcache-hits"] < counters["questions"]
     finally:
         server.stop()
 
