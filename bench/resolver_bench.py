@@ -116,6 +116,12 @@ KIB_PER_NAME = {
     "pdns": 0.85,  # pdns-recursor 4.8.8, the same RPZ: 810 MiB at 1M (15 s to load)
     "dnsdist": 0.55,  # dnsdist 1.7.3, the list as a SuffixMatchNode: 533 MiB at 1M (15 s)
 }
+# Seconds per listed name to the first blocked answer, to skip a peer that would not load within
+# --start-timeout (measured on this machine, busy, at 1M names).
+LOAD_S_PER_NAME = {
+    "pdns": 15e-6,  # pdns-recursor 4.8.8, the RPZ: 15 s at 1M
+    "dnsdist": 15e-6,  # dnsdist 1.7.3, the SuffixMatchNode filled from Lua: 15 s at 1M
+}
 # The query log of a blokirq<N> peer: 1 in this many allowed queries, every blocked one.
 QUERYLOG_SAMPLE = 100
 DNSMASQ_CACHE_SIZE = 10_000
@@ -816,6 +822,18 @@ def memory_check(kind: str, size: int) -> str | None:
     return None
 
 
+def load_check(kind: str, size: int, start_timeout: float) -> str | None:
+    """None when the peer likely loads `size` names within `start_timeout`, else why not."""
+    per_name = LOAD_S_PER_NAME.get(kind)
+    if per_name is None or size * per_name <= start_timeout:
+        return None
+    return (
+        f"skipped: {size:,} names would take about {size * per_name:.0f} s to load in {kind} "
+        f"({per_name * 1e6:g} s per million names, measured), more than --start-timeout "
+        f"{start_timeout:g} s"
+    )
+
+
 # -- figures ----------------------------------------------------------------------------------
 
 
@@ -1054,7 +1072,7 @@ def run_size(
         for kind in ("pdns", "dnsdist"):
             if kind in kinds:
                 require_binary(BINARIES[kind])
-                too_big = memory_check(kind, size)
+                too_big = memory_check(kind, size) or load_check(kind, size, args.start_timeout)
                 if too_big is not None:
                     print(f"{kind}: {too_big}")
                     set_all(kind, "skipped", too_big)

@@ -23,6 +23,7 @@ from bench.resolver_bench import (
     Load,
     Peer,
     host_name,
+    load_check,
     parse_peers,
     prepare_blokir,
     prepare_rpz,
@@ -68,6 +69,13 @@ def test_new_peer_names_parse() -> None:
             parse_peers(bad)
     with pytest.raises(SystemExit, match="given twice"):
         parse_peers("blokirq1,blokirq1")
+
+
+def test_a_list_too_slow_to_load_skips_the_peer() -> None:
+    assert load_check("dnsdist", 1_000_000, 300.0) is None
+    why = load_check("pdns", 10_000_000, 60.0)
+    assert why is not None and why.startswith("skipped: 10,000,000 names would take about 150 s")
+    assert load_check("blokir", 10**9, 1.0) is None  # no estimate: it always runs
 
 
 def test_pdns_config_forwards_to_loopback_with_the_rpz(tmp_path: Path) -> None:
