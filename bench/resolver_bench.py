@@ -354,7 +354,7 @@ def run_dnsperf(
 # -- peers ------------------------------------------------------------------------------------
 
 KINDS = ("blokir", "unbound", "dnsmasq", "ceiling", "pdns", "dnsdist")
-# The binary each server kind other than blokir and the ceiling needs (checked before its runs).
+# The binary each server kind other than blokir and the ceiling needs (run_size checks it).
 BINARIES = {
     "unbound": "unbound",
     "dnsmasq": "dnsmasq",
@@ -1077,7 +1077,7 @@ def run_size(
                     print(f"{kind}: {too_big}")
                     set_all(kind, "skipped", too_big)
         if "unbound" in kinds:
-            require_binary("unbound")
+            require_binary(BINARIES["unbound"])
             too_big = memory_check("unbound", size)
             if too_big is not None:
                 print(f"unbound: {too_big}")
@@ -1091,7 +1091,7 @@ def run_size(
                 f"{prepared['exporter']} in {prepared['export_s']:.2f} s"
             )
         if "dnsmasq" in kinds:
-            require_binary("dnsmasq")
+            require_binary(BINARIES["dnsmasq"])
             too_big = memory_check("dnsmasq", size)
             if too_big is None:
                 try:
