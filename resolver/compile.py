@@ -4,6 +4,7 @@ Precedence (README "Matching"): at one name, an allow entry beats a block entry,
 of one kind the first list in config order wins. The index keeps, per distinct name, one policy for
 the name itself and one for the names below it; the most-specific-wins walk happens at lookup.
 Both rules reduce to "lowest rank wins", with ranks assigned to policy ids by `Policy.precedence`.
+The entries that lose at a name are kept too (`Merged`), in a side table for client groups.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from resolver.provenance import spec_from_json as spec_from_json
 from resolver.provenance import spec_json as spec_json
 
 if TYPE_CHECKING:
-    from resolver.index import U16, U64
+    import numpy.typing as npt
+
+    from resolver.index import U16, U32, U64
 
 Progress = Callable[[str, int, int], None]  # (list name, bytes read, total bytes)
 
@@ -127,27 +130,56 @@ def sorted_unique(values: U64) -> U64:
     return ordered[keep]
 
 
-def min_rank_per_key(hashes: U64, ranks: U16) -> tuple[U64, U16]:
-    """Sorted unique hashes, each with the lowest rank it was given."""
+def ranked_pairs(hashes: U64, ranks: U16) -> tuple[U64, U16, npt.NDArray[np.bool_]]:
+    """The distinct (hash, rank) pairs sorted by hash, then rank, and a mask of the first pair of
+    each hash (the winner by precedence; the others are the entries it shadows)."""
     if ranks.size and int(ranks.min()) == int(ranks.max()):
         keys = sorted_unique(hashes)  # one rank: a plain sort is enough (the common case)
-        return keys, np.full(keys.size, ranks[0], dtype=np.uint16)
+        return keys, np.full(keys.size, ranks[0], dtype=np.uint16), np.ones(keys.size, bool)
     order = np.lexsort((ranks, hashes))
     sorted_hashes = hashes[order]
-    first = np.ones(sorted_hashes.size, dtype=bool)
-    first[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
-    return sorted_hashes[first], ranks[order][first]
+    sorted_ranks = ranks[order]
+    new_hash = np.ones(sorted_hashes.size, dtype=bool)
+    new_hash[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
+    keep = new_hash.copy()
+    keep[1:] |= sorted_ranks[1:] != sorted_ranks[:-1]
+    return sorted_hashes[keep], sorted_ranks[keep], new_hash[keep]
 
 
-def best_per_key(parts: list[tuple[U64, U16]], rank_lut: U16, pid_lut: U16) -> tuple[U64, U16]:
-    """Merge (hashes, policy ids) parts into sorted unique hashes, each with the policy id of
-    the lowest precedence rank it was given."""
+@dataclass(slots=True)
+class Merged:
+    """One kind's (self or below) entries after precedence: per distinct hash the winning policy
+    id, and apart the entries that lost at the same hash (sorted by hash, then precedence), which
+    client groups need when the winner's list is not theirs."""
+
+    keys: U64
+    pids: U16
+    shadow_keys: U64
+    shadow_pids: U16
+
+    def pairs(self) -> tuple[U64, U16]:
+        """Every distinct (hash, policy id), winners and shadowed: the input of a later merge."""
+        if not self.shadow_keys.size:
+            return self.keys, self.pids
+        return (
+            np.concatenate([self.keys, self.shadow_keys]),
+            np.concatenate([self.pids, self.shadow_pids]),
+        )
+
+
+def merge_entries(parts: list[tuple[U64, U16]], rank_lut: U16, pid_lut: U16) -> Merged:
+    """Merge (hashes, policy ids) parts: sorted unique hashes, each with the policy id of the
+    lowest precedence rank it was given, and the other distinct policy ids at each hash."""
     if not parts:
-        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint16)
+        empty_keys, empty_pids = np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint16)
+        return Merged(empty_keys, empty_pids, empty_keys, empty_pids)
     hashes = np.concatenate([h for h, _ in parts])
     pids = np.concatenate([p for _, p in parts])
-    keys, ranks = min_rank_per_key(hashes, rank_lut[pids])
-    return keys, pid_lut[ranks]
+    keys, ranks, first = ranked_pairs(hashes, rank_lut[pids])
+    if bool(first.all()):
+        return Merged(keys, pid_lut[ranks], keys[:0], pid_lut[ranks[:0]])
+    lost = ~first
+    return Merged(keys[first], pid_lut[ranks[first]], keys[lost], pid_lut[ranks[lost]])
 
 
 def hash_batch(batch: Batch) -> U64:
@@ -216,8 +248,8 @@ def compile_lists(specs: Iterable[ListSpec], progress: Progress | None = None) -
     started = time.perf_counter()
     policies = PolicyTable()
     results: list[ListResult] = []
-    self_parts: list[tuple[U64, U16]] = []
-    below_parts: list[tuple[U64, U16]] = []
+    self_parts: list[Merged] = []
+    below_parts: list[Merged] = []
     ip_triggers = IpTriggers()
     for spec in specs:
         list_self: list[tuple[U64, U16]] = []
@@ -237,27 +269,37 @@ def compile_lists(specs: Iterable[ListSpec], progress: Progress | None = None) -
                 list_self.append((hashes, pids))
             if batch.match & MATCH_BELOW:
                 list_below.append((hashes, pids))
-        # Deduplicate within the list now, so memory holds distinct names, not raw lines.
+        # Deduplicate within the list now, so memory holds distinct names, not raw lines (and
+        # distinct policy ids per name: a list may give one name more than one policy).
         rank_lut, pid_lut = rank_tables(policies)
-        self_part = best_per_key(list_self, rank_lut, pid_lut)
+        self_part = merge_entries(list_self, rank_lut, pid_lut)
         if _same_parts(list_self, list_below):  # subtree lists: one merge serves both scopes
             below_part = self_part
         else:
-            below_part = best_per_key(list_below, rank_lut, pid_lut)
-        result.unique = _count_distinct(self_part[0], below_part[0]) + len(list_prefixes)
+            below_part = merge_entries(list_below, rank_lut, pid_lut)
+        result.unique = _count_distinct(self_part.keys, below_part.keys) + len(list_prefixes)
         self_parts.append(self_part)
         below_parts.append(below_part)
         results.append(result)
 
     rank_lut, pid_lut = rank_tables(policies)
-    if len(self_parts) > 1:
-        self_parts = [best_per_key(self_parts, rank_lut, pid_lut)]
-        below_parts = [best_per_key(below_parts, rank_lut, pid_lut)]
-    data = _assemble(self_parts, below_parts)
+    self_merged = _merge_lists(self_parts, rank_lut, pid_lut)
+    if all(a is b for a, b in zip(self_parts, below_parts, strict=True)):
+        below_merged = self_merged
+    else:
+        below_merged = _merge_lists(below_parts, rank_lut, pid_lut)
+    data = _assemble(self_merged, below_merged)
     data.policies = list(policies.policies)
     data.ip_entries = sorted({ip for r in results for ip in r.report.ip_entries})
     data.ip_tables = ip_triggers.tables(policies)
     return CompileResult(data, results, time.perf_counter() - started)
+
+
+def _merge_lists(parts: list[Merged], rank_lut: U16, pid_lut: U16) -> Merged:
+    """The lists' merged entries merged again across lists (one list: as it is)."""
+    if len(parts) == 1:
+        return parts[0]
+    return merge_entries([part.pairs() for part in parts], rank_lut, pid_lut)
 
 
 class IpTriggers:
@@ -291,18 +333,43 @@ def _count_distinct(self_keys: U64, below_keys: U64) -> int:
     return int(sorted_unique(np.concatenate([self_keys, below_keys])).size)
 
 
-def _assemble(self_parts: list[tuple[U64, U16]], below_parts: list[tuple[U64, U16]]) -> IndexData:
-    empty = (np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint16))
-    self_keys, self_pids = self_parts[0] if self_parts else empty
-    below_keys, below_pids = below_parts[0] if below_parts else empty
+def _assemble(self_merged: Merged, below_merged: Merged) -> IndexData:
+    self_keys, below_keys = self_merged.keys, below_merged.keys
     if self_keys is below_keys or np.array_equal(self_keys, below_keys):
-        return IndexData(self_keys, self_pids, below_pids, [])  # subtree lists: same keys
-    keys = sorted_unique(np.concatenate([self_keys, below_keys]))
-    self_col = np.zeros(keys.size, dtype=np.uint16)
-    below_col = np.zeros(keys.size, dtype=np.uint16)
-    self_col[np.searchsorted(keys, self_keys)] = self_pids
-    below_col[np.searchsorted(keys, below_keys)] = below_pids
-    return IndexData(keys, self_col, below_col, [])
+        keys = self_keys  # subtree lists: same keys
+        self_col, below_col = self_merged.pids, below_merged.pids
+    else:
+        keys = sorted_unique(np.concatenate([self_keys, below_keys]))
+        self_col = np.zeros(keys.size, dtype=np.uint16)
+        below_col = np.zeros(keys.size, dtype=np.uint16)
+        self_col[np.searchsorted(keys, self_keys)] = self_merged.pids
+        below_col[np.searchsorted(keys, below_keys)] = below_merged.pids
+    data = IndexData(keys, self_col, below_col, [])
+    data.shadow_slots, data.shadow_offsets, data.shadow_pids = shadow_table(
+        keys, self_merged, below_merged
+    )
+    return data
+
+
+def shadow_table(keys: U64, self_merged: Merged, below_merged: Merged) -> tuple[U32, U32, U16]:
+    """The shadowed entries by key slot (resolver/index.py, "Shadowed entries"): the sorted slots
+    that have any, and for the i-th such slot its self entries at pids[offsets[2i]:offsets[2i+1]]
+    and its below entries at pids[offsets[2i+1]:offsets[2i+2]], each run in precedence order."""
+    self_at = np.searchsorted(keys, self_merged.shadow_keys)
+    below_at = np.searchsorted(keys, below_merged.shadow_keys)
+    slots = sorted_unique(np.concatenate([self_at, below_at]).astype(np.uint64))
+    runs = np.concatenate(
+        [
+            2 * np.searchsorted(slots, self_at.astype(np.uint64)),
+            2 * np.searchsorted(slots, below_at.astype(np.uint64)) + 1,
+        ]
+    )
+    # A stable sort keeps each run in the precedence order the merge left it in.
+    order = np.argsort(runs, kind="stable")
+    pids = np.concatenate([self_merged.shadow_pids, below_merged.shadow_pids])[order]
+    offsets = np.zeros(2 * slots.size + 1, dtype=np.uint32)
+    np.cumsum(np.bincount(runs, minlength=2 * slots.size), out=offsets[1:])
+    return slots.astype(np.uint32), offsets, pids.astype(np.uint16)
 
 
 def write_index(result: CompileResult, path: str | os.PathLike[str]) -> int:

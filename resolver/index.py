@@ -15,11 +15,17 @@ False matches: two different names share a 64-bit hash with probability 2^-64, s
 name that is not listed falsely matches one of n entries with probability about n / 2^64
 (5e-13 per probe at 10M entries). Not zero; stated in the README.
 
+Shadowed entries: the columns keep one policy per name and kind, the winner by precedence. The
+entries that lost at the same name and kind are kept apart (`shadow_slots`, `shadow_offsets`,
+`shadow_pids`), read only by client groups whose list is not the winner's
+(`_make_group_matcher`); the default lookup never reads them.
+
 The file is mapped read-only, so opening is instant and worker processes share the pages.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import mmap
@@ -62,7 +68,9 @@ U16: TypeAlias = "npt.NDArray[np.uint16]"
 U32: TypeAlias = "npt.NDArray[np.uint32]"
 
 MAGIC = b"BLOKIRX\x00"
-VERSION = 1
+# 2: the shadowed-entries sections (client groups); a version-1 file lacks them and is refused
+# (the server then compiles its lists again, resolver/compile.py `current_index`).
+VERSION = 2
 HASH_NAME = "xxh3_64"
 # magic, version, header length, header crc32, reserved
 _PREAMBLE = struct.Struct("<8sIIII")
@@ -96,9 +104,19 @@ class IndexData:
     meta: dict[str, Any] = field(default_factory=dict)
     ip_entries: list[str] = field(default_factory=list)
     ip_tables: IpTables | None = None  # response-IP triggers (resolver/iptrie.py)
+    # Shadowed entries (see `_make_group_matcher`): sorted slots, 2 offsets per slot, policy ids.
+    shadow_slots: U32 = field(default_factory=lambda: _empty("uint32"))
+    shadow_offsets: U32 = field(default_factory=lambda: _empty("uint32", 1))
+    shadow_pids: U16 = field(default_factory=lambda: _empty("uint16"))
 
     def __len__(self) -> int:
         return int(self.keys.size)
+
+
+def _empty(dtype: str, size: int = 0) -> Any:
+    import numpy as np
+
+    return np.zeros(size, dtype=dtype)
 
 
 def filter_bits(count: int) -> int:
@@ -147,6 +165,9 @@ def save_index(data: IndexData, path: str | os.PathLike[str]) -> int:
         ("self_pid", np.ascontiguousarray(data.self_pid, dtype=np.uint16).data.cast("B")),
         ("below_pid", np.ascontiguousarray(data.below_pid, dtype=np.uint16).data.cast("B")),
         ("ip_entries", "\n".join(data.ip_entries).encode("ascii")),
+        ("shadow_slots", np.ascontiguousarray(data.shadow_slots, np.uint32).data.cast("B")),
+        ("shadow_offsets", np.ascontiguousarray(data.shadow_offsets, np.uint32).data.cast("B")),
+        ("shadow_pids", np.ascontiguousarray(data.shadow_pids, np.uint16).data.cast("B")),
     ]
     ip_tables = data.ip_tables or empty_tables()
     sections += [(name, memoryview(column).cast("B")) for name, column in ip_tables.columns()]
@@ -300,6 +321,10 @@ class Index:
             raise IndexError_(f"{self.path}: corrupt index (policy id out of range)")
         self.count = count
         self.ip_match = self._bind_ip_sections(section)
+        self._shadow_slots = section("shadow_slots", "I")
+        self._shadow_offsets = section("shadow_offsets", "I")
+        self._shadow_pids = section("shadow_pids", "H")
+        self._check_shadow_sections()
         sections = (
             self._filter,
             64 - self.filter_bits,
@@ -312,7 +337,34 @@ class Index:
         self.match_policy_id = _make_matcher(*sections)
         # Client groups (resolver/groups.py): the same walk over the same mapping, passing over
         # the entries of lists a group does not take.
-        self.match_policy_id_in = _make_group_matcher(*sections)
+        self.match_policy_id_in = _make_group_matcher(
+            *sections, self._shadow_slots, self._shadow_offsets, self._shadow_pids
+        )
+
+    def _check_shadow_sections(self) -> None:
+        """Sizes and policy ids of the shadowed-entries table, so a corrupt file is refused at
+        open rather than failing at lookup (runs are read as slices, which clamp: no other value
+        can index out of bounds). Checked without a Python loop over the entries."""
+        slots, offsets, pids = self._shadow_slots, self._shadow_offsets, self._shadow_pids
+        if not (
+            len(offsets) == 2 * len(slots) + 1
+            and offsets[-1] == len(pids)
+            and policy_ids_within(pids, len(self.policies))
+        ):
+            raise IndexError_(f"{self.path}: corrupt index (shadowed-entries sections disagree)")
+
+    def policy_ids_at(self, slot: int, below: bool) -> list[int]:
+        """Every policy id of one kind at a key slot in precedence order: the winner, then the
+        entries it shadows. For tools (`match`)."""
+        first = (self._below_policy_ids if below else self._self_policy_ids)[slot]
+        if not first:
+            return []
+        found = [first]
+        i = bisect.bisect_left(self._shadow_slots, slot)
+        if i < len(self._shadow_slots) and self._shadow_slots[i] == slot:
+            run = 2 * i + below
+            found += self._shadow_pids[self._shadow_offsets[run] : self._shadow_offsets[run + 1]]
+        return found
 
     def _bind_ip_sections(self, section: Callable[[str, Format], memoryview]) -> IpMatcher:
         """The response-IP trigger columns; an index written before they existed has none."""
@@ -361,9 +413,9 @@ class Index:
             h = np.uint64(hash_name(candidate))
             slot = int(np.searchsorted(keys, h))
             if slot < keys.size and keys[slot] == h and policy_ids[slot]:
-                policy_id = int(policy_ids[slot])
-                if allowed is None or allowed[policy_id]:
-                    return Match(policy_id, candidate, as_parent)
+                for policy_id in self.policy_ids_at(slot, as_parent):
+                    if allowed is None or allowed[policy_id]:
+                        return Match(policy_id, candidate, as_parent)
         return None
 
     def policy(self, policy_id: int) -> Policy:
@@ -514,48 +566,70 @@ def _make_group_matcher(
     keys: memoryview,
     self_policy_ids: memoryview,
     below_policy_ids: memoryview,
+    shadow_slots: memoryview,
+    shadow_offsets: memoryview,
+    shadow_pids: memoryview,
 ) -> Callable[[bytes, bytes], int]:
     """A client group's lookup: name, allowed -> the most specific policy id `p` with
     `allowed[p]` nonzero (0 = none). An entry of a list the group does not take is passed over
     as if it were absent, so the walk goes on to the parent names: no index copy per group.
 
-    The index keeps one policy per name and kind (the winner by precedence, resolver/compile.py),
-    so an entry that lost at the same name to a list outside the group is not seen here.
-    Slower than match_policy_id (a helper call per probe); the default group keeps
-    match_policy_id."""
+    Shadowed entries: the main columns keep one policy per name and kind, the winner by
+    precedence (resolver/compile.py). The entries it beat at the same name and kind are in a side
+    table (`shadow_slots`: the sorted key slots that have any; for the i-th, self entries at
+    `shadow_pids[shadow_offsets[2i]:shadow_offsets[2i+1]]`, below entries in the next run, each in
+    precedence order). When the winner is outside the group, the first entry of the run the group
+    takes is its answer at that name, before any parent name. The table is read only then, so the
+    default lookup (match_policy_id) and names whose winner the group takes cost nothing more.
+    Slower than match_policy_id (a helper call per probe); the default group keeps it."""
     h = hash_name
+    shadowed_count = len(shadow_slots)
+    find = bisect.bisect_left
 
-    def slot_of(name: bytes) -> int:
+    def shadowed(slot: int, run: int, allowed: bytes) -> int:
+        """The first entry the group takes among those shadowed at `slot` (run 0: self, 1:
+        below), 0 when none."""
+        i = find(shadow_slots, slot)
+        if i < shadowed_count and shadow_slots[i] == slot:
+            run += 2 * i
+            for policy_id in shadow_pids[shadow_offsets[run] : shadow_offsets[run + 1]]:
+                if allowed[policy_id]:
+                    return int(policy_id)
+        return 0
+
+    def found(name: bytes, policy_ids: memoryview, run: int, allowed: bytes) -> int:
+        """The group's policy id for one probe of one kind (0 = none)."""
         x = h(name)
         if not bit_filter[x >> filter_shift] >> (x & 7) & 1:
-            return -1
+            return 0
         bucket = x >> dir_shift
         lo: int = directory[bucket]
         hi: int = directory[bucket + 1]
         while lo < hi:
             key = keys[lo]
             if key >= x:
-                return lo if key == x else -1
+                if key != x:
+                    return 0
+                policy_id: int = policy_ids[lo]
+                if not policy_id or allowed[policy_id]:
+                    return policy_id
+                return shadowed(lo, run, allowed) if shadowed_count else 0
             lo += 1
-        return -1
+        return 0
 
     def match_policy_id_in(name: bytes, allowed: bytes) -> int:
         dot = name.find(b".")
         if dot < 0:
             return 0
-        slot = slot_of(name)
-        if slot >= 0:
-            policy_id: int = self_policy_ids[slot]
-            if policy_id and allowed[policy_id]:
-                return policy_id
+        policy_id = found(name, self_policy_ids, 0, allowed)
+        if policy_id:
+            return policy_id
         start = dot + 1
         dot = name.find(b".", start)
         while dot >= 0:  # stops before the bare TLD, as match_policy_id does
-            slot = slot_of(name[start:])
-            if slot >= 0:
-                policy_id = below_policy_ids[slot]
-                if policy_id and allowed[policy_id]:
-                    return policy_id
+            policy_id = found(name[start:], below_policy_ids, 1, allowed)
+            if policy_id:
+                return policy_id
             start = dot + 1
             dot = name.find(b".", start)
         return 0

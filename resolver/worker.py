@@ -473,8 +473,11 @@ class Worker:
         if response is not None:
             self._tcp_send(writer, shape(response) if shape else response)
 
-    async def _answer_https(self, data: bytes, client: str) -> bytes | None:
-        """One DoH query through the pipeline (resolver/transports/https.py pads it)."""
+    def _answer_https(
+        self, data: bytes, client: str
+    ) -> bytes | Coroutine[None, None, bytes | None] | None:
+        """One DoH query through the pipeline (resolver/transports/https.py pads it): the answer
+        itself when the pipeline has it (no task needed), a coroutine when it asks upstream."""
         resolver = self.resolver
         try:
             result = resolver.handle(data, client, False, m.HTTPS)[0]
@@ -483,4 +486,10 @@ class Worker:
             return None
         if result is None or isinstance(result, bytes):
             return result
-        return (await resolver.forward(result, data, m.HTTPS, resolver.last_group, client))[0]
+        # The group now: the coroutine's body runs later, after other queries have been handled.
+        return self._forward_https(result, data, resolver.last_group, client)
+
+    async def _forward_https(
+        self, query: Query, data: bytes, group: int, client: str
+    ) -> bytes | None:
+        return (await self.resolver.forward(query, data, m.HTTPS, group, client))[0]

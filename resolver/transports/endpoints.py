@@ -30,8 +30,9 @@ StreamLoop = Callable[
     [asyncio.StreamReader, asyncio.StreamWriter, str, int, Callable[[bytes], bytes] | None],
     Awaitable[None],
 ]
-# Answers one DoH query for a client: the pipeline, HTTPS transport label.
-Answer = Callable[[bytes, str], Awaitable[bytes | None]]
+# Answers one DoH query for a client: the pipeline, HTTPS transport label (transports/https.py:
+# the answer at once, or an awaitable of it when upstream is asked).
+Answer = Callable[[bytes, str], bytes | Awaitable[bytes | None] | None]
 
 
 def bind_stream_sockets(addresses: tuple[Address, ...]) -> list[socket.socket]:

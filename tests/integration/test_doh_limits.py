@@ -10,7 +10,7 @@ import base64
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -40,6 +40,7 @@ class Served:
         self.in_progress = 0
         self.most_in_progress = 0
         self.delay = 0.0
+        self.at_once = False
 
     def client_context(self, alpn: list[str]) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca.ca))
@@ -55,17 +56,27 @@ async def doh(tmp_path: Path, **limits: float) -> AsyncIterator[Served]:
     sock.listen(128)
     served: Served
 
-    async def answer(data: bytes, client: str) -> bytes:
+    def reply(data: bytes) -> bytes:
+        query = dns.message.from_wire(data)
+        response = dns.message.make_response(query)
+        response.answer.append(dns.rrset.from_text("example.com.", 60, "IN", "A", "192.0.2.1"))
+        return response.to_wire()
+
+    async def later(data: bytes) -> bytes:
         served.in_progress += 1
         served.most_in_progress = max(served.most_in_progress, served.in_progress)
         try:
             await asyncio.sleep(served.delay)
-            query = dns.message.from_wire(data)
-            response = dns.message.make_response(query)
-            response.answer.append(dns.rrset.from_text("example.com.", 60, "IN", "A", "192.0.2.1"))
-            return response.to_wire()
+            return reply(data)
         finally:
             served.in_progress -= 1
+
+    def answer(data: bytes, client: str) -> bytes | Coroutine[None, None, bytes]:
+        """As the worker's: the answer at once (`at_once`: for queries with an even ID), else a
+        coroutine (upstream)."""
+        if served.at_once and int.from_bytes(data[:2]) % 2 == 0:
+            return reply(data)
+        return later(data)
 
     http_limits = HttpLimits(
         idle_timeout=float(limits.get("idle", 2.0)), max_streams=int(limits.get("streams", 100))
@@ -233,5 +244,35 @@ def test_oversized_body_and_bad_base64url(tmp_path: Path, http2: bool) -> None:
                     "HTTP/2" if http2 else "HTTP/1.1"
                 )
             assert served.server.stats.http_errors == {413: 1, 400: 2}
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("http2", [True, False], ids=["h2", "http1.1"])
+def test_answers_at_once_and_later_reach_their_own_requests(tmp_path: Path, http2: bool) -> None:
+    """Answers the pipeline has at once go out without a task, answers from upstream later; on
+    one connection, interleaved, each request gets the answer to its own query."""
+
+    async def main() -> None:
+        async with doh(tmp_path) as served:
+            served.at_once, served.delay = True, 0.05
+            verify = served.client_context(["h2" if http2 else "http/1.1"])
+            async with httpx.AsyncClient(http2=http2, verify=verify) as client:
+
+                async def ask(query_id: int) -> int:
+                    query = dns.message.make_query(f"q{query_id}.example.", "A")
+                    query.id = query_id
+                    dns_param = base64.urlsafe_b64encode(query.to_wire()).rstrip(b"=").decode()
+                    reply = await client.get(served.url, params={"dns": dns_param})
+                    assert reply.status_code == 200
+                    assert reply.headers["content-type"] == "application/dns-message"
+                    answer = dns.message.from_wire(reply.content)
+                    assert answer.question[0].name == query.question[0].name
+                    return int(answer.id)
+
+                ids = list(range(100, 140))
+                assert await asyncio.gather(*(ask(i) for i in ids)) == ids
+                assert served.server.stats.requests == len(ids)
+                assert served.most_in_progress >= 1  # the odd ones went the long way
 
     asyncio.run(main())
