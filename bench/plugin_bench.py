@@ -1,5 +1,6 @@
-"""The Unbound plugin side by side, in one run: Unbound alone, Unbound + the blokir module, and
-Unbound + the same list as RPZ, each on three workloads, with q/s, Unbound's CPU per answer,
+"""The Unbound plugin side by side, in one run: Unbound alone, Unbound + a pass-through Python
+module (the floor any pythonmod script pays), Unbound + the blokir module, and Unbound + the
+same list as RPZ, each on three workloads, with q/s, Unbound's CPU per answer,
 its cache-hit share, RSS and PSS, and the time from start to the first blocked answer.
 
 Why three workloads. The module runs only when Unbound has no cached answer (its message cache
@@ -98,7 +99,36 @@ from bench.servers import (  # noqa: E402
 from resolver.plugins.unbound_setup import plugin_setup  # noqa: E402
 
 RESULT_STEM = "plugin-latest"
-SETUPS = ("unbound", "unbound+blokir", "unbound+rpz")
+SETUPS = ("unbound", "unbound+python", "unbound+blokir", "unbound+rpz")
+# unbound+python: a pythonmod script that passes every query on (no lookup), the floor any
+# Python module pays per cache miss (Unbound's calls into the interpreter, the SWIG objects):
+# the module's cost above it is blokir's own.
+PASS_SCRIPT = """\
+from unboundmodule import (MODULE_ERROR, MODULE_EVENT_MODDONE, MODULE_EVENT_NEW,
+                           MODULE_EVENT_PASS, MODULE_FINISHED, MODULE_WAIT_MODULE)
+
+
+def init_standard(id, env):
+    return True
+
+
+def deinit(id):
+    return True
+
+
+def inform_super(id, qstate, superqstate, qdata):
+    return True
+
+
+def operate(id, event, qstate, qdata):
+    if event == MODULE_EVENT_NEW or event == MODULE_EVENT_PASS:
+        qstate.ext_state[id] = MODULE_WAIT_MODULE
+    elif event == MODULE_EVENT_MODDONE:
+        qstate.ext_state[id] = MODULE_FINISHED
+    else:
+        qstate.ext_state[id] = MODULE_ERROR
+    return True
+"""
 WORKLOADS = ("allowed", "allowed-cached", "mixed")
 MISS_LABEL = "miss"  # *.miss.bench.example.: the wildcard that answers any unique name
 MISS_ADDRESS = f"{ALLOWED_NET}250"
@@ -109,6 +139,7 @@ SUBDOMAIN_SHARE = 0.25
 ZIPF = 1.0
 MISS_RATE_CEILING = 40_000  # q/s no setup here reaches: the unique file must outlast a run
 QPS_GOAL, RSS_GOAL = 0.85, 0.10
+BLOCKING = ("unbound+blokir", "unbound+rpz")  # the setups that answer listed names themselves
 
 
 # -- workloads ----------------------------------------------------------------------------------
@@ -218,7 +249,8 @@ class Size:
     ctx: Context
     workloads: list[Workload]
     module_env: dict[str, str]
-    module_conf: str
+    module_script: Path | None
+    pass_script: Path
     seconds: float
     warmup: float
     clients: int
@@ -228,9 +260,11 @@ def start_setup(setup: str, size: Size, port: int, tag: str) -> tuple[ManagedPro
     ctx = size.ctx
     options: dict[str, Any] = {"modules": "iterator"}
     env = None
-    if setup == "unbound+blokir":
+    if setup in ("unbound+python", "unbound+blokir"):
         env = size.module_env
-        options = {"modules": "python iterator", "extra": size.module_conf, "env": env}
+        script = size.module_script if setup == "unbound+blokir" else size.pass_script
+        extra = f'python:\n    python-script: "{script}"\n'
+        options = {"modules": "python iterator", "extra": extra, "env": env}
     elif setup == "unbound+rpz":
         options = {"modules": "respip iterator"}
     rpz = ctx.rpz if setup == "unbound+rpz" else None
@@ -240,9 +274,9 @@ def start_setup(setup: str, size: Size, port: int, tag: str) -> tuple[ManagedPro
 
 def check_answers(setup: str, port: int, blocked: str) -> None:
     """Before the load: an allowed host and a unique name resolve through NSD; the listed name
-    gets the landing address from the module and RPZ (Unbound alone forwards it: refused)."""
+    gets the landing address from the module and RPZ (the others forward it: refused)."""
     checks = [(host_name(1), f"{ALLOWED_NET}2"), (f"probe.{MISS_LABEL}.{ZONE}", MISS_ADDRESS)]
-    if setup != "unbound":
+    if setup in BLOCKING:
         checks.append((blocked, LANDING_IPV4))
     for name, want in checks:
         got = addresses(ask(port, name, "A", timeout=2.0))
@@ -286,7 +320,7 @@ def measure(setup: str, size: Size, run: int) -> dict[str, Any]:
     result: dict[str, Any] = {"run": run, "workloads": {}}
     try:
         until = time.monotonic() + ctx.deadline.cap(900)
-        blocks = setup != "unbound"
+        blocks = setup in BLOCKING
         name = ctx.blocked_probe if blocks else host_name(1)
         first = wait_for_answer(server, port, name, until, LANDING_IPV4 if blocks else None)
         result["first_block_s" if blocks else "first_answer_s"] = first
@@ -367,18 +401,19 @@ def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
                         "met": None if goal is None else module / alone >= goal,
                     }
                 )
-        alone_cpu = _cell(entry, "unbound", "allowed", "cpu_us_per_answer_median")
         module_cpu = _cell(entry, "unbound+blokir", "allowed", "cpu_us_per_answer_median")
-        if alone_cpu is not None and module_cpu is not None:
-            rows.append(
-                {
-                    "size": size,
-                    "figure": "allowed: module's extra Unbound CPU per answer (us)",
-                    "value": module_cpu - alone_cpu,
-                    "goal": None,
-                    "met": None,
-                }
-            )
+        for base, what in (("unbound", "Unbound alone"), ("unbound+python", "a pass-through")):
+            base_cpu = _cell(entry, base, "allowed", "cpu_us_per_answer_median")
+            if base_cpu is not None and module_cpu is not None:
+                rows.append(
+                    {
+                        "size": size,
+                        "figure": f"allowed: module's Unbound CPU per answer above {what} (us)",
+                        "value": module_cpu - base_cpu,
+                        "goal": None,
+                        "met": None,
+                    }
+                )
         module_rss = _setup_figure(entry, "unbound+blokir", "rss_mib")
         rpz_rss = _setup_figure(entry, "unbound+rpz", "rss_mib")
         if module_rss and rpz_rss:
@@ -536,6 +571,7 @@ def run_size(
         tmp, list_path, seconds=args.seconds, queries=args.queries, seed=args.seed
     )
     workloads.append(Workload("mixed", mixed_file, args.queries, True))
+    workloads = [w for w in workloads if w.name in args.workload_list]
     with list_path.open() as names:
         probe = names.readline().strip()
     load = Load(dnsperf, mixed_file, args.clients, args.timeout, None)
@@ -563,12 +599,17 @@ def run_size(
     if "unbound+rpz" in setups:
         entry["rpz"] = prepare_unbound(ctx)
         print(f"RPZ: exported in {entry['rpz']['export_s']:.1f} s")
-    plugin = plugin_setup(tmp / "compile.toml") if "unbound+blokir" in setups else None
+    if "unbound+blokir" in setups:
+        plugin = plugin_setup(tmp / "compile.toml")
+        env, script = plugin.environment(), plugin.script
+    else:  # the pass-through script needs the same interpreter paths, not blokir's config
+        env, script = plugin_setup(None).environment(), None
     size = Size(
         ctx,
         workloads,
-        plugin.environment() if plugin else {},
-        f'python:\n    python-script: "{plugin.script}"\n' if plugin else "",
+        env,
+        script,
+        write_lines(tmp / "pass.py", PASS_SCRIPT.splitlines()),
         args.seconds,
         args.warmup,
         args.clients,
@@ -621,6 +662,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(SETUPS),
         help="comma-separated, of %(default)s (RPZ is left out where it would not fit)",
     )
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="comma-separated, of %(default)s (e.g. allowed alone for a before/after check)",
+    )
     parser.add_argument("--runs", type=int, help="starts per setup (default 3; quick 1)")
     parser.add_argument("--seconds", type=float, help="dnsperf -l per workload (15; quick 2)")
     parser.add_argument("--warmup", type=float, help="warm-up of the cached workloads (5; 1)")
@@ -651,6 +697,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.setup_list) - set(SETUPS)
     if unknown or not args.setup_list:
         parser.error(f"--setups: unknown {sorted(unknown)}; choose from {', '.join(SETUPS)}")
+    args.workload_list = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = set(args.workload_list) - set(WORKLOADS)
+    if unknown or not args.workload_list:
+        parser.error(f"--workloads: unknown {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
     return args
 
 

@@ -3,6 +3,8 @@ one never repeats a name) and the assembly of runs into medians, goals, Markdown
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +92,14 @@ def build_report() -> dict[str, Any]:
     ]
     module[2]["workloads"]["allowed"]["warning"] = "the query file wrapped"
     rpz = [run({"allowed": 20_000, "mixed": 40_000}, 31.0, 3000.0, 70.0)]
+    passing = [run({"allowed": 18_000}, 33.5, 30.0, None)]
     setups: dict[str, Any] = {}
-    for name, runs in (("unbound", alone), ("unbound+blokir", module), ("unbound+rpz", rpz)):
+    for name, runs in (
+        ("unbound", alone),
+        ("unbound+python", passing),
+        ("unbound+blokir", module),
+        ("unbound+rpz", rpz),
+    ):
         setups[name] = {"runs": runs, "summary": plugin_bench.summarise(runs)}
     big = {"unbound+blokir": {"runs": module, "summary": plugin_bench.summarise(module)}}
     big["unbound+rpz"] = {"runs": [], "skipped": "skipped: would not fit"}
@@ -141,8 +149,10 @@ def test_goals_read_mixed_and_report_the_allowed_overhead() -> None:
     assert mixed["goal"] == 0.85 and mixed["met"] is False
     allowed = got[(1_000_000, "allowed q/s, module / Unbound alone")]
     assert allowed["value"] == pytest.approx(17_000 / 21_000) and allowed["goal"] is None
-    extra = got[(1_000_000, "allowed: module's extra Unbound CPU per answer (us)")]
+    extra = got[(1_000_000, "allowed: module's Unbound CPU per answer above Unbound alone (us)")]
     assert extra["value"] == pytest.approx(6.0)
+    own = got[(1_000_000, "allowed: module's Unbound CPU per answer above a pass-through (us)")]
+    assert own["value"] == pytest.approx(2.5)
     rss = got[(1_000_000, "RSS, module / RPZ")]
     assert rss["value"] == pytest.approx(65 / 3000) and rss["met"] is True
     # 10M: no Unbound alone and no RPZ in the report, so no ratio is made up.
@@ -170,3 +180,18 @@ def test_history_rows_of_a_plugin_run() -> None:
     assert got[("1000000", "blokir index", "compile_wall_s")] == "2.5"
     assert ("1000000", "unbound", "first_block_s") not in got  # Unbound alone blocks nothing
     assert all(row["note"].startswith("pinned; 3 x 5.0 s") for row in rows)
+
+
+def test_pass_through_script_hands_every_query_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("unboundmodule")
+    names = ("MODULE_EVENT_NEW", "MODULE_EVENT_PASS", "MODULE_EVENT_MODDONE", "MODULE_EVENT_ERROR")
+    for value, name in enumerate(names):
+        setattr(fake, name, value)
+    fake.MODULE_WAIT_MODULE, fake.MODULE_FINISHED, fake.MODULE_ERROR = 10, 11, 12  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "unboundmodule", fake)
+    script: dict[str, Any] = {}
+    exec(compile(plugin_bench.PASS_SCRIPT, "pass.py", "exec"), script)
+    qstate = types.SimpleNamespace(ext_state=[None, None])
+    for event, want in ((0, 10), (1, 10), (2, 11), (3, 12)):
+        assert script["operate"](1, event, qstate, None) is True
+        assert qstate.ext_state[1] == want
