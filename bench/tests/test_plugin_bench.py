@@ -195,3 +195,24 @@ def test_pass_through_script_hands_every_query_on(monkeypatch: pytest.MonkeyPatc
     for event, want in ((0, 10), (1, 10), (2, 11), (3, 12)):
         assert script["operate"](1, event, qstate, None) is True
         assert qstate.ext_state[1] == want
+
+
+def test_options_quick_defaults_and_unknown_names() -> None:
+    quick = plugin_bench.parse_args(["--quick"])
+    assert quick.size_list == [10_000] and quick.runs == 1 and quick.seconds == 2.0
+    assert quick.setup_list == list(plugin_bench.SETUPS)
+    assert quick.workload_list == list(plugin_bench.WORKLOADS)
+    full = plugin_bench.parse_args(["--sizes", "1M,10M", "--workloads", "allowed"])
+    assert full.size_list == [1_000_000, 10_000_000] and full.runs == 3
+    assert full.workload_list == ["allowed"]
+    for bad in (["--setups", "unbound,bind"], ["--workloads", "random"]):
+        with pytest.raises(SystemExit):
+            plugin_bench.parse_args(bad)
+
+
+def test_rpz_is_left_out_where_it_would_not_fit() -> None:
+    setups, skipped = plugin_bench.setups_at(10**12, list(plugin_bench.SETUPS))
+    assert "unbound+rpz" not in setups and "would need" in skipped["unbound+rpz"]
+    assert setups == ["unbound", "unbound+python", "unbound+blokir"]
+    setups, skipped = plugin_bench.setups_at(1000, list(plugin_bench.SETUPS))
+    assert setups == list(plugin_bench.SETUPS) and skipped == {}
