@@ -1,10 +1,10 @@
 """The benchmarks' history: one CSV row per figure of every run, in bench/results/history.csv.
 
 bench/results/ keeps only the latest run of each benchmark in full (resolver-latest.*,
-reload-latest.*); the figures of every run go here instead, so runs stay comparable without a
-file per run. resolver_bench.py and reload_bench.py call `record` when they write their
-results. Add the rows of result files written earlier (a run already in the CSV is replaced,
-not repeated):
+reload-latest.*, plugin-latest.*); the figures of every run go here instead, so runs stay
+comparable without a file per run. resolver_bench.py, reload_bench.py and plugin_bench.py call
+`record` when they write their results. Add the rows of result files written earlier (a run
+already in the CSV is replaced, not repeated):
 
     python bench/history.py bench/results/*.json
     python bench/history.py old-run.json --csv /tmp/history.csv --commit 1a2b3c4
@@ -71,9 +71,22 @@ def _value(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
+# From plugin_bench.py's summary per setup: per workload, then the setup's own figures.
+PLUGIN_WORKLOAD_FIGURES = (
+    ("qps_median", "q/s"),
+    ("cpu_us_per_answer_median", "us"),
+    ("cachehit_pct_median", "%"),
+    ("lost_total", "queries"),
+)
+PLUGIN_SETUP_FIGURES = (("rss_mib", "MiB"), ("pss_mib", "MiB"), ("first_block_s", "s"))
+
+
 def benchmark_of(report: dict[str, Any]) -> str:
-    """`resolver` for resolver_bench.py's results (figures per list size), `reload` for
-    reload_bench.py's (one summary over its runs)."""
+    """The report's own `benchmark` (plugin_bench.py), else `resolver` for resolver_bench.py's
+    results (figures per list size), `reload` for reload_bench.py's (one summary)."""
+    named = report.get("benchmark")
+    if isinstance(named, str):
+        return named
     return "resolver" if "sizes" in report else "reload"
 
 
@@ -135,12 +148,52 @@ def _reload_rows(report: dict[str, Any], base: dict[str, str]) -> list[dict[str,
     ]
 
 
+def _plugin_rows(report: dict[str, Any], base: dict[str, str]) -> list[dict[str, str]]:
+    """Per list size and setup: `<workload> <figure>` for each workload, its memory and start,
+    and the index's compile time (server `blokir index`)."""
+    machine = report.get("machine", {})
+    settings = report.get("settings", {})
+    notes = [
+        "pinned" if machine.get("pinned") else "unpinned",
+        f"{settings.get('runs', '?')} x {settings.get('seconds', '?')} s",
+    ]
+    if settings.get("quick"):
+        notes.append("--quick")
+    note = "; ".join(notes + ([base["note"]] if base["note"] else []))
+    out: list[dict[str, str]] = []
+
+    def add(size: str, server: str, figure: str, value: Any, unit: str) -> None:
+        if value is not None:
+            row = dict(size=size, server=server, figure=figure, value=_value(value))
+            out.append(base | row | dict(unit=unit, note=note))
+
+    for size in sorted(report.get("sizes", {}), key=int):
+        entry = report["sizes"][size]
+        for setup, result in entry.get("setups", {}).items():
+            summary = result.get("summary") or {}
+            for workload, cells in summary.get("workloads", {}).items():
+                for figure, unit in PLUGIN_WORKLOAD_FIGURES:
+                    add(size, setup, f"{workload} {figure}", cells.get(figure), unit)
+            for figure, unit in PLUGIN_SETUP_FIGURES:
+                add(size, setup, figure, summary.get(figure), unit)
+        add(
+            size,
+            "blokir index",
+            "compile_wall_s",
+            entry.get("blokir_compile", {}).get("compile_wall_s"),
+            "s",
+        )
+    return out
+
+
 def rows(report: dict[str, Any], commit: str = "", note: str = "") -> list[dict[str, str]]:
     """The CSV rows of one run's results: one per server, list size and figure."""
     benchmark = benchmark_of(report)
     base = dict(date=str(report.get("started", "")), commit=commit, benchmark=benchmark, note=note)
     if benchmark == "resolver":
         return _resolver_rows(report, base)
+    if benchmark == "plugin":
+        return _plugin_rows(report, base)
     return _reload_rows(report, base)
 
 

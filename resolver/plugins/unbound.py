@@ -27,6 +27,7 @@ import importlib
 import logging
 import os
 import site
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ ub: Any = importlib.import_module("unboundmodule") if "unboundmodule" in sys.mod
 CONFIG_ENV = "BLOKIR_CONFIG"
 _EDE_OPTION = 15  # RFC 8914 section 2: the OPTION-CODE
 _CLASS_IN = 1
-_TYPE_CNAME, _TYPE_DNAME = 5, 39
+# Unbound keeps an RRset's type in network byte order: compared as stored, no ntohs per RRset.
+_CHAIN_TYPES_WIRE = (socket.htons(5), socket.htons(39))  # CNAME, DNAME
 _RD = 0x0100  # in qstate.query_flags (host order)
 _NXDOMAIN, _REFUSED = 3, 5
 
@@ -102,22 +104,23 @@ def operate(id: int, event: int, qstate: Any, qdata: Any) -> bool:
             if reply is not None and _for_a_client(qstate):
                 _answer(id, qstate, reply, engine)
                 return True
-        qstate.ext_state[id] = ub.MODULE_WAIT_MODULE
+        qstate.set_ext_state(id, ub.MODULE_WAIT_MODULE)
         return True
     if event == ub.MODULE_EVENT_MODDONE:
         msg = qstate.return_msg
-        if engine is not None and msg is not None and msg.rep is not None:
-            qinfo = qstate.qinfo
-            names = _chain_names(msg.rep, qinfo.qname)
+        rep = None if msg is None else msg.rep
+        if engine is not None and rep is not None:
+            names = _chain_names(rep, qstate)
             if names and _for_a_client(qstate):
+                qinfo = qstate.qinfo
                 reply = engine.decide_chain(names, qinfo.qtype)
                 if reply is not None:
                     ub.invalidateQueryInCache(qstate, qinfo)  # the iterator cached the chain
                     _answer(id, qstate, reply, engine)
                     return True
-        qstate.ext_state[id] = ub.MODULE_FINISHED
+        qstate.set_ext_state(id, ub.MODULE_FINISHED)
         return True
-    qstate.ext_state[id] = ub.MODULE_ERROR
+    qstate.set_ext_state(id, ub.MODULE_ERROR)
     return True
 
 
@@ -128,19 +131,28 @@ def _for_a_client(qstate: Any) -> bool:
     return bool(qstate.query_flags & _RD) or qstate.mesh_info.reply_list is not None
 
 
-def _chain_names(rep: Any, qname: bytes) -> list[bytes]:
+def _chain_names(rep: Any, qstate: Any) -> list[bytes]:
     """The names an answer's CNAME/DNAME chain passes through (owners after the question and
-    targets), in wire form."""
+    targets), in wire form. An answer without a CNAME or DNAME has no chain: its RRsets are the
+    question's own (Unbound's iterator drops answer RRsets that are off the chain from the
+    question, and a record for another name without one would not redirect the client anyway),
+    so for most answers only each RRset's type is read: every attribute read through Unbound's
+    Python API builds a wrapper object, and this runs on every cache miss."""
+    count = rep.an_numrrsets
+    if not count:
+        return []  # NXDOMAIN or NODATA
+    rrsets = rep.rrsets  # a wrapper object per access: once, not once per RRset
+    keys = [rrsets[i].rk for i in range(count)]
+    if not any(key.type in _CHAIN_TYPES_WIRE for key in keys):
+        return []
     names: list[bytes] = []
-    first = qname.lower()
-    for i in range(rep.an_numrrsets):
-        rrset = rep.rrsets[i]
-        rtype = ub.ntohs(rrset.rk.type)
-        owner = rrset.rk.dname
+    first = qstate.qinfo.qname.lower()
+    for i, key in enumerate(keys):
+        owner = key.dname
         if owner.lower() != first:
             names.append(owner)
-        if rtype in (_TYPE_CNAME, _TYPE_DNAME):
-            data = rrset.entry.data
+        if key.type in _CHAIN_TYPES_WIRE:
+            data = rrsets[i].entry.data
             for j in range(data.count):
                 names.append(data.rr_data[j][2:])  # RDATA after its length: the target name
     return names
@@ -154,14 +166,14 @@ def _answer(id: int, qstate: Any, reply: BlockReply, engine: PluginEngine) -> No
         )
     if reply.rcode == _REFUSED:  # no records: Unbound encodes the bare RCODE
         qstate.return_rcode = ub.RCODE_REFUSED
-        qstate.ext_state[id] = ub.MODULE_FINISHED
+        qstate.set_ext_state(id, ub.MODULE_FINISHED)
         engine.count(reply)
         return
     owner = qinfo.qname_str
     msg = ub.DNSMessage(owner, qinfo.qtype, qinfo.qclass, ub.PKT_QR | ub.PKT_RA)
     msg.answer, msg.authority = reply.records(owner)
     if not msg.set_return_msg(qstate):
-        qstate.ext_state[id] = ub.MODULE_ERROR
+        qstate.set_ext_state(id, ub.MODULE_ERROR)
         return
     rep = qstate.return_msg.rep
     if reply.rcode == _NXDOMAIN:
@@ -170,5 +182,5 @@ def _answer(id: int, qstate: Any, reply: BlockReply, engine: PluginEngine) -> No
         rep.flags = (rep.flags & ~0xF) | _NXDOMAIN
     ub.storeQueryInCache(qstate, qinfo, rep, 0)
     qstate.return_rcode = ub.RCODE_NOERROR
-    qstate.ext_state[id] = ub.MODULE_FINISHED
+    qstate.set_ext_state(id, ub.MODULE_FINISHED)
     engine.count(reply)
