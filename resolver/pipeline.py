@@ -143,7 +143,6 @@ class Resolver:
         self._log_every = 0
         self._log_left = _FOREVER_COUNT  # allowed answers until the next one is logged
         self._log_sample = _FOREVER_COUNT
-        self._log_cut = False
         # What blocked the last answer forward returned: (policy id, trigger, dnstap match).
         self.last_block: tuple[int, bytes, int] = (0, b"", 0)
         self._lists_generation = 0  # +1 per reload
@@ -425,7 +424,6 @@ class Resolver:
         self._log_every = querylog.every
         self._log_sample = querylog.sample_every
         self._log_left = self._log_sample
-        self._log_cut = querylog.cut_blocked
         querylog.set_policies(self.index.policies)
 
     def _log_block(
@@ -440,16 +438,19 @@ class Resolver:
     ) -> None:
         records = self._log_records
         assert records is not None and self.querylog is not None
-        if self._log_cut:
-            client = self.querylog.cut_blocked_address(client)
         records.append((time.time(), client, udp, data, answer, policy_id, match, trigger))
         if len(records) >= self._log_every:
             self.querylog.full()
 
     def _log_allowed(self, client: str, udp: bool, data: bytes, answer: bytes) -> None:
+        """The sampled allowed query: a record as for a block (policy id 0), the address as it
+        came (the writer process cuts it, resolver/querylog/writer.py)."""
         self._log_left = self._log_sample
-        if self.querylog is not None:
-            self.querylog.allowed(client, udp, data, answer)
+        records = self._log_records
+        if records is not None and self.querylog is not None:
+            records.append((time.time(), client, udp, data, answer, 0, 0, b""))
+            if len(records) >= self._log_every:
+                self.querylog.full()
 
     def _count_block(self, policy_id: int, qname: bytes) -> None:
         """Exact per-list counts; the top-K sketch sees every SAMPLE-th block, weighted."""
