@@ -177,30 +177,40 @@ class QueryLog:
             return
         if not (self.records or self.tables):
             return
-        batch = self.tables + self.records
+        batch = self.tables + self.records if self.tables else self.records
         self.handed += len(self.records)
         blob = marshal.dumps(batch)
-        self.pending = _U32.pack(len(blob)) + blob
         self.tables = []
         self.records.clear()  # the same list: the query path holds it
-        self._write_pending()
+        # The length and the batch in one writev: no copy of the batch to join them.
+        self._write([_U32.pack(len(blob)), blob])
 
     def _write_pending(self) -> bool:
         """True when everything pending went out."""
+        return self._write([self.pending])
+
+    def _write(self, parts: list[bytes]) -> bool:
+        """Write `parts` without blocking; what the pipe does not take becomes `pending`. True
+        when everything went out."""
         try:
-            written = os.write(self._fd, self.pending)
+            written = os.writev(self._fd, parts)
         except BlockingIOError:
-            return False
+            written = 0
         except OSError as exc:
             if exc.errno in (errno.EPIPE, errno.EBADF):
                 self._fd = -1  # the writer died: what waits and what comes is dropped
                 self.limit = 0
                 self.dropped += len(self.records)
                 self.records.clear()
+                self.pending = b""
                 return False
             raise
-        self.pending = self.pending[written:]
-        return not self.pending
+        total = sum(len(part) for part in parts)
+        if written < total:  # the rest waits (rare: the pipe is full or nearly)
+            self.pending = b"".join(parts)[written:]
+            return False
+        self.pending = b""
+        return True
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush (waiting, bounded), end the writer's input and let it finish its stream."""
