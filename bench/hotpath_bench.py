@@ -23,8 +23,9 @@ per query, so TTLs tick and answers leave the memo as often as they would at tha
 With --querylog the passes alternate between the query log off and on (`[querylog]` with
 `sample = 100`, every blocked query logged, a `file:` sink in a temporary directory); printed
 are the ratio of the medians and each adjacent off/on pair's ratio (wall and CPU) with their
-median, which a busy machine's drift between passes affects less. With `writer` the writer process encodes dnstap as in a real
-worker, on whatever core is free: on a machine without a free core it competes with the replay.
+median, which a busy machine's drift between passes affects less. With `writer` the writer
+process encodes dnstap as in a real worker, on whatever core is free: on a machine without a
+free core it competes with the replay.
 With `discard` a reader that drops the batches stands in for it: the ratio is then the query
 path's own cost (the appends, the batching and the pipe writes).
 """
