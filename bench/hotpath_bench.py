@@ -21,9 +21,11 @@ per query, so TTLs tick and answers leave the memo as often as they would at tha
     python bench/hotpath_bench.py --querylog discard    # the same, the writer's work left out
 
 With --querylog the passes alternate between the query log off and on (`[querylog]` with
-`sample = 100`, every blocked query logged, a `file:` sink in a temporary directory), and the
-figure is the ratio of the medians. With `writer` the writer process encodes dnstap as in a real
-worker, on whatever core is free: on a machine without a free core it competes with the replay.
+`sample = 100`, every blocked query logged, a `file:` sink in a temporary directory); printed
+are the ratio of the medians and each adjacent off/on pair's ratio (wall and CPU) with their
+median, which a busy machine's drift between passes affects less. With `writer` the writer
+process encodes dnstap as in a real worker, on whatever core is free: on a machine without a
+free core it competes with the replay.
 With `discard` a reader that drops the batches stands in for it: the ratio is then the query
 path's own cost (the appends, the batching and the pipe writes).
 """
@@ -229,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         querylog_figures: list[float] = []
         cpu_figures: list[float] = []  # this process's CPU time: the writer process excluded
         querylog_cpu: list[float] = []
+        pairs: list[tuple[float, float]] = []  # (wall, CPU) on/off of each adjacent off+on pair
         querylog = None
         if args.querylog:
             querylog = QueryLog(QueryLogConfig(dnstap=f"file:{tmp}/bench.fstrm", sample=100))
@@ -248,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             cpu = time.process_time() - cpu_started
             (querylog_figures if logging else figures).append(elapsed / counts[0] * 1e6)
             (querylog_cpu if logging else cpu_figures).append(cpu / counts[0] * 1e6)
+            if querylog is not None and number % 2:  # passes 2k and 2k+1: one off, one on
+                on_wall, off_wall = querylog_figures[-1], figures[-1]
+                pairs.append((on_wall / off_wall, querylog_cpu[-1] / cpu_figures[-1]))
             blocked = sum(resolver.stats.blocked_by_policy_id.values()) - blocked_before
             cached = sum(
                 after - before
@@ -284,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"query log on/off: wall {on / statistics.median(figures):.3f}, "
                 f"this process's CPU {cpu_on / cpu_off:.3f} ({cpu_off:.3f} -> {cpu_on:.3f} us "
                 "per query; the writer process runs beside it)"
+            )
+            print(
+                "pairs on/off (wall, CPU): "
+                + ", ".join(f"{wall:.3f}/{cpu:.3f}" for wall, cpu in pairs)
+                + f"; medians of pairs: wall {statistics.median(p[0] for p in pairs):.3f}, "
+                f"CPU {statistics.median(p[1] for p in pairs):.3f}"
             )
             logged = max(querylog.logged, 1)
             print(

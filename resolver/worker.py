@@ -255,6 +255,8 @@ class Worker:
         row = m.N_BUCKETS + 1
         top_bucket = m.N_BUCKETS
         tick = self._tick
+        if resolver.querylog is not None:  # the query log's time for this wake-up's answers
+            resolver.log_now = time.time()
         for _ in range(UDP_BATCH):
             try:
                 data, address = recvfrom(MAX_UDP_MESSAGE)

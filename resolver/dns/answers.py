@@ -184,7 +184,9 @@ class BlockResponder:
 
     def extra_text(self, policy: Policy) -> str:
         settings = self._settings
-        where = f"list {policy.list_name}, category {policy.category}"
+        # The action too: dnstap-read prints a logged answer's EDE but not the dnstap policy
+        # field, so this text is how the query log shows list, category and action to it.
+        where = f"list {policy.list_name}, category {policy.category}, action {policy.action}"
         if settings.contact or settings.justification or settings.organisation:
             # draft-ietf-dnsop-structured-dns-error: c = contact URIs, j = justification,
             # o = organisation. The list and category ride in the justification.

@@ -7,9 +7,11 @@ flush tick, the list goes to the writer process in one non-blocking pipe write
 down) records wait up to `[querylog] queue`; past that new ones are dropped and counted
 (`dropped`), and the query path never waits.
 
-Privacy: the client address is cut here, in the worker, before anything leaves the process:
-allowed queries to `client_prefix_v4`/`client_prefix_v6` bits, blocked ones too unless
-`blocked_full_address` (the default) keeps them whole.
+Privacy: the client address is cut in the writer process, the worker's own child, before
+anything is written to the sink (resolver/querylog/writer.py Encoder): allowed queries to
+`client_prefix_v4`/`client_prefix_v6` bits, blocked ones too unless `blocked_full_address` (the
+default) keeps them whole. The worker hands the address over as it came, so the query path
+does no address arithmetic.
 
 Sampling: the query path counts allowed answers down from `sample_every` and calls `allowed`
 for the one that reaches 0, so an allowed query that is not logged costs one decrement.
@@ -78,7 +80,6 @@ class QueryLog:
         self.bits4 = config.client_prefix_v4
         self.bits6 = config.client_prefix_v6
         self.blocked_bits = (32, 128) if config.blocked_full_address else (self.bits4, self.bits6)
-        self.cut_blocked = self.blocked_bits != (32, 128)
         self.limit = config.queue
         self.every = min(BATCH, self.limit)  # records per write attempt
         self.records: list[tuple[Any, ...]] = []
@@ -101,6 +102,8 @@ class QueryLog:
             "queue": self.limit,
             "max_bytes": self.config.file_max_bytes,
             "keep": self.config.file_keep,
+            "bits": [self.bits4, self.bits6],
+            "blocked_bits": list(self.blocked_bits),
         }
         self._process = subprocess.Popen(
             [*self.command, json.dumps(settings)],
@@ -130,17 +133,13 @@ class QueryLog:
         match: int = MATCH_QNAME,
     ) -> None:
         """What the query path does for a blocked query, for callers without its shortcut."""
-        client = self.cut_blocked_address(client)
         self.records.append((time.time(), client, udp, query, answer, pid, match, value))
         if len(self.records) >= self.every:
             self.full()
 
-    def cut_blocked_address(self, client: str) -> str:
-        return cut_address(client, *self.blocked_bits) if self.cut_blocked else client
-
     def allowed(self, client: str, udp: bool, query: bytes, answer: bytes) -> None:
-        """A sampled allowed query (the query path's countdown reached 0)."""
-        client = cut_address(client, self.bits4, self.bits6)
+        """A sampled allowed query (the query path's countdown reached 0), for callers without
+        the query path's shortcut (Resolver._log_allowed)."""
         self.records.append((time.time(), client, udp, query, answer, 0, 0, b""))
         if len(self.records) >= self.every:
             self.full()
@@ -178,30 +177,40 @@ class QueryLog:
             return
         if not (self.records or self.tables):
             return
-        batch = self.tables + self.records
+        batch = self.tables + self.records if self.tables else self.records
         self.handed += len(self.records)
         blob = marshal.dumps(batch)
-        self.pending = _U32.pack(len(blob)) + blob
         self.tables = []
         self.records.clear()  # the same list: the query path holds it
-        self._write_pending()
+        # The length and the batch in one writev: no copy of the batch to join them.
+        self._write([_U32.pack(len(blob)), blob])
 
     def _write_pending(self) -> bool:
         """True when everything pending went out."""
+        return self._write([self.pending])
+
+    def _write(self, parts: list[bytes]) -> bool:
+        """Write `parts` without blocking; what the pipe does not take becomes `pending`. True
+        when everything went out."""
         try:
-            written = os.write(self._fd, self.pending)
+            written = os.writev(self._fd, parts)
         except BlockingIOError:
-            return False
+            written = 0
         except OSError as exc:
             if exc.errno in (errno.EPIPE, errno.EBADF):
                 self._fd = -1  # the writer died: what waits and what comes is dropped
                 self.limit = 0
                 self.dropped += len(self.records)
                 self.records.clear()
+                self.pending = b""
                 return False
             raise
-        self.pending = self.pending[written:]
-        return not self.pending
+        total = sum(len(part) for part in parts)
+        if written < total:  # the rest waits (rare: the pipe is full or nearly)
+            self.pending = b"".join(parts)[written:]
+            return False
+        self.pending = b""
+        return True
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush (waiting, bounded), end the writer's input and let it finish its stream."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -206,10 +207,33 @@ def exercise(server: Server) -> None:
     assert server.ask("clean.example").rcode() == dns.rcode.NOERROR
 
 
+def shown_policies(text: str) -> dict[str, set[str]]:
+    """From dnstap-read -y: per question of a CLIENT_RESPONSE, the EDE EXTRA-TEXTs it shows
+    (how a blocked answer's policy reaches dnstap-read, which prints no dnstap policy field)."""
+    found: dict[str, set[str]] = {}
+    for document in text.split("\n---"):
+        if "type: CLIENT_RESPONSE" not in document:
+            continue
+        questions = re.findall(r"QUESTION_SECTION:\n\s+- '([^']+)'", document)
+        texts = re.findall(r'EXTRA-TEXT: "([^"]*)"', document)
+        for question in questions:
+            found.setdefault(question, set()).update(texts)
+    return found
+
+
 def check_log(messages: list[object], text: str) -> None:
-    # dnstap-read shows every logged query and its answer: the blocked names with NXDOMAIN.
+    # dnstap-read shows every logged query and its answer: the blocked names with NXDOMAIN,
+    # and their policy (list, category, action) in the answer's EDE EXTRA-TEXT.
     assert "judi.example. IN A" in text and "listed.example. IN A" in text
     assert "status: NXDOMAIN" in text and "type: CLIENT_RESPONSE" in text
+    shown = shown_policies(text)
+    assert shown["judi.example. IN A"] == {
+        "blocked by blokir: list domains, category gambling, action nxdomain"
+    }
+    assert shown["listed.example. IN A"] == {
+        "blocked by blokir: list regulator-ip, category regulator, action nxdomain"
+    }
+    assert shown["clean.example. IN A"] == set()
     policies = {
         m.message.policy.value: m.message.policy  # type: ignore[attr-defined]
         for m in messages
@@ -253,3 +277,31 @@ def test_dnstap_socket_read_by_a_receiver(tmp_path: Path, upstream: FakeUpstream
         receiver.close()
     assert receiver.controls[:2] == [fs.READY, fs.START] and receiver.controls[-1] == fs.STOP
     check_log(decoded(receiver.out), dnstap_read(receiver.out))
+
+
+def test_dnstap_socket_read_by_fstrm_capture(tmp_path: Path, upstream: FakeUpstream) -> None:
+    """fstrm_capture (Debian fstrm-bin), the Frame Streams library's own receiver, takes the
+    stream from blokir's unix socket sink and writes a file; dnstap-read reads that file."""
+    binary = shutil.which("fstrm_capture")
+    if binary is None:
+        pytest.skip("fstrm_capture (fstrm-bin) is not installed")
+    sock, out = tmp_path / "dnstap.sock", tmp_path / "captured.fstrm"
+    capture = ManagedProcess(
+        "fstrm_capture",
+        [binary, "-t", "protobuf:dnstap.Dnstap", "-u", str(sock), "-w", str(out)],
+        tmp_path / "fstrm_capture.log",
+    )
+    try:
+        listening = Deadline(10)
+        while not sock.exists():
+            capture.check_alive()
+            assert listening.remaining() > 0, "fstrm_capture did not listen"
+            time.sleep(0.05)
+        server = Server(tmp_path, upstream, f'[querylog]\ndnstap = "unix:{sock}"\n')
+        try:
+            exercise(server)
+        finally:
+            server.stop()
+    finally:
+        capture.stop(timeout=10)  # SIGTERM: it finishes its file with STOP and exits
+    check_log(decoded(out), dnstap_read(out))

@@ -89,8 +89,9 @@ def test_every_action_qtype_edns(pid: int, qtype: str, edns: bool) -> None:
     else:
         (option,) = ede
         assert option.code == policy.ede.code
-        assert (
-            option.text == f"blocked by blokir: list {policy.list_name}, category {policy.category}"
+        assert option.text == (
+            f"blocked by blokir: list {policy.list_name}, category {policy.category}, "
+            f"action {policy.action.value}"
         )
 
 
@@ -120,7 +121,7 @@ def test_structured_dns_error_json() -> None:
     payload = json.loads(option.text)
     assert payload == {
         "c": ["mailto:abuse@isp.example"],
-        "j": "Blocked under regulation (list trustpositif, category gambling)",
+        "j": "Blocked under regulation (list trustpositif, category gambling, action landing)",
         "o": "Example ISP",
     }
 

@@ -20,6 +20,7 @@ from resolver.querylog import framestream as fs
 from resolver.querylog.client import QueryLog, cut_address
 from resolver.querylog.schema import ENUMS, FIELDS, message_classes
 from resolver.querylog.sinks import FileSink
+from resolver.querylog.writer import Encoder
 from tests.support.framestream import Receiver
 
 PROTO = Path(__file__).resolve().parents[2] / "resolver" / "querylog" / "dnstap.proto"
@@ -198,3 +199,121 @@ def test_file_sink_rotates_into_complete_streams(tmp_path: Path) -> None:
         assert frames[0] == fs.Control(fs.START, (b"protobuf:dnstap.Dnstap",))
         assert frames[-1] == fs.Control(fs.STOP, ())
         assert all(f == b"m" * 1000 for f in frames[1:-1])
+
+
+def library_encoding(
+    record: tuple[object, ...], cut: str, policy: tuple[bytes, int] | None
+) -> bytes:
+    """The two framed messages as the protobuf library writes them (the reference the hand
+    encoder must match byte for byte)."""
+    dnstap, _, _ = message_classes()
+    when, _client, udp, query, answer, _pid, match, value = record
+    assert isinstance(when, float)
+    envelope = dnstap(type=1, identity=b"resolver-1", version=b"blokir test")
+    message = envelope.message
+    message.type = ENUMS["Message.Type"]["CLIENT_QUERY"]
+    message.socket_protocol = 1 if udp else 2
+    if cut:
+        packed = ipaddress.ip_address(cut).packed
+        message.socket_family = 2 if len(packed) == 16 else 1
+        message.query_address = packed
+    seconds = int(when)
+    message.query_time_sec = seconds
+    message.query_time_nsec = int((when - seconds) * 1e9)
+    message.query_message = query
+    first = envelope.SerializeToString()
+    message.ClearField("query_message")
+    message.type = ENUMS["Message.Type"]["CLIENT_RESPONSE"]
+    message.response_time_sec = seconds
+    message.response_time_nsec = int((when - seconds) * 1e9)
+    if answer is not None:
+        message.response_message = answer
+    if policy is not None:
+        rule, action = policy
+        message.policy.type = "blokir"
+        message.policy.rule = rule
+        message.policy.action = action
+        message.policy.match = match
+        message.policy.value = value
+    return fs.data_frame(first) + fs.data_frame(envelope.SerializeToString())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    when=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    v6=st.booleans(),
+    host=st.integers(min_value=0, max_value=(1 << 32) - 1),
+    udp=st.booleans(),
+    query=st.binary(min_size=12, max_size=300),
+    answer=st.one_of(st.none(), st.binary(min_size=12, max_size=20_000)),
+    blocked=st.booleans(),
+    match=st.sampled_from([1, 3]),
+    value=st.binary(max_size=60),
+)
+def test_hand_encoder_writes_what_the_protobuf_library_writes(
+    when: float,
+    v6: bool,
+    host: int,
+    udp: bool,
+    query: bytes,
+    answer: bytes | None,
+    blocked: bool,
+    match: int,
+    value: bytes,
+) -> None:
+    address = ipaddress.ip_address(host if not v6 else (0x20010DB8 << 96) | host)
+    encoder = Encoder(b"resolver-1", b"blokir test", (24, 48), (32, 128))
+    encoder.set_policies([("regulator", "gambling", "nxdomain")])
+    record = (when, str(address), udp, query, answer, 1 if blocked else 0, match, value)
+    cut = str(address) if blocked else cut_address(str(address), 24, 48)
+    policy = (b"list=regulator category=gambling action=nxdomain", 1) if blocked else None
+    assert encoder.encode(record) == library_encoding(record, cut, policy)
+
+
+def test_the_writer_cuts_addresses_before_the_sink(tmp_path: Path) -> None:
+    """The worker hands whole addresses over; what reaches the file has none of an allowed
+    query's host bits, nor of a blocked one's with blocked_full_address = false."""
+    sink = tmp_path / "log.fstrm"
+    config = QueryLogConfig(
+        dnstap=f"file:{sink}", client_prefix_v4=16, client_prefix_v6=32, blocked_full_address=False
+    )
+    qlog = QueryLog(config)
+    qlog.start()
+    try:
+        qlog.set_policies([Policy("regulator", "gambling", Action.NXDOMAIN)])
+        qlog.allowed("198.51.177.77", True, b"q" * 20, b"a" * 20)
+        qlog.blocked("2001:db8:abcd:ef01::99", True, b"q" * 20, b"a" * 20, 1, b"x.example")
+    finally:
+        qlog.close()
+    raw = sink.read_bytes()
+    assert ipaddress.ip_address("198.51.177.77").packed not in raw
+    assert ipaddress.ip_address("2001:db8:abcd:ef01::99").packed not in raw
+    addresses = [str(ipaddress.ip_address(m.message.query_address)) for m in read_messages(sink)]  # type: ignore[attr-defined]
+    assert addresses == ["198.51.0.0"] * 2 + ["2001:db8::"] * 2
+
+
+def test_every_record_under_the_limit_arrives_in_order(tmp_path: Path) -> None:
+    """Many batches (several pipe writes, ticks between some): nothing dropped, nothing lost,
+    the order kept, blocked and sampled allowed records interleaved as logged."""
+    sink = tmp_path / "log.fstrm"
+    qlog = QueryLog(QueryLogConfig(dnstap=f"file:{sink}", queue=100_000))
+    qlog.start()
+    total = 5_000
+    try:
+        qlog.set_policies([Policy("regulator", "gambling", Action.NXDOMAIN)])
+        for n in range(total):
+            name = f"n{n}.example".encode()
+            if n % 3:
+                qlog.blocked("192.0.2.1", True, name, name, 1, name)
+            else:
+                qlog.allowed("192.0.2.1", True, name, name)
+            if n % 1000 == 999:
+                qlog.flush()  # the worker's tick
+    finally:
+        qlog.close(timeout=20)
+    messages = read_messages(sink)
+    assert qlog.dropped == 0 and qlog.logged == total
+    queries = [m.message.query_message for m in messages if m.message.type == 5]  # type: ignore[attr-defined]
+    assert queries == [f"n{n}.example".encode() for n in range(total)]
+    policies = [m.message.HasField("policy") for m in messages if m.message.type == 6]  # type: ignore[attr-defined]
+    assert policies == [bool(n % 3) for n in range(total)]

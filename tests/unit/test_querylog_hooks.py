@@ -5,6 +5,7 @@ records stay in the log's list."""
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 import dns.message
@@ -41,7 +42,8 @@ def test_blocked_always_allowed_sampled(tmp_path: Path) -> None:
     assert [struct.unpack("!H", r[3][:2])[0] for r in blocked] == [100, 101, 102, 103]
     assert all(r[4][:2] == r[3][:2] for r in qlog.records)  # the answer sent, its ID patched
     assert [struct.unpack("!H", r[3][:2])[0] for r in allowed] == [202, 205]
-    assert {r[1] for r in allowed} == {"127.0.0.0"}  # cut to /24
+    # As it came: the writer process cuts it before the sink (test_querylog.py).
+    assert {r[1] for r in allowed} == {"127.0.0.1"}
 
     resolver.use_querylog(None)
     resolver.handle(query("judi.example", 300), "127.0.0.1")
@@ -55,3 +57,18 @@ def test_only_blocked(tmp_path: Path) -> None:
     resolver.use_querylog(qlog)
     resolver.handle(query("judi.example", 1), "127.0.0.1")
     assert len(qlog.records) == 1 and qlog.records[0][5]
+
+
+def test_udp_records_take_the_wake_up_time(tmp_path: Path) -> None:
+    """UDP answers given in handle carry the time the worker set for its wake-up (no clock read
+    per logged query); a stream's answer reads the clock itself."""
+    resolver = make_resolver(tmp_path, ["judi.example"])
+    qlog = QueryLog(QueryLogConfig(dnstap="file:/nonexistent", sample=1))
+    resolver.use_querylog(qlog)
+    resolver.log_now = 12345.5
+    for n in range(3):  # parsed, then from the memo
+        resolver.handle(query("judi.example", n), "127.0.0.1")
+    before = time.time()
+    resolver.handle(query("judi.example", 9), "127.0.0.1", False)
+    assert [r[0] for r in qlog.records[:3]] == [12345.5] * 3
+    assert before <= qlog.records[3][0] <= time.time()
