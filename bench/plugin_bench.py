@@ -72,7 +72,7 @@ from bench.resolver_bench import (  # noqa: E402
     parse_size,
     pin_split,
     prepare_blokir,
-    prepare_unbound,
+    prepare_rpz,
     results_folder,
     run_dnsperf,
     write_queries,
@@ -597,7 +597,7 @@ def run_size(
             f"RSS {built['compile_peak_rss_mib']:,.0f} MiB"
         )
     if "unbound+rpz" in setups:
-        entry["rpz"] = prepare_unbound(ctx)
+        entry["rpz"] = prepare_rpz(ctx)
         print(f"RPZ: exported in {entry['rpz']['export_s']:.1f} s")
     if "unbound+blokir" in setups:
         plugin = plugin_setup(tmp / "compile.toml")
