@@ -318,7 +318,6 @@ ANSWER_INVARIANTS: list[Callable[[Exchange], None]] = [
 
 
 def handle_check(target: HandleTarget, udp: bool) -> Check:
-    import dns.message
 
     from resolver.dns.constants import QR
     from resolver.dns.query import Query
@@ -340,15 +339,22 @@ def handle_check(target: HandleTarget, udp: bool) -> Check:
             return
         if not isinstance(result, bytes):
             raise Violation(f"handle returned {type(result).__name__}")
-        try:
-            message = dns.message.from_wire(result)
-        except Exception as exc:
-            raise Violation(f"answer dnspython cannot parse: {type(exc).__name__}") from None
-        exchange = Exchange(data, result, message, udp, resolver)
-        for invariant in ANSWER_INVARIANTS:
-            invariant(exchange)
+        check_answer(data, result, udp, resolver)
 
     return check
+
+
+def check_answer(query: bytes, answer: bytes, udp: bool, resolver: Any) -> None:
+    """Every one of ANSWER_INVARIANTS on `answer` to `query`."""
+    import dns.message
+
+    try:
+        message = dns.message.from_wire(answer)
+    except Exception as exc:
+        raise Violation(f"answer dnspython cannot parse: {type(exc).__name__}") from None
+    exchange = Exchange(query, answer, message, udp, resolver)
+    for invariant in ANSWER_INVARIANTS:
+        invariant(exchange)
 
 
 def udp_batch_check(target: HandleTarget) -> tuple[Check, Cleanup]:
@@ -359,8 +365,6 @@ def udp_batch_check(target: HandleTarget) -> tuple[Check, Cleanup]:
     its own datagram (the ANSWER_INVARIANTS); nothing may fail to send. Where the extension is
     not built this runs the plain path, which the same checks hold for."""
     import socket
-
-    import dns.message
 
     from resolver.worker import Worker
 
@@ -407,13 +411,7 @@ def udp_batch_check(target: HandleTarget) -> tuple[Check, Cleanup]:
                 pass
             if packet in forwarded:
                 raise Violation("a forwarded query was also answered at once")
-            try:
-                message = dns.message.from_wire(answer)
-            except Exception as exc:
-                raise Violation(f"answer dnspython cannot parse: {type(exc).__name__}") from None
-            exchange = Exchange(packet, answer, message, True, resolver)
-            for invariant in ANSWER_INVARIANTS:
-                invariant(exchange)
+            check_answer(packet, answer, True, resolver)
 
     def cleanup() -> None:
         server.close()
