@@ -84,7 +84,7 @@ class Worker:
         self.udp_socks = udp_socks
         # recvmmsg/sendmmsg batches (None: the plain path); one for all UDP sockets, as a
         # wake-up receives and answers one batch before the next callback runs.
-        self.udp_batcher: BatcherLike | None = new_batcher(UDP_BATCH)
+        self.udp_batcher: BatcherLike | None = new_batcher(UDP_BATCH) if udp_socks else None
         self.tcp_socks = tcp_socks
         self.tasks: set[asyncio.Task[None]] = set()
         # Starts forwarding a UDP query that needs its upstream. An attribute, not a method call,
