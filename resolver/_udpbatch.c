@@ -63,7 +63,7 @@ typedef struct {
     struct iovec *out_iov;
     struct mmsghdr *out;
     HostSlot *hosts;
-    unsigned long long received, truncated, recv_errors, sent, send_errors;
+    unsigned long long received, batches, truncated, recv_errors, sent, send_errors;
     int last_errno;
 } Batcher;
 
@@ -285,6 +285,7 @@ Batcher_recv(Batcher *self, PyObject *arg)
     }
     self->count = kept;
     self->received += (unsigned long long)kept;
+    self->batches += kept > 0;
     PyObject *result = PyTuple_Pack(2, datagrams, hosts);
     Py_DECREF(datagrams);
     Py_DECREF(hosts);
@@ -408,6 +409,7 @@ static PyMemberDef Batcher_members[] = {
     {"capacity", T_INT, offsetof(Batcher, capacity), READONLY, "datagrams per recv"},
     {"count", T_INT, offsetof(Batcher, count), READONLY, "datagrams in the last batch"},
     {"received", T_ULONGLONG, offsetof(Batcher, received), READONLY, "datagrams handed out"},
+    {"batches", T_ULONGLONG, offsetof(Batcher, batches), READONLY, "recv calls with datagrams"},
     {"truncated", T_ULONGLONG, offsetof(Batcher, truncated), READONLY, "dropped: cut short"},
     {"recv_errors", T_ULONGLONG, offsetof(Batcher, recv_errors), READONLY, "recvmmsg errors"},
     {"sent", T_ULONGLONG, offsetof(Batcher, sent), READONLY, "replies sent"},

@@ -135,6 +135,7 @@ def test_more_datagrams_than_one_batch_come_in_order_over_several(server: socket
             seen.extend(int.from_bytes(d, "big") for d in datagrams)
         assert sizes == [32, 32, 32, 4]
         assert seen == list(range(100))
+        assert batcher.batches == 4 and batcher.received == 100  # the empty read is no batch
     finally:
         client.close()
 
