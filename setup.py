@@ -104,6 +104,11 @@ class CompileHotPath(build_ext):
             self.udp_fallback = "not attempted"  # until build_extension says otherwise
         super().finalize_options()
 
+    def build_extensions(self) -> None:
+        super().build_extensions()
+        if self.udp_fallback is not None:  # nothing for the editable install to copy
+            self.extensions = [e for e in self.extensions if e.name != UDP_BATCH]
+
     def build_extension(self, ext: Extension) -> None:
         if ext.name != UDP_BATCH:
             super().build_extension(ext)
@@ -128,6 +133,8 @@ class CompileHotPath(build_ext):
                 self.fallback = self.fallback or f"C build: {type(error).__name__}: {error}"
         if self.udp_fallback is not None:
             print(f"blokir: not building {UDP_BATCH} ({self.udp_fallback})", file=sys.stderr)
+            # An earlier build's library must not be imported in its place.
+            (output / Path(self.get_ext_fullpath(UDP_BATCH)).name).unlink(missing_ok=True)
         if BUILDING & set(self.distribution.commands):
             native.write_udp_batch_status(output, UDP_BATCH_SOURCE, self.udp_fallback)
         if self.fallback is not None:
