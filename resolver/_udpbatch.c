@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 #define MAX_DATAGRAM 65535
@@ -75,7 +76,9 @@ free_buffers(Batcher *self)
             Py_CLEAR(self->hosts[i].host);
         }
     }
-    PyMem_RawFree(self->buffers);
+    if (self->buffers != NULL) {
+        munmap(self->buffers, (size_t)self->capacity * MAX_DATAGRAM);
+    }
     PyMem_RawFree(self->peers);
     PyMem_RawFree(self->peer_lens);
     PyMem_RawFree(self->slot_of);
@@ -107,9 +110,13 @@ Batcher_init(Batcher *self, PyObject *args, PyObject *kwds)
     }
     free_buffers(self);
     size_t n = (size_t)capacity;
-    /* One allocation for the payloads; pages the kernel never writes stay untouched, so a batch
-     * of small queries keeps only the first page of each buffer resident. */
-    self->buffers = PyMem_RawMalloc(n * MAX_DATAGRAM);
+    /* One anonymous mapping for the payloads, not malloc (which may hand out dirty heap pages):
+     * pages the kernel never writes stay unallocated, so a batch of small queries keeps only the
+     * first page of each buffer resident. */
+    void *buffers = mmap(NULL, n * MAX_DATAGRAM, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    self->buffers = buffers == MAP_FAILED ? NULL : buffers;
+    self->capacity = capacity; /* the mapping's size, for free_buffers */
     self->peers = PyMem_RawCalloc(n, sizeof(struct sockaddr_storage));
     self->peer_lens = PyMem_RawCalloc(n, sizeof(socklen_t));
     self->slot_of = PyMem_RawCalloc(n, sizeof(int));
