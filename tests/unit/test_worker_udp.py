@@ -15,6 +15,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
+from resolver import metrics as m
 from resolver.compile import compile_lists, write_index
 from resolver.config import parse_config
 from resolver.worker import UDP_BATCH, Worker
@@ -57,6 +58,7 @@ path = "block.txt"
     write_index(compile_lists(config.list_specs()), directory / "i.blkx")
     worker = Worker(config, str(directory / "i.blkx"), [sock], [])
     worker.resolver.upstream = EchoUpstream()  # type: ignore[assignment]
+    worker.timing = True  # the latency histogram, as with metrics on
     if path == "plain":
         worker.udp_batcher = None
     elif worker.udp_batcher is None:
@@ -204,10 +206,14 @@ def test_a_flood_from_one_client_does_not_starve_another(tmp_path: Path, path: s
     sends = [(flooder, query(BLOCKED, "A", n)) for n in range(3 * UDP_BATCH)]
     for k in range(5):
         sends.insert(40 * k + 7, (other, query(BLOCKED, "AAAA", 1000 + k)))
-    answers, _ = serve_and_collect(tmp_path, path, "127.0.0.1", sends, len(sends))
+    answers, worker = serve_and_collect(tmp_path, path, "127.0.0.1", sends, len(sends))
     mine = [int.from_bytes(a[:2], "big") for (host, _), a in answers if host == "127.0.0.3"]
     assert mine == [1000, 1001, 1002, 1003, 1004]
     assert sum(1 for (host, _), _ in answers if host == "127.0.0.2") == 3 * UDP_BATCH
+    # Every SAMPLE-th answer is timed and counted SAMPLE times: the histogram holds as many
+    # answers as were sampled, whichever path sent them.
+    sampled = len(sends) // m.SAMPLE * m.SAMPLE
+    assert sum(worker.resolver.stats.histogram) == sampled
 
 
 @pytest.mark.parametrize("path", PATHS)
