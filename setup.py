@@ -10,6 +10,10 @@ Measured on the project's 2-core VM (bench/results/2026-11-29-033623, dnsperf, f
 alternating runs each): the compiled worker answered 1.19x the queries/s of the same code run
 from its sources. A machine without a C compiler or Python headers still installs: the build
 falls back to plain Python and `blokir --version` says why. BLOKIR_COMPILE=0 skips the compile.
+
+The same command builds resolver/_udpbatch.c, the worker's recvmmsg/sendmmsg batches
+(docs/performance.md), on its own terms: its failure leaves the mypyc build alone and the worker
+on its plain recvfrom/sendto path, and resolver/udpbatch.json says why for `blokir --version`.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ HOT_MODULES = (
     "pipeline",
     "worker",
 )
+UDP_BATCH = "resolver._udpbatch"
+UDP_BATCH_SOURCE = ROOT / "resolver" / native.UDP_BATCH_SOURCE
 # The setup.py commands that install or package code (PEP 517 backends run one per hook).
 BUILDING = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"}
 
@@ -60,13 +66,14 @@ class CompileHotPath(build_ext):
     compiler or Python headers) installs pure Python and says why."""
 
     fallback: str | None = None
+    udp_fallback: str | None = None  # why resolver._udpbatch was not built
 
     def finalize_options(self) -> None:
         self.distribution.ext_modules = []
         if not BUILDING & set(self.distribution.commands):
             pass  # metadata only (dist_info, egg_info, sdist): no C code needed
         elif os.environ.get("BLOKIR_COMPILE", "1") == "0":
-            self.fallback = "BLOKIR_COMPILE=0"
+            self.fallback = self.udp_fallback = "BLOKIR_COMPILE=0"
         else:
             try:
                 from mypyc.build import mypycify
@@ -91,17 +98,45 @@ class CompileHotPath(build_ext):
                 _MYPYC_EXTENSIONS[:] = self.distribution.ext_modules
             except (Exception, SystemExit) as error:  # any failure: pure Python
                 self.fallback = f"mypyc: {type(error).__name__}: {error}"
+            # First in the list: built before the mypyc group, whose failure ends the command.
+            udp = Extension(UDP_BATCH, [str(UDP_BATCH_SOURCE.relative_to(ROOT))])
+            self.distribution.ext_modules = [udp, *self.distribution.ext_modules]
+            self.udp_fallback = "not attempted"  # until build_extension says otherwise
         super().finalize_options()
+
+    def build_extensions(self) -> None:
+        super().build_extensions()
+        if self.udp_fallback is not None:  # nothing for the editable install to copy
+            self.extensions = [e for e in self.extensions if e.name != UDP_BATCH]
+
+    def build_extension(self, ext: Extension) -> None:
+        if ext.name != UDP_BATCH:
+            super().build_extension(ext)
+            return
+        try:
+            super().build_extension(ext)
+            self.udp_fallback = None
+        except (Exception, SystemExit) as error:  # any failure: the plain UDP path
+            self.udp_fallback = f"C build: {type(error).__name__}: {error}"
 
     def run(self) -> None:
         output = Path(self.get_ext_fullpath(native.GROUP)).parent  # resolver/
         # A build that fails half-way must not leave the last build's manifest vouching for it.
         (output / native.MANIFEST).unlink(missing_ok=True)
-        if self.fallback is None:
+        (output / native.UDP_BATCH_STATUS).unlink(missing_ok=True)
+        if self.fallback is not None:  # only the UDP extension, if anything, is left to build
+            self.extensions = [e for e in self.extensions if e.name == UDP_BATCH]
+        if self.extensions:
             try:
                 super().run()
             except (Exception, SystemExit) as error:  # any failure: pure Python
-                self.fallback = f"C build: {type(error).__name__}: {error}"
+                self.fallback = self.fallback or f"C build: {type(error).__name__}: {error}"
+        if self.udp_fallback is not None:
+            print(f"blokir: not building {UDP_BATCH} ({self.udp_fallback})", file=sys.stderr)
+            # An earlier build's library must not be imported in its place.
+            (output / Path(self.get_ext_fullpath(UDP_BATCH)).name).unlink(missing_ok=True)
+        if BUILDING & set(self.distribution.commands):
+            native.write_udp_batch_status(output, UDP_BATCH_SOURCE, self.udp_fallback)
         if self.fallback is not None:
             print(
                 f"blokir: not compiling the hot path ({self.fallback}); installing pure Python",

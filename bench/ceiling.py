@@ -13,6 +13,11 @@ probes this server with a raw socket.
 
     python bench/ceiling.py --port 5300                 # one process, 127.0.0.1 only
     python bench/ceiling.py --port 5300 --workers 2     # SO_REUSEPORT, one process per worker
+    python bench/ceiling.py --port 5300 --batched       # recvmmsg/sendmmsg (resolver._udpbatch)
+
+`--batched` is the same server with the worker's batched UDP path (resolver/_udpbatch.c): one
+recvmmsg for a wake-up's datagrams and one sendmmsg for their replies, so the ceiling of that
+path, with the per-packet system calls gone.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 LOOPBACKS = ("127.0.0.1", "::1")
 BATCH = 64  # datagrams per wake-up before giving the loop back
@@ -58,9 +64,8 @@ def open_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def serve(sock: socket.socket) -> None:
-    """Answer on `sock` until SIGTERM or SIGINT."""
-    loop = asyncio.new_event_loop()
+def plain_drain(sock: socket.socket) -> Callable[[], None]:
+    """One recvfrom and one sendto per datagram."""
     recvfrom = sock.recvfrom
     sendto = sock.sendto
     tail = REPLY_TAIL
@@ -77,6 +82,29 @@ def serve(sock: socket.socket) -> None:
             except (BlockingIOError, ConnectionRefusedError):
                 pass  # a full send buffer or a client gone: drop it, as UDP does
 
+    return drain
+
+
+def batched_drain(sock: socket.socket) -> Callable[[], None]:
+    """One recvmmsg and one sendmmsg per wake-up (failed sends are counted by the batcher)."""
+    from resolver._udpbatch import Batcher  # the checkout's build (pip install -e .)
+
+    batcher = Batcher(BATCH)
+    fd = sock.fileno()
+    tail = REPLY_TAIL
+
+    def drain() -> None:
+        datagrams = batcher.recv(fd)[0]
+        if datagrams:
+            batcher.send(fd, [data[:2] + tail for data in datagrams])
+
+    return drain
+
+
+def serve(sock: socket.socket, batched: bool = False) -> None:
+    """Answer on `sock` until SIGTERM or SIGINT."""
+    loop = asyncio.new_event_loop()
+    drain = batched_drain(sock) if batched else plain_drain(sock)
     loop.add_reader(sock.fileno(), drain)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, loop.stop)
@@ -95,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default="127.0.0.1", help="127.0.0.1 (default) or ::1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1, help="processes (SO_REUSEPORT)")
+    parser.add_argument(
+        "--batched", action="store_true", help="recvmmsg/sendmmsg through resolver._udpbatch"
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -108,17 +139,18 @@ def main(argv: list[str] | None = None) -> int:
             for other in sockets:
                 if other is not sock:
                     other.close()
-            serve(sock)
+            serve(sock, args.batched)
             os._exit(0)
         children.append(pid)
         sock.close()
     print(
-        f"ceiling: answering on {args.address}:{args.port} with {args.workers} process(es)",
+        f"ceiling: answering on {args.address}:{args.port} with {args.workers} process(es)"
+        + (", batched" if args.batched else ""),
         file=sys.stderr,
         flush=True,
     )
     try:
-        serve(sockets[0])
+        serve(sockets[0], args.batched)
     finally:
         for pid in children:
             with contextlib.suppress(ProcessLookupError):

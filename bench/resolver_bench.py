@@ -14,6 +14,8 @@ dnsperf and stopped, alternating, `--runs` times per list size:
     unbound<N>  Unbound with num-threads N and the same list as RPZ (`blokir export --format rpz`)
     dnsmasq1    dnsmasq with the same list as address=/local= lines (`--format dnsmasq`)
     ceiling<N>  bench/ceiling.py: a fixed answer to every query, the fastest Python server shape
+    ceilingb<N> the same with recvmmsg/sendmmsg (ceiling.py --batched); blokir<N>plain: blokir
+                on its plain recvfrom/sendto UDP path (BLOKIR_UDP_BATCH=0)
     base<N>     blokir<N> from another checkout (--baseline DIR, run with DIR/.venv/bin/python):
                 the code before a change against the code after it, in one run
     blokirq<N>  blokir<N> with the dnstap query log on (a file, 1 in 100 allowed queries and
@@ -374,6 +376,9 @@ class Peer:
     pure: bool = False  # blokir only: the plain sources, not the compiled build (blokir<N>p)
     baseline: str | None = None  # blokir only: the checkout it runs from (base<N>), else this one
     querylog: bool = False  # blokir only: with the dnstap query log on (blokirq<N>)
+    # The UDP path: None each's default (ceiling plain, blokir as built); True ceilingb<N>;
+    # False blokir<N>plain (BLOKIR_UDP_BATCH=0).
+    batched: bool | None = None
 
     @property
     def uses_list(self) -> bool:
@@ -398,6 +403,12 @@ def parse_peers(text: str, baseline: str | None = None) -> list[Peer]:
         logged = re.fullmatch(r"blokirq(\d+)", item)
         if logged and int(logged.group(1)) >= 1:
             peers.append(Peer(item, "blokir", int(logged.group(1)), querylog=True))
+            continue
+        # ceilingb<N>: the ceiling batched; blokir<N>plain: blokir with BLOKIR_UDP_BATCH=0.
+        udp = re.fullmatch(r"(ceilingb|blokir)(\d+)(plain)?", item)
+        if udp and int(udp.group(2)) >= 1 and (udp.group(1) == "ceilingb") != bool(udp.group(3)):
+            kind = "ceiling" if udp.group(1) == "ceilingb" else "blokir"
+            peers.append(Peer(item, kind, int(udp.group(2)), batched=kind == "ceiling"))
             continue
         found = re.fullmatch(rf"({'|'.join(KINDS)})(\d+)(m?)(p?)", item)
         if (
@@ -500,7 +511,10 @@ def start_peer(peer: Peer, port: int, ctx: Context, tag: str) -> tuple[ManagedPr
         )
         return server, None
     if peer.kind == "ceiling":
-        return start_ceiling(ctx.tmp, port=port, workers=peer.threads, tag=tag), None
+        server = start_ceiling(
+            ctx.tmp, port=port, workers=peer.threads, tag=tag, batched=peer.batched is True
+        )
+        return server, None
     if peer.kind == "pdns":
         assert ctx.rpz is not None
         conf = write_pdns_conf(
@@ -537,7 +551,14 @@ def start_peer(peer: Peer, port: int, ctx: Context, tag: str) -> tuple[ManagedPr
         querylog=querylog_path(ctx, tag) if peer.querylog else None,
         querylog_sample=QUERYLOG_SAMPLE,
     )
-    return start_blokir(conf, tag, pure_python=peer.pure, checkout=peer.baseline), conf
+    server = start_blokir(
+        conf,
+        tag,
+        pure_python=peer.pure,
+        checkout=peer.baseline,
+        udp_batch=peer.batched is not False,
+    )
+    return server, conf
 
 
 def querylog_path(ctx: Context, tag: str) -> Path:

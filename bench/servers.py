@@ -333,8 +333,11 @@ def dnsmasq_cache_counters(port: int) -> dict[str, int]:
 # -- the ceiling ------------------------------------------------------------------------------
 
 
-def start_ceiling(workdir: Path, *, port: int, workers: int, tag: str) -> ManagedProcess:
-    """bench/ceiling.py on 127.0.0.1:port: the fastest Python UDP responder (see its doc)."""
+def start_ceiling(
+    workdir: Path, *, port: int, workers: int, tag: str, batched: bool = False
+) -> ManagedProcess:
+    """bench/ceiling.py on 127.0.0.1:port: the fastest Python UDP responder (see its doc);
+    `batched`: its recvmmsg/sendmmsg form."""
     return ManagedProcess(
         tag,
         [
@@ -344,6 +347,7 @@ def start_ceiling(workdir: Path, *, port: int, workers: int, tag: str) -> Manage
             str(port),
             "--workers",
             str(workers),
+            *(["--batched"] if batched else []),
         ],
         workdir / f"{tag}.log",
         cwd=REPO,

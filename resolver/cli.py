@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from resolver import NATIVE, __version__
+from resolver import NATIVE, __version__, udpbatch
 from resolver.config import Config, ConfigError, load_config, load_default_config
 from resolver.envconfig import apply_env
 from resolver.export import FORMATS as EXPORT_FORMATS
@@ -60,7 +60,9 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="blokir", description="DNS forwarder that enforces blocklists at ISP scale."
     )
     parser.add_argument(
-        "--version", action="version", version=f"blokir {__version__}, hot path {NATIVE.why}"
+        "--version",
+        action="version",
+        version=f"blokir {__version__}, hot path {NATIVE.why}, UDP {udpbatch.MODE.why}",
     )
     sub = parser.add_subparsers(title="commands")
 

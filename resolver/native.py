@@ -30,6 +30,11 @@ from typing import NamedTuple
 GROUP = "resolver._native"  # the compiled modules' shared library (mypyc's group name)
 MANIFEST = "native.json"
 PURE_ENV = "BLOKIR_PURE_PYTHON"
+# The UDP batching extension (resolver/_udpbatch.c): built beside the compiled hot path, with a
+# status file of its own, since either build may fail without the other.
+UDP_BATCH_SOURCE = "_udpbatch.c"
+UDP_BATCH_STATUS = "udpbatch.json"
+UDP_BATCH_ENV = "BLOKIR_UDP_BATCH"
 
 
 class Mode(NamedTuple):
@@ -56,6 +61,40 @@ def write_fallback(output_dir: Path, why: str) -> None:
     """Written by the build when it could not compile: the reason, for `blokir --version`."""
     manifest = {"modules": [], "fallback": why[:500]}
     (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_udp_batch_status(output_dir: Path, source: Path, fallback: str | None) -> None:
+    """Written by the build: the digest of the C source it built, or why it did not build."""
+    status = {"source": file_digest(source)} if fallback is None else {"fallback": fallback[:500]}
+    (output_dir / UDP_BATCH_STATUS).write_text(json.dumps(status, indent=1) + "\n")
+
+
+def decide_udp_batch(package_dir: Path, environ: Mapping[str, str]) -> Mode:
+    """Whether the worker may use the recvmmsg/sendmmsg extension; `compiled` means yes. The
+    caller still imports it (and falls back when that fails)."""
+    plain = "plain recvfrom/sendto"
+    if environ.get(UDP_BATCH_ENV, "1") == "0":
+        return Mode(False, f"{plain} ({UDP_BATCH_ENV}=0)")
+    status_path = package_dir / UDP_BATCH_STATUS
+    try:
+        status = json.loads(status_path.read_text())
+        if "fallback" in status:
+            return Mode(False, f"{plain} (the install could not build it: {status['fallback']})")
+        built_from = str(status["source"])
+    except FileNotFoundError:
+        return Mode(False, f"{plain} (not built)")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return Mode(False, f"{plain} ({status_path} unreadable: {error})")
+    source = package_dir / UDP_BATCH_SOURCE
+    # An installed wheel has no C source to compare with; a checkout edited since the build
+    # must not run the stale library.
+    if source.is_file() and file_digest(source) != built_from:
+        return Mode(False, f"{plain} ({UDP_BATCH_SOURCE} changed since the build; reinstall)")
+    return Mode(True, "batched recvmmsg/sendmmsg")
 
 
 def _compiled_modules(package_dir: Path) -> list[str]:

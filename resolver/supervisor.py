@@ -39,7 +39,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resolver import NATIVE
+from resolver import NATIVE, udpbatch
 from resolver import metrics as m
 from resolver.channel import recv_message, send_message
 from resolver.config import Config, format_address
@@ -421,12 +421,13 @@ class Supervisor:
         signal.signal(signal.SIGHUP, self._on_hup)
         listen = ", ".join(f"{h}:{p}" for h, p in self.config.server.listen)
         log.info(
-            "blokir serving on %s with %d worker(s), index %s (%s names), hot path %s",
+            "blokir serving on %s with %d worker(s), index %s (%s names), hot path %s, UDP %s",
             listen,
             self.config.server.workers,
             self.reloader.index_path,
             f"{int(self.reloader.header.get('count', 0)):,}",
             NATIVE.why,
+            udpbatch.MODE.why,
         )
         if ready is not None:
             ready()

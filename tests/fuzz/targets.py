@@ -318,7 +318,6 @@ ANSWER_INVARIANTS: list[Callable[[Exchange], None]] = [
 
 
 def handle_check(target: HandleTarget, udp: bool) -> Check:
-    import dns.message
 
     from resolver.dns.constants import QR
     from resolver.dns.query import Query
@@ -340,15 +339,87 @@ def handle_check(target: HandleTarget, udp: bool) -> Check:
             return
         if not isinstance(result, bytes):
             raise Violation(f"handle returned {type(result).__name__}")
-        try:
-            message = dns.message.from_wire(result)
-        except Exception as exc:
-            raise Violation(f"answer dnspython cannot parse: {type(exc).__name__}") from None
-        exchange = Exchange(data, result, message, udp, resolver)
-        for invariant in ANSWER_INVARIANTS:
-            invariant(exchange)
+        check_answer(data, result, udp, resolver)
 
     return check
+
+
+def check_answer(query: bytes, answer: bytes, udp: bool, resolver: Any) -> None:
+    """Every one of ANSWER_INVARIANTS on `answer` to `query`."""
+    import dns.message
+
+    try:
+        message = dns.message.from_wire(answer)
+    except Exception as exc:
+        raise Violation(f"answer dnspython cannot parse: {type(exc).__name__}") from None
+    exchange = Exchange(query, answer, message, udp, resolver)
+    for invariant in ANSWER_INVARIANTS:
+        invariant(exchange)
+
+
+def udp_batch_check(target: HandleTarget) -> tuple[Check, Cleanup]:
+    """The worker's batched UDP path (recvmmsg/sendmmsg, resolver/_udpbatch.c) over real
+    loopback sockets: each input goes out as three datagrams from three clients, whole, cut
+    short by one octet, and whole again (the answer memo's path), and one wake-up of the worker
+    reads them as one batch. Each client may get at most one answer, and it must be an answer to
+    its own datagram (the ANSWER_INVARIANTS); nothing may fail to send. Where the extension is
+    not built this runs the plain path, which the same checks hold for."""
+    import socket
+
+    from resolver.worker import Worker
+
+    resolver = target.resolver
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    clients = []
+    for _ in range(3):
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.bind(("127.0.0.1", 0))
+        client.setblocking(False)
+        clients.append(client)
+    index_path = next(str(p) for p in target.paths if p.is_file())
+    worker = Worker(resolver.config, index_path, [server], [])
+    worker.resolver.index.close()
+    worker.resolver = resolver  # the warmed resolver of the other handle targets
+    forwarded: list[bytes] = []
+    worker.start_udp_forward = lambda sock, query, data, address, started: forwarded.append(data)
+    batcher = worker.udp_batcher
+    address = server.getsockname()
+
+    def check(data: bytes) -> None:
+        packets = [data, data[:-1], data]
+        for client, packet in zip(clients, packets, strict=True):
+            client.sendto(packet, address)
+        forwarded.clear()
+        errors = resolver.stats.send_errors
+        if batcher is not None:
+            worker._on_udp_batch(server, batcher)
+        else:
+            worker._on_udp_readable(server)
+        if resolver.stats.send_errors != errors:
+            raise Violation("an answer failed to send")
+        for client, packet in zip(clients, packets, strict=True):
+            try:
+                answer = client.recv(65535)
+            except BlockingIOError:
+                continue  # dropped, or forwarded (the forward is not run here)
+            try:
+                client.recv(65535)
+                raise Violation("two answers to one datagram")
+            except BlockingIOError:
+                pass
+            if packet in forwarded:
+                raise Violation("a forwarded query was also answered at once")
+            check_answer(packet, answer, True, resolver)
+
+    def cleanup() -> None:
+        server.close()
+        for client in clients:
+            client.close()
+        target.cleanup()
+
+    return check, cleanup
 
 
 def _question_end(message: bytes) -> int:
@@ -411,6 +482,7 @@ TARGETS: dict[str, Target] = {
         Target("parse_query", _without_cleanup(parse_query_check), 8000),
         Target("handle_udp", _handle(udp=True), 5000),
         Target("handle_tcp", _handle(udp=False), 3000),
+        Target("udp_batch", lambda: udp_batch_check(build_resolver()), 1500),
         Target("answer_options", _without_cleanup(answer_options_check), 3000),
         Target("lists", _without_cleanup(lists_check), 1500, text=True),
         Target("doh_request", _without_cleanup(doh_request_check), 2000),

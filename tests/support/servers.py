@@ -250,18 +250,24 @@ def start_blokir(
     *,
     pure_python: bool = False,
     checkout: str | None = None,
+    udp_batch: bool = True,
 ) -> ManagedProcess:
     """`python -m resolver serve -c config` from this checkout, or from `checkout` with its own
     .venv (the benchmark's base<N> peers); its output in `log` (default: the config's name with
     .log). `pure_python`: the plain sources even where the checkout has a compiled build
-    (BLOKIR_PURE_PYTHON, docs/architecture.md "Compiled hot path")."""
+    (BLOKIR_PURE_PYTHON, docs/architecture.md "Compiled hot path"). `udp_batch` False: the
+    plain recvfrom/sendto UDP path even where the batched one is built (BLOKIR_UDP_BATCH=0)."""
     python = str(Path(checkout) / ".venv" / "bin" / "python") if checkout else sys.executable
     return ManagedProcess(
         tag,
         [python, "-m", "resolver", "serve", "-c", str(config)],
         log or config.with_suffix(".log"),
         cwd=Path(checkout) if checkout else REPO,
-        env={"BLOKIR_PURE_PYTHON": "1"} if pure_python else None,
+        env={
+            **({"BLOKIR_PURE_PYTHON": "1"} if pure_python else {}),
+            **({} if udp_batch else {"BLOKIR_UDP_BATCH": "0"}),
+        }
+        or None,
     )
 
 
