@@ -312,6 +312,8 @@ class Worker:
         count = len(datagrams)
         if not count:
             return
+        if resolver.querylog is not None:  # the query log's time for this wake-up's answers
+            resolver.log_now = time.time()
         replies: list[bytes | None] = [None] * count
         answered = False
         timing = self.timing

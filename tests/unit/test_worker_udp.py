@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import pytest
 
 from resolver import metrics as m
 from resolver.compile import compile_lists, write_index
-from resolver.config import parse_config
+from resolver.config import QueryLogConfig, parse_config
+from resolver.querylog.client import QueryLog
 from resolver.worker import UDP_BATCH, Worker
 
 TIMEOUT = 3.0
@@ -236,3 +238,31 @@ def test_the_rate_limit_applies_to_each_datagram_of_a_batch(tmp_path: Path, path
     assert UDP_BATCH - 12 <= refused <= UDP_BATCH - 10
     limiter = worker.resolver.ratelimiter
     assert limiter is not None and limiter.refused == refused
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_query_log_records_carry_the_time_of_their_wake_up(tmp_path: Path, path: str) -> None:
+    """Both UDP paths set the query log's clock once per wake-up (Resolver.log_now): a record's
+    time is when its batch was read, not a value left from an earlier wake-up."""
+    client = udp("127.0.0.2")
+    sends = [(client, query(BLOCKED, "A", n)) for n in range(5)]
+    server = udp("127.0.0.1")
+    worker = make_worker(tmp_path, path, server)
+    qlog = QueryLog(QueryLogConfig(dnstap="file:/nonexistent", sample=1))
+    worker.resolver.use_querylog(qlog)  # records stay in qlog.records: no writer is started
+    worker.resolver.log_now = 1.0  # stale: an answer stamped with it was not re-clocked
+    readable = worker._on_udp_readable if path == "plain" else None
+    before = time.time()
+    for sock, data in sends:
+        sock.sendto(data, server.getsockname())
+    time.sleep(0.05)
+    if readable is not None:
+        readable(server)
+    else:
+        assert worker.udp_batcher is not None
+        worker._on_udp_batch(server, worker.udp_batcher)
+    after = time.time()
+    client.close()
+    server.close()
+    assert len(qlog.records) == len(sends)
+    assert all(before <= record[0] <= after for record in qlog.records)
