@@ -1,10 +1,10 @@
 """The benchmarks' history: one CSV row per figure of every run, in bench/results/history.csv.
 
 bench/results/ keeps only the latest run of each benchmark in full (resolver-latest.*,
-reload-latest.*, plugin-latest.*); the figures of every run go here instead, so runs stay
-comparable without a file per run. resolver_bench.py, reload_bench.py and plugin_bench.py call
-`record` when they write their results. Add the rows of result files written earlier (a run
-already in the CSV is replaced, not repeated):
+reload-latest.*, plugin-latest.*, encrypted-latest.*); the figures of every run go here instead,
+so runs stay comparable without a file per run. resolver_bench.py, reload_bench.py,
+plugin_bench.py and encrypted_bench.py call `record` when they write their results. Add the
+rows of result files written earlier (a run already in the CSV is replaced, not repeated):
 
     python bench/history.py bench/results/*.json
     python bench/history.py old-run.json --csv /tmp/history.csv --commit 1a2b3c4
@@ -81,6 +81,16 @@ PLUGIN_WORKLOAD_FIGURES = (
 PLUGIN_SETUP_FIGURES = (("rss_mib", "MiB"), ("pss_mib", "MiB"), ("first_block_s", "s"))
 
 
+# From encrypted_bench.py's summary per server and transport: `<transport> <figure>`.
+ENCRYPTED_FIGURES = (
+    ("qps", "q/s"),
+    ("user_us_per_answer", "us"),
+    ("system_us_per_answer", "us"),
+    ("avg_latency_ms", "ms"),
+    ("lost", "queries"),
+)
+
+
 def benchmark_of(report: dict[str, Any]) -> str:
     """The report's own `benchmark` (plugin_bench.py), else `resolver` for resolver_bench.py's
     results (figures per list size), `reload` for reload_bench.py's (one summary)."""
@@ -90,17 +100,19 @@ def benchmark_of(report: dict[str, Any]) -> str:
     return "resolver" if "sizes" in report else "reload"
 
 
-def _resolver_rows(report: dict[str, Any], base: dict[str, str]) -> list[dict[str, str]]:
-    machine = report.get("machine", {})
+def _run_note(report: dict[str, Any], base: dict[str, str], *extra: str) -> str:
+    """A row's note: pinned or not, `extra`, runs x seconds, --quick, then the caller's note."""
     settings = report.get("settings", {})
-    notes = [
-        "pinned" if machine.get("pinned") else "unpinned",
-        f"hot path: {machine.get('blokir_hot_path') or 'not recorded'}",
-        f"{settings.get('runs', '?')} x {settings.get('seconds', '?')} s",
-    ]
+    notes = ["pinned" if report.get("machine", {}).get("pinned") else "unpinned", *extra]
+    notes.append(f"{settings.get('runs', '?')} x {settings.get('seconds', '?')} s")
     if settings.get("quick"):
         notes.append("--quick")
-    note = "; ".join(notes + ([base["note"]] if base["note"] else []))
+    return "; ".join(notes + ([base["note"]] if base["note"] else []))
+
+
+def _resolver_rows(report: dict[str, Any], base: dict[str, str]) -> list[dict[str, str]]:
+    hot_path = report.get("machine", {}).get("blokir_hot_path") or "not recorded"
+    note = _run_note(report, base, f"hot path: {hot_path}")
     out: list[dict[str, str]] = []
     for size_key in sorted(report.get("sizes", {}), key=int):
         entry = report["sizes"][size_key]
@@ -151,15 +163,7 @@ def _reload_rows(report: dict[str, Any], base: dict[str, str]) -> list[dict[str,
 def _plugin_rows(report: dict[str, Any], base: dict[str, str]) -> list[dict[str, str]]:
     """Per list size and setup: `<workload> <figure>` for each workload, its memory and start,
     and the index's compile time (server `blokir index`)."""
-    machine = report.get("machine", {})
-    settings = report.get("settings", {})
-    notes = [
-        "pinned" if machine.get("pinned") else "unpinned",
-        f"{settings.get('runs', '?')} x {settings.get('seconds', '?')} s",
-    ]
-    if settings.get("quick"):
-        notes.append("--quick")
-    note = "; ".join(notes + ([base["note"]] if base["note"] else []))
+    note = _run_note(report, base)
     out: list[dict[str, str]] = []
 
     def add(size: str, server: str, figure: str, value: Any, unit: str) -> None:
@@ -186,6 +190,21 @@ def _plugin_rows(report: dict[str, Any], base: dict[str, str]) -> list[dict[str,
     return out
 
 
+def _encrypted_rows(report: dict[str, Any], base: dict[str, str]) -> list[dict[str, str]]:
+    settings = report.get("settings", {})
+    note = _run_note(report, base, f"dnsperf -c {settings.get('clients', '?')}")
+    size = str(settings.get("size", ""))
+    out: list[dict[str, str]] = []
+    for server, modes in (report.get("summary") or {}).items():
+        for mode, figures in modes.items():
+            for figure, unit in ENCRYPTED_FIGURES:
+                if figures.get(figure) is not None:
+                    row = dict(size=size, server=server, figure=f"{mode} {figure}")
+                    value = dict(value=_value(figures[figure]), unit=unit, note=note)
+                    out.append(base | row | value)
+    return out
+
+
 def rows(report: dict[str, Any], commit: str = "", note: str = "") -> list[dict[str, str]]:
     """The CSV rows of one run's results: one per server, list size and figure."""
     benchmark = benchmark_of(report)
@@ -194,6 +213,8 @@ def rows(report: dict[str, Any], commit: str = "", note: str = "") -> list[dict[
         return _resolver_rows(report, base)
     if benchmark == "plugin":
         return _plugin_rows(report, base)
+    if benchmark == "encrypted":
+        return _encrypted_rows(report, base)
     return _reload_rows(report, base)
 
 
@@ -238,6 +259,16 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return head + ("+" if dirty else "")
+
+
+def write_latest(report: dict[str, Any], directory: Path, stem: str, markdown: str) -> list[str]:
+    """A benchmark's latest run in full (`stem`.json and `stem`.md in `directory`), and its
+    figures appended to history.csv there; what was done."""
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
+    json_path.write_text(json.dumps(report, indent=2, default=str))
+    md_path.write_text(markdown)
+    return [f"wrote {json_path}", f"wrote {md_path}", record(report, directory)]
 
 
 def record(report: dict[str, Any], directory: Path, commit: str | None = None) -> str:

@@ -35,7 +35,6 @@ module's own overhead, reported beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -522,11 +521,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_results(report: dict[str, Any], directory: Path) -> list[str]:
-    directory.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = directory / f"{RESULT_STEM}.json", directory / f"{RESULT_STEM}.md"
-    json_path.write_text(json.dumps(report, indent=2, default=str))
-    md_path.write_text(markdown(report))
-    return [f"wrote {json_path}", f"wrote {md_path}", history.record(report, directory)]
+    return history.write_latest(report, directory, RESULT_STEM, markdown(report))
 
 
 # -- one list size ------------------------------------------------------------------------------

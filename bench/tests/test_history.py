@@ -68,3 +68,25 @@ def test_record_appends_runs_and_replaces_a_run_added_again(tmp_path: Path) -> N
     qps = [(r["value"], r["commit"]) for r in table if r["figure"] == "qps_median"]
     assert qps == [("200", "b")]
     assert sum(r["benchmark"] == "reload" for r in table) == 2
+
+
+def test_encrypted_rows() -> None:
+    figures = {"qps": 23353.4, "user_us_per_answer": 30.5, "avg_latency_ms": 4.14, "lost": 0}
+    report = {
+        "benchmark": "encrypted",
+        "started": "2026-12-05T08:20:00Z",
+        "machine": {"pinned": {"servers": [1], "load": [0]}},
+        "settings": {"size": 100_000, "runs": 3, "seconds": 5.0, "clients": 8},
+        "summary": {"blokir": {"dot": figures}, "unbound": {"doh": {"qps": 9000.0}}},
+    }
+    rows = history.rows(report, commit="abc")
+    got = {(r["server"], r["figure"]): (r["value"], r["unit"]) for r in rows}
+    assert got == {
+        ("blokir", "dot qps"): ("23353.4", "q/s"),
+        ("blokir", "dot user_us_per_answer"): ("30.5", "us"),
+        ("blokir", "dot avg_latency_ms"): ("4.14", "ms"),
+        ("blokir", "dot lost"): ("0", "queries"),
+        ("unbound", "doh qps"): ("9000", "q/s"),
+    }
+    assert {(r["benchmark"], r["size"]) for r in rows} == {("encrypted", "100000")}
+    assert rows[0]["note"] == "pinned; dnsperf -c 8; 3 x 5.0 s"
