@@ -49,6 +49,9 @@ HOT_MODULES = (
     "index",
     "pipeline",
     "worker",
+    # Not on the query path but beside it: the query log writer's per-record dnstap encoding
+    # (the writer process shares the cores with the workers; docs/querylog.md).
+    "querylog.encoder",
 )
 UDP_BATCH = "resolver._udpbatch"
 UDP_BATCH_SOURCE = ROOT / "resolver" / native.UDP_BATCH_SOURCE

@@ -17,7 +17,8 @@ dnsperf and stopped, alternating, `--runs` times per list size:
     ceilingb<N> the same with recvmmsg/sendmmsg (ceiling.py --batched); blokir<N>plain: blokir
                 on its plain recvfrom/sendto UDP path (BLOKIR_UDP_BATCH=0)
     base<N>     blokir<N> from another checkout (--baseline DIR, run with DIR/.venv/bin/python):
-                the code before a change against the code after it, in one run
+                the code before a change against the code after it, in one run; baseq<N>
+                the same with the query log on (as blokirq<N>)
     blokirq<N>  blokir<N> with the dnstap query log on (a file, 1 in 100 allowed queries and
                 every blocked one): the log's cost next to blokir<N>
     pdns<N>     PowerDNS Recursor with threads N and the same RPZ as Unbound (bench/rival_servers)
@@ -394,11 +395,14 @@ def parse_peers(text: str, baseline: str | None = None) -> list[Peer]:
             continue
         if any(p.name == item for p in peers):
             raise SystemExit(f"resolver_bench: peer {item!r} given twice")
-        based = re.fullmatch(r"base(\d+)", item)
+        based = re.fullmatch(r"base(q?)(\d+)", item)
         if based:
             if baseline is None:
                 raise SystemExit(f"resolver_bench: peer {item!r} needs --baseline DIR")
-            peers.append(Peer(item, "blokir", int(based.group(1)), baseline=baseline))
+            logs = bool(based.group(1))  # baseq<N>: the baseline with the query log on
+            peers.append(
+                Peer(item, "blokir", int(based.group(2)), baseline=baseline, querylog=logs)
+            )
             continue
         logged = re.fullmatch(r"blokirq(\d+)", item)
         if logged and int(logged.group(1)) >= 1:

@@ -141,7 +141,11 @@ def test_base_peers_run_another_checkout(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="needs --baseline"):
         parse_peers("base1")
     (peer,) = parse_peers("base2", str(tmp_path))
-    assert (peer.kind, peer.threads, peer.baseline) == ("blokir", 2, str(tmp_path))
+    assert (peer.kind, peer.threads, peer.baseline, peer.querylog) == (
+        "blokir", 2, str(tmp_path), False,
+    )  # fmt: skip
+    (logged,) = parse_peers("baseq1", str(tmp_path))  # the baseline with the query log on
+    assert (logged.threads, logged.baseline, logged.querylog) == (1, str(tmp_path), True)
     python = tmp_path / ".venv" / "bin" / "python"
     python.parent.mkdir(parents=True)
     python.write_text('#!/bin/sh\necho "$PWD $*"\n')

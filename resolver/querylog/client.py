@@ -8,7 +8,7 @@ down) records wait up to `[querylog] queue`; past that new ones are dropped and 
 (`dropped`), and the query path never waits.
 
 Privacy: the client address is cut in the writer process, the worker's own child, before
-anything is written to the sink (resolver/querylog/writer.py Encoder): allowed queries to
+anything is written to the sink (resolver/querylog/encoder.py Encoder): allowed queries to
 `client_prefix_v4`/`client_prefix_v6` bits, blocked ones too unless `blocked_full_address` (the
 default) keeps them whole. The worker hands the address over as it came, so the query path
 does no address arithmetic.

@@ -18,9 +18,9 @@ from resolver.config import QueryLogConfig
 from resolver.policy import Action, Policy
 from resolver.querylog import framestream as fs
 from resolver.querylog.client import QueryLog, cut_address
+from resolver.querylog.encoder import Encoder
 from resolver.querylog.schema import ENUMS, FIELDS, message_classes
 from resolver.querylog.sinks import FileSink
-from resolver.querylog.writer import Encoder
 from tests.support.framestream import Receiver
 
 PROTO = Path(__file__).resolve().parents[2] / "resolver" / "querylog" / "dnstap.proto"
@@ -317,3 +317,40 @@ def test_every_record_under_the_limit_arrives_in_order(tmp_path: Path) -> None:
     assert queries == [f"n{n}.example".encode() for n in range(total)]
     policies = [m.message.HasField("policy") for m in messages if m.message.type == 6]  # type: ignore[attr-defined]
     assert policies == [bool(n % 3) for n in range(total)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(
+            st.floats(min_value=1.7e9, max_value=1.7e9 + 3, allow_nan=False),  # seconds repeat
+            st.sampled_from(["192.0.2.1", "192.0.2.77", "2001:db8::5", ""]),
+            st.booleans(),
+            st.binary(min_size=12, max_size=80),
+            st.one_of(st.none(), st.binary(min_size=12, max_size=200)),
+            st.booleans(),
+        ),
+        max_size=12,
+    )
+)
+def test_a_batch_encodes_as_its_records_one_by_one(
+    records: list[tuple[float, str, bool, bytes, bytes | None, bool]],
+) -> None:
+    """encode_batch (one join per batch, per-second and per-client fields reused across
+    records, a policy table in the middle) writes what the library writes per record."""
+    encoder = Encoder(b"resolver-1", b"blokir test", (24, 48), (32, 128))
+    table = [("regulator", "gambling", "nxdomain")]
+    batch: list[tuple[object, ...]] = [("P", table)]
+    expected = b""
+    for number, (when, client, udp, query, answer, blocked) in enumerate(records):
+        if number == len(records) // 2:  # a reload: the same ids mean another policy now
+            table = [("trade", "fintech", "nodata")]
+            batch.append(("P", table))
+        record = (when, client, udp, query, answer, 1 if blocked else 0, 1, b"\x01x\x00")
+        batch.append(record)
+        name, category, action = table[0]
+        rule = f"list={name} category={category} action={action}".encode()
+        code = ENUMS["Policy.Action"]["NXDOMAIN" if action == "nxdomain" else "NODATA"]
+        cut = client if blocked or not client else cut_address(client, 24, 48)
+        expected += library_encoding(record, cut, (rule, code) if blocked else None)
+    assert encoder.encode_batch(batch) == expected
