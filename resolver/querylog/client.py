@@ -83,7 +83,9 @@ class QueryLog:
         self.limit = config.queue
         self.every = min(BATCH, self.limit)  # records per write attempt
         self.records: list[tuple[Any, ...]] = []
-        self.tables: list[tuple[Any, ...]] = []  # policy tables not yet written (never dropped)
+        # Policy tables not yet written (never dropped), each with the number of records that
+        # waited when it came: those were logged under the table before it.
+        self.tables: list[tuple[int, tuple[Any, ...]]] = []
         self.pending = b""  # the unwritten end of the last pipe write
         self.dropped = 0
         self.handed = 0  # records put into pipe writes so far
@@ -165,7 +167,7 @@ class QueryLog:
     def set_policies(self, policies: Sequence[Policy]) -> None:
         """After a (re)load: the policy ids of the records that follow mean these policies."""
         table = [(p.list_name, p.category, p.action.value) for p in policies]
-        self.tables.append(("P", table))
+        self.tables.append((len(self.records), ("P", table)))
         self.flush()
 
     def flush(self) -> None:
@@ -177,13 +179,27 @@ class QueryLog:
             return
         if not (self.records or self.tables):
             return
-        batch = self.tables + self.records if self.tables else self.records
+        batch = self._with_tables() if self.tables else self.records
         self.handed += len(self.records)
         blob = marshal.dumps(batch)
         self.tables = []
         self.records.clear()  # the same list: the query path holds it
         # The length and the batch in one writev: no copy of the batch to join them.
         self._write([_U32.pack(len(blob)), blob])
+
+    def _with_tables(self) -> list[tuple[Any, ...]]:
+        """The waiting records with each policy table at its place: after the records logged
+        before the (re)load that brought it, before those logged after it. The writer reads a
+        record's policy id against the last table it read."""
+        batch: list[tuple[Any, ...]] = []
+        done = 0
+        for position, table in self.tables:
+            position = min(position, len(self.records))  # records past the queue were dropped
+            batch.extend(self.records[done:position])
+            batch.append(table)
+            done = max(done, position)
+        batch.extend(self.records[done:])
+        return batch
 
     def _write_pending(self) -> bool:
         """True when everything pending went out."""

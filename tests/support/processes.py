@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -65,18 +66,51 @@ def require_binary(name: str) -> str:
     return path
 
 
-def free_port(attempts: int = 50) -> int:
-    """A port on 127.0.0.1 free for both UDP and TCP right now (racy by nature)."""
+# Ports this process has handed out: two servers of one run never get the same one, even when
+# the first has not bound it yet.
+_ISSUED_PORTS: set[int] = set()
+
+
+@functools.cache
+def _listening_ports() -> tuple[int, ...]:
+    """Ports 10000-65535 outside the kernel's range for outgoing source ports
+    (net.ipv4.ip_local_port_range)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low, high = (int(v) for v in text.split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return tuple(p for p in range(10000, 65536) if not low <= p <= high)
+
+
+def free_port(attempts: int = 200) -> int:
+    """A port on 127.0.0.1 free for both UDP and TCP right now (racy by nature).
+
+    Chosen outside the kernel's ephemeral range: a port from bind(0) lies inside it, and in the
+    time between choosing it and the server binding it, any outgoing socket (a resolver's own
+    upstream queries) may be given that same port, and the server then fails with "Address
+    already in use". That happened in CI (fault suite, a metrics port). Random, not sequential,
+    so that concurrent test processes rarely try the same port."""
+    pool = _listening_ports()
     for _ in range(attempts):
+        port = random.choice(pool) if pool else 0
+        if port in _ISSUED_PORTS:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((LOOPBACK, 0))
+            try:
+                tcp.bind((LOOPBACK, port))
+            except OSError:
+                continue
             port = int(tcp.getsockname()[1])
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 try:
                     udp.bind((LOOPBACK, port))
                 except OSError:
                     continue
-                return port
+        if port in _ISSUED_PORTS:
+            continue
+        _ISSUED_PORTS.add(port)
+        return port
     raise SetupError("no free loopback port for both UDP and TCP")
 
 

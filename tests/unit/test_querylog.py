@@ -354,3 +354,29 @@ def test_a_batch_encodes_as_its_records_one_by_one(
         cut = client if blocked or not client else cut_address(client, 24, 48)
         expected += library_encoding(record, cut, (rule, code) if blocked else None)
     assert encoder.encode_batch(batch) == expected
+
+
+def test_records_logged_before_a_reload_keep_the_policy_they_were_logged_under(
+    tmp_path: Path,
+) -> None:
+    """Policy id 1 means one list before a reload and another after it: a record still waiting
+    in the worker when the new table arrives is written with the table it was logged under."""
+    sink = tmp_path / "log.fstrm"
+    qlog = QueryLog(QueryLogConfig(dnstap=f"file:{sink}"))
+    qlog.start()
+    try:
+        qlog.set_policies([Policy("regulator", "gambling", Action.NXDOMAIN)])
+        qlog.blocked("192.0.2.1", True, b"q" * 20, b"a" * 20, 1, b"\x04judi\x00")
+        qlog.set_policies([Policy("trade", "fintech", Action.NODATA)])  # before any flush
+        qlog.blocked("192.0.2.1", True, b"q" * 20, b"a" * 20, 1, b"\x04loan\x00")
+    finally:
+        qlog.close()
+    rules = [
+        m.message.policy.rule  # type: ignore[attr-defined]
+        for m in read_messages(sink)
+        if m.message.HasField("policy")  # type: ignore[attr-defined]
+    ]
+    assert rules == [
+        b"list=regulator category=gambling action=nxdomain",
+        b"list=trade category=fintech action=nodata",
+    ]
