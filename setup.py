@@ -11,9 +11,11 @@ alternating runs each): the compiled worker answered 1.19x the queries/s of the 
 from its sources. A machine without a C compiler or Python headers still installs: the build
 falls back to plain Python and `blokir --version` says why. BLOKIR_COMPILE=0 skips the compile.
 
-The same command builds resolver/_udpbatch.c, the worker's recvmmsg/sendmmsg batches
-(docs/performance.md), on its own terms: its failure leaves the mypyc build alone and the worker
-on its plain recvfrom/sendto path, and resolver/udpbatch.json says why for `blokir --version`.
+The same command builds the C extensions (resolver/native.py C_EXTENSIONS: resolver/_udpbatch.c,
+the worker's recvmmsg/sendmmsg batches, docs/performance.md; resolver/querylog/_dnstap.c, the
+query log's encoder, docs/querylog.md), each on its own terms: a failure leaves the mypyc build
+and the other extension alone, the worker takes the plain path, and the extension's status
+file (resolver/udpbatch.json, resolver/dnstap.json) says why for `blokir --version`.
 """
 
 from __future__ import annotations
@@ -49,12 +51,10 @@ HOT_MODULES = (
     "index",
     "pipeline",
     "worker",
-    # Not on the query path but beside it: the query log writer's per-record dnstap encoding
-    # (the writer process shares the cores with the workers; docs/querylog.md).
+    # The query log's encoder where resolver/querylog/_dnstap.c was not built (docs/querylog.md).
     "querylog.encoder",
 )
-UDP_BATCH = "resolver._udpbatch"
-UDP_BATCH_SOURCE = ROOT / "resolver" / native.UDP_BATCH_SOURCE
+C_EXTENSIONS = {ext.module: ext for ext in native.C_EXTENSIONS}
 # The setup.py commands that install or package code (PEP 517 backends run one per hook).
 BUILDING = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"}
 
@@ -69,14 +69,16 @@ class CompileHotPath(build_ext):
     compiler or Python headers) installs pure Python and says why."""
 
     fallback: str | None = None
-    udp_fallback: str | None = None  # why resolver._udpbatch was not built
+    c_fallbacks: dict[str, str]  # why each C extension (by module name) was not built
 
     def finalize_options(self) -> None:
         self.distribution.ext_modules = []
+        self.c_fallbacks = {}
         if not BUILDING & set(self.distribution.commands):
             pass  # metadata only (dist_info, egg_info, sdist): no C code needed
         elif os.environ.get("BLOKIR_COMPILE", "1") == "0":
-            self.fallback = self.udp_fallback = "BLOKIR_COMPILE=0"
+            self.fallback = "BLOKIR_COMPILE=0"
+            self.c_fallbacks = dict.fromkeys(C_EXTENSIONS, "BLOKIR_COMPILE=0")
         else:
             try:
                 from mypyc.build import mypycify
@@ -102,44 +104,51 @@ class CompileHotPath(build_ext):
             except (Exception, SystemExit) as error:  # any failure: pure Python
                 self.fallback = f"mypyc: {type(error).__name__}: {error}"
             # First in the list: built before the mypyc group, whose failure ends the command.
-            udp = Extension(UDP_BATCH, [str(UDP_BATCH_SOURCE.relative_to(ROOT))])
-            self.distribution.ext_modules = [udp, *self.distribution.ext_modules]
-            self.udp_fallback = "not attempted"  # until build_extension says otherwise
+            c_extensions = [Extension(m, [f"resolver/{e.source}"]) for m, e in C_EXTENSIONS.items()]
+            self.distribution.ext_modules = [*c_extensions, *self.distribution.ext_modules]
+            # Until build_extension says otherwise.
+            self.c_fallbacks = dict.fromkeys(C_EXTENSIONS, "not attempted")
         super().finalize_options()
 
     def build_extensions(self) -> None:
         super().build_extensions()
-        if self.udp_fallback is not None:  # nothing for the editable install to copy
-            self.extensions = [e for e in self.extensions if e.name != UDP_BATCH]
+        # Nothing for the editable install to copy of what did not build.
+        self.extensions = [e for e in self.extensions if e.name not in self.c_fallbacks]
 
     def build_extension(self, ext: Extension) -> None:
-        if ext.name != UDP_BATCH:
+        if ext.name not in C_EXTENSIONS:
             super().build_extension(ext)
             return
         try:
             super().build_extension(ext)
-            self.udp_fallback = None
-        except (Exception, SystemExit) as error:  # any failure: the plain UDP path
-            self.udp_fallback = f"C build: {type(error).__name__}: {error}"
+            self.c_fallbacks.pop(ext.name, None)
+        except (Exception, SystemExit) as error:  # any failure: that extension's plain path
+            self.c_fallbacks[ext.name] = f"C build: {type(error).__name__}: {error}"
 
     def run(self) -> None:
         output = Path(self.get_ext_fullpath(native.GROUP)).parent  # resolver/
         # A build that fails half-way must not leave the last build's manifest vouching for it.
         (output / native.MANIFEST).unlink(missing_ok=True)
-        (output / native.UDP_BATCH_STATUS).unlink(missing_ok=True)
-        if self.fallback is not None:  # only the UDP extension, if anything, is left to build
-            self.extensions = [e for e in self.extensions if e.name == UDP_BATCH]
+        for extension in C_EXTENSIONS.values():
+            (output / extension.status).unlink(missing_ok=True)
+        if self.fallback is not None:  # only the C extensions, if anything, are left to build
+            self.extensions = [e for e in self.extensions if e.name in C_EXTENSIONS]
         if self.extensions:
             try:
                 super().run()
             except (Exception, SystemExit) as error:  # any failure: pure Python
                 self.fallback = self.fallback or f"C build: {type(error).__name__}: {error}"
-        if self.udp_fallback is not None:
-            print(f"blokir: not building {UDP_BATCH} ({self.udp_fallback})", file=sys.stderr)
-            # An earlier build's library must not be imported in its place.
-            (output / Path(self.get_ext_fullpath(UDP_BATCH)).name).unlink(missing_ok=True)
-        if BUILDING & set(self.distribution.commands):
-            native.write_udp_batch_status(output, UDP_BATCH_SOURCE, self.udp_fallback)
+        building = bool(BUILDING & set(self.distribution.commands))
+        for name, extension in C_EXTENSIONS.items():
+            why = self.c_fallbacks.get(name)
+            if why is not None and building:
+                print(f"blokir: not building {name} ({why})", file=sys.stderr)
+                # An earlier build's library must not be imported in its place.
+                subpackage = output.joinpath(*name.split(".")[1:-1])
+                (subpackage / Path(self.get_ext_fullpath(name)).name).unlink(missing_ok=True)
+            if building:
+                source = ROOT / "resolver" / extension.source
+                native.write_c_status(output, source, why, extension.status)
         if self.fallback is not None:
             print(
                 f"blokir: not compiling the hot path ({self.fallback}); installing pure Python",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from resolver import NATIVE, __version__, udpbatch
+from resolver import NATIVE, __version__, native, udpbatch
 from resolver.config import Config, ConfigError, load_config, load_default_config
 from resolver.envconfig import apply_env
 from resolver.export import FORMATS as EXPORT_FORMATS
@@ -62,7 +62,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version",
         action="version",
-        version=f"blokir {__version__}, hot path {NATIVE.why}, UDP {udpbatch.MODE.why}",
+        version=(
+            f"blokir {__version__}, hot path {NATIVE.why}, UDP {udpbatch.MODE.why}, "
+            f"query log {native.dnstap_mode(os.environ).why}"
+        ),
     )
     sub = parser.add_subparsers(title="commands")
 

@@ -30,11 +30,39 @@ from typing import NamedTuple
 GROUP = "resolver._native"  # the compiled modules' shared library (mypyc's group name)
 MANIFEST = "native.json"
 PURE_ENV = "BLOKIR_PURE_PYTHON"
-# The UDP batching extension (resolver/_udpbatch.c): built beside the compiled hot path, with a
-# status file of its own, since either build may fail without the other.
-UDP_BATCH_SOURCE = "_udpbatch.c"
-UDP_BATCH_STATUS = "udpbatch.json"
-UDP_BATCH_ENV = "BLOKIR_UDP_BATCH"
+# The C extensions beside the compiled hot path, each optional and with a status file of its
+# own, since any build may fail without the others.
+
+
+class CExtension(NamedTuple):
+    module: str  # the import name
+    source: str  # the C file, relative to the package directory
+    status: str  # the build's status file, in the package directory
+    env: str  # `ENV=0` rules it out at run time
+    on: str  # what `blokir --version` says when it runs
+    off: str  # ... and when it does not
+
+
+UDP_BATCH = CExtension(
+    "resolver._udpbatch",
+    "_udpbatch.c",
+    "udpbatch.json",
+    "BLOKIR_UDP_BATCH",
+    "batched recvmmsg/sendmmsg",
+    "plain recvfrom/sendto",
+)
+DNSTAP = CExtension(
+    "resolver.querylog._dnstap",
+    "querylog/_dnstap.c",
+    "dnstap.json",
+    "BLOKIR_DNSTAP_C",
+    "dnstap encoded in C in the worker",
+    "dnstap encoded in Python in the worker",
+)
+C_EXTENSIONS = (UDP_BATCH, DNSTAP)
+UDP_BATCH_SOURCE = UDP_BATCH.source
+UDP_BATCH_STATUS = UDP_BATCH.status
+UDP_BATCH_ENV = UDP_BATCH.env
 
 
 class Mode(NamedTuple):
@@ -67,19 +95,27 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_udp_batch_status(output_dir: Path, source: Path, fallback: str | None) -> None:
+def write_c_status(
+    output_dir: Path, source: Path, fallback: str | None, status: str = UDP_BATCH.status
+) -> None:
     """Written by the build: the digest of the C source it built, or why it did not build."""
-    status = {"source": file_digest(source)} if fallback is None else {"fallback": fallback[:500]}
-    (output_dir / UDP_BATCH_STATUS).write_text(json.dumps(status, indent=1) + "\n")
+    record = {"source": file_digest(source)} if fallback is None else {"fallback": fallback[:500]}
+    (output_dir / status).write_text(json.dumps(record, indent=1) + "\n")
 
 
-def decide_udp_batch(package_dir: Path, environ: Mapping[str, str]) -> Mode:
-    """Whether the worker may use the recvmmsg/sendmmsg extension; `compiled` means yes. The
-    caller still imports it (and falls back when that fails)."""
-    plain = "plain recvfrom/sendto"
-    if environ.get(UDP_BATCH_ENV, "1") == "0":
-        return Mode(False, f"{plain} ({UDP_BATCH_ENV}=0)")
-    status_path = package_dir / UDP_BATCH_STATUS
+def write_udp_batch_status(output_dir: Path, source: Path, fallback: str | None) -> None:
+    write_c_status(output_dir, source, fallback, UDP_BATCH.status)
+
+
+def decide_c_extension(
+    extension: CExtension, package_dir: Path, environ: Mapping[str, str]
+) -> Mode:
+    """Whether `extension` may be used; `compiled` means yes. The caller still imports it (and
+    falls back when that fails)."""
+    plain = extension.off
+    if environ.get(extension.env, "1") == "0":
+        return Mode(False, f"{plain} ({extension.env}=0)")
+    status_path = package_dir / extension.status
     try:
         status = json.loads(status_path.read_text())
         if "fallback" in status:
@@ -89,12 +125,24 @@ def decide_udp_batch(package_dir: Path, environ: Mapping[str, str]) -> Mode:
         return Mode(False, f"{plain} (not built)")
     except (OSError, ValueError, KeyError, TypeError) as error:
         return Mode(False, f"{plain} ({status_path} unreadable: {error})")
-    source = package_dir / UDP_BATCH_SOURCE
+    source = package_dir / extension.source
     # An installed wheel has no C source to compare with; a checkout edited since the build
     # must not run the stale library.
     if source.is_file() and file_digest(source) != built_from:
-        return Mode(False, f"{plain} ({UDP_BATCH_SOURCE} changed since the build; reinstall)")
-    return Mode(True, "batched recvmmsg/sendmmsg")
+        return Mode(False, f"{plain} ({extension.source} changed since the build; reinstall)")
+    return Mode(True, extension.on)
+
+
+def dnstap_mode(environ: Mapping[str, str]) -> Mode:
+    """What the query log's encoder will be, without importing it (it loads the protobuf
+    library): for `blokir --version` and the start-up log. resolver/querylog/encoder.py decides
+    the same way and also falls back when the import fails."""
+    return decide_c_extension(DNSTAP, Path(__file__).resolve().parent, environ)
+
+
+def decide_udp_batch(package_dir: Path, environ: Mapping[str, str]) -> Mode:
+    """Whether the worker may use the recvmmsg/sendmmsg extension (resolver/udpbatch.py)."""
+    return decide_c_extension(UDP_BATCH, package_dir, environ)
 
 
 def _compiled_modules(package_dir: Path) -> list[str]:

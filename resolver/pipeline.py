@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
 from resolver import metrics as m
@@ -80,8 +81,9 @@ CNAME_CHECK_MAX = 16  # CNAME/DNAME targets checked per answer (RFC 1034 chains 
 Renewal = tuple[CacheKey, int, int]
 _KEY_DO: Final = 0b10  # the DO bit in a cache key's last field (Resolver._cache_key)
 _FOREVER_COUNT: Final = 1 << 62  # the query log's countdown when nothing allowed is logged
-# A query log record: (time, client, over UDP, query, answer, policy id, dnstap match, trigger).
-LogRecord = tuple[float, str, bool, bytes, bytes | None, int, int, bytes]
+# The query log encoder's add: (time, client, over UDP, query, answer, policy id, dnstap match,
+# trigger) -> records waiting (resolver/querylog/encoder.py).
+LogAdd = Callable[[float, str, bool, bytes, bytes | None, int, int, bytes], int]
 
 
 class Memo:
@@ -139,7 +141,7 @@ class Resolver:
         self._aliases: dict[CacheKey, tuple[tuple[bytes, ...], tuple[bytes, ...], int]] = {}
         # The dnstap query log (resolver/querylog/): see use_querylog.
         self.querylog: QueryLog | None = None
-        self._log_records: list[LogRecord] | None = None
+        self._log_add: LogAdd | None = None
         self._log_every = 0
         self._log_left = _FOREVER_COUNT  # allowed answers until the next one is logged
         # The query log's time for UDP answers given in handle: set by the worker once per UDP
@@ -313,7 +315,7 @@ class Resolver:
                 if policy_id:
                     stats.cells[qcell + m.BLOCKED] += 1
                     self._count_block(policy_id, hit.qname)
-                    if self._log_records is not None:
+                    if self._log_add is not None:
                         reply = data[:2] + hit.tail
                         self._log_block(
                             self.log_now, client, udp, data, reply, policy_id, hit.qname
@@ -365,7 +367,7 @@ class Resolver:
                 if answer is not None and udp:
                     answer = self.fit_udp(answer, query)
                     self._remember_block(key, answer, policy_id | gid << 16, qcell, query.qname)
-                if self._log_records is not None:
+                if self._log_add is not None:
                     when = self.log_now if udp else time.time()
                     self._log_block(when, client, udp, data, answer, policy_id, query.qname)
                 return answer, m.BLOCKED
@@ -420,15 +422,15 @@ class Resolver:
         return query, m.ALLOWED
 
     def use_querylog(self, querylog: QueryLog | None) -> None:
-        """Start (or stop, with None) logging to a dnstap query log. The query path appends
-        records to the log's own list (compiled code, no call into the log per query) and
+        """Start (or stop, with None) logging to a dnstap query log. The query path calls the
+        log's encoder directly (one C call per logged query where the extension is built) and
         counts allowed answers down to the next sampled one."""
         self.querylog = querylog
         if querylog is None:
-            self._log_records = None
+            self._log_add = None
             self._log_left = self._log_sample = _FOREVER_COUNT
             return
-        self._log_records = querylog.records
+        self._log_add = querylog.encoder.add
         self.log_now = time.time()
         self._log_every = querylog.every
         self._log_sample = querylog.sample_every
@@ -446,21 +448,22 @@ class Resolver:
         trigger: bytes,
         match: int = MATCH_QNAME,
     ) -> None:
-        records = self._log_records
-        assert records is not None and self.querylog is not None
-        records.append((when, client, udp, data, answer, policy_id, match, trigger))
-        if len(records) >= self._log_every:
+        add = self._log_add
+        assert add is not None and self.querylog is not None
+        if add(when, client, udp, data, answer, policy_id, match, trigger) >= self._log_every:
             self.querylog.full()
 
     def _log_allowed(self, when: float, client: str, udp: bool, data: bytes, answer: bytes) -> None:
-        """The sampled allowed query: a record as for a block (policy id 0), the address as it
-        came (the writer process cuts it, resolver/querylog/writer.py)."""
+        """The sampled allowed query: a record as for a block (policy id 0); the encoder cuts
+        the address (resolver/querylog/encoder.py)."""
         self._log_left = self._log_sample
-        records = self._log_records
-        if records is not None and self.querylog is not None:
-            records.append((when, client, udp, data, answer, 0, 0, b""))
-            if len(records) >= self._log_every:
-                self.querylog.full()
+        add = self._log_add
+        if (
+            add is not None
+            and self.querylog is not None
+            and add(when, client, udp, data, answer, 0, 0, b"") >= self._log_every
+        ):
+            self.querylog.full()
 
     def _count_block(self, policy_id: int, qname: bytes) -> None:
         """Exact per-list counts; the top-K sketch sees every SAMPLE-th block, weighted."""
@@ -634,7 +637,7 @@ class Resolver:
         blocked = self._cname_block(query, response, group)
         if blocked is not None:
             self._count(transport, query, m.BLOCKED_CNAME)
-            if self._log_records is not None:
+            if self._log_add is not None:
                 policy_id, trigger, match = self.last_block
                 udp = transport == m.UDP
                 answer = blocked or None

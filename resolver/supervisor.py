@@ -45,6 +45,7 @@ from resolver.channel import recv_message, send_message
 from resolver.config import Config, format_address
 from resolver.control import ControlError, ControlServer
 from resolver.landing import process as landing
+from resolver.native import dnstap_mode
 from resolver.privileges import PrivilegeError, drop_privileges
 from resolver.reload import APPLIED, RESULTS, Reloader, ReloadError, ReloadOutcome
 from resolver.transports.context import server_context
@@ -429,6 +430,9 @@ class Supervisor:
             NATIVE.why,
             udpbatch.MODE.why,
         )
+        if self.config.querylog.dnstap:
+            encoder = dnstap_mode(os.environ).why
+            log.info("query log to %s: %s", self.config.querylog.dnstap, encoder)
         if ready is not None:
             ready()
         try:

@@ -1,17 +1,20 @@
-"""The worker's end of the query log: what the query path calls, kept to a list append.
+"""The worker's end of the query log: what the query path calls, one encoder call per record.
 
-Per logged query the query path appends one tuple (time, client, transport, query bytes,
-answer bytes, policy id, match, trigger) to `records`; at BATCH records, or at the worker's next
-flush tick, the list goes to the writer process in one non-blocking pipe write
-(resolver/querylog/writer.py encodes dnstap there). When the pipe is full (the sink is slow or
-down) records wait up to `[querylog] queue`; past that new ones are dropped and counted
-(`dropped`), and the query path never waits.
+Per logged query the query path calls its encoder's `add` (time, client, transport, query bytes,
+answer bytes, policy id, match, trigger), which writes the record's two dnstap frames into a
+buffer: in C where the install built resolver/querylog/_dnstap.c, else in Python
+(resolver/querylog/encoder.py). At BATCH records, or at the worker's next flush tick, the frames
+go to the writer process in one non-blocking pipe write; the writer only forwards them to the
+sink (resolver/querylog/writer.py). When the pipe is full (the sink is slow or down) records
+wait up to `[querylog] queue`; past that new ones are dropped and counted (`dropped`), and the
+query path never waits.
 
-Privacy: the client address is cut in the writer process, the worker's own child, before
-anything is written to the sink (resolver/querylog/encoder.py Encoder): allowed queries to
-`client_prefix_v4`/`client_prefix_v6` bits, blocked ones too unless `blocked_full_address` (the
-default) keeps them whole. The worker hands the address over as it came, so the query path
-does no address arithmetic.
+Privacy: the encoder cuts the client address before the record leaves the worker: allowed
+queries to `client_prefix_v4`/`client_prefix_v6` bits, blocked ones too unless
+`blocked_full_address` (the default) keeps them whole.
+
+Policies: a record is encoded with the policy table in force when it was logged, so records
+logged before a reload keep their list's name after it (ids mean other policies afterwards).
 
 Sampling: the query path counts allowed answers down from `sample_every` and calls `allowed`
 for the one that reaches 0, so an allowed query that is not logged costs one decrement.
@@ -23,7 +26,6 @@ import contextlib
 import errno
 import fcntl
 import json
-import marshal
 import os
 import socket
 import struct
@@ -31,11 +33,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from resolver import __version__
 from resolver.config import QueryLogConfig
 from resolver.policy import Policy
+
+if TYPE_CHECKING:
+    from resolver.querylog.encoder import EncoderLike
 
 BATCH = 256  # records per pipe write: one syscall per this many logged queries
 PIPE_BYTES = 1 << 20  # asked of the kernel (F_SETPIPE_SZ); the default is 64 KiB
@@ -44,23 +49,6 @@ MATCH_QNAME = 1  # dnstap Policy.Match
 MATCH_RESPONSE_IP = 3
 NEVER = 1 << 62  # `left` when allowed queries are not logged at all
 _U32 = struct.Struct(">I")
-
-
-def cut_address(client: str, bits4: int, bits6: int) -> str:
-    """`client` with only its first bits4 (IPv4) or bits6 (IPv6) bits kept; "" for 0 bits."""
-    family, bits, width = (
-        (socket.AF_INET6, bits6, 128) if ":" in client else (socket.AF_INET, bits4, 32)
-    )
-    if bits >= width:
-        return client
-    if bits <= 0:
-        return ""
-    try:
-        value = int.from_bytes(socket.inet_pton(family, client))
-    except OSError:
-        return ""
-    value &= ((1 << bits) - 1) << (width - bits)
-    return socket.inet_ntop(family, value.to_bytes(width // 8))
 
 
 def sink_for_worker(sink: str, worker: int, workers: int) -> str:
@@ -82,12 +70,18 @@ class QueryLog:
         self.blocked_bits = (32, 128) if config.blocked_full_address else (self.bits4, self.bits6)
         self.limit = config.queue
         self.every = min(BATCH, self.limit)  # records per write attempt
-        self.records: list[tuple[Any, ...]] = []
-        # Policy tables not yet written (never dropped), each with the number of records that
-        # waited when it came: those were logged under the table before it.
-        self.tables: list[tuple[int, tuple[Any, ...]]] = []
+        # Imported here: the encoder needs the dnstap schema (the protobuf library), which a
+        # worker without a query log never loads (resolver/pipeline.py imports this module).
+        from resolver.querylog.encoder import new_encoder
+
+        self.encoder: EncoderLike = new_encoder(
+            (config.identity or socket.gethostname()).encode(),
+            f"blokir {__version__}".encode(),
+            (self.bits4, self.bits6),
+            self.blocked_bits,
+            self.limit,
+        )
         self.pending = b""  # the unwritten end of the last pipe write
-        self.dropped = 0
         self.handed = 0  # records put into pipe writes so far
         self.sink = sink_for_worker(config.dnstap, worker, workers)
         # The writer's command line; bench/hotpath_bench.py swaps in a reader that discards,
@@ -99,13 +93,9 @@ class QueryLog:
     def start(self) -> None:
         settings = {
             "sink": self.sink,
-            "identity": self.config.identity or socket.gethostname(),
-            "version": f"blokir {__version__}",
             "queue": self.limit,
             "max_bytes": self.config.file_max_bytes,
             "keep": self.config.file_keep,
-            "bits": [self.bits4, self.bits6],
-            "blocked_bits": list(self.blocked_bits),
         }
         self._process = subprocess.Popen(
             [*self.command, json.dumps(settings)],
@@ -121,8 +111,8 @@ class QueryLog:
 
     # -- the query path -------------------------------------------------------------------
 
-    # The query path appends blocked queries' records to `records` itself (in compiled code:
-    # pipeline's Resolver._log_block) and calls `full` once `every` are waiting.
+    # The query path calls `encoder.add` itself (in compiled code: pipeline's
+    # Resolver._log_block) and `full` when `add` says `every` or more records wait.
 
     def blocked(
         self,
@@ -135,71 +125,56 @@ class QueryLog:
         match: int = MATCH_QNAME,
     ) -> None:
         """What the query path does for a blocked query, for callers without its shortcut."""
-        self.records.append((time.time(), client, udp, query, answer, pid, match, value))
-        if len(self.records) >= self.every:
+        waiting = self.encoder.add(time.time(), client, udp, query, answer, pid, match, value)
+        if waiting >= self.every:
             self.full()
 
     def allowed(self, client: str, udp: bool, query: bytes, answer: bytes) -> None:
         """A sampled allowed query (the query path's countdown reached 0), for callers without
         the query path's shortcut (Resolver._log_allowed)."""
-        self.records.append((time.time(), client, udp, query, answer, 0, 0, b""))
-        if len(self.records) >= self.every:
+        if self.encoder.add(time.time(), client, udp, query, answer, 0, 0, b"") >= self.every:
             self.full()
 
     def full(self) -> None:
-        """`every` or more records wait: write them, once per batch, when the pipe takes them;
-        past `limit` the newest are dropped and counted. During an outage the pipe stays full
-        and this costs a length check and a trim per record, no system call."""
-        records = self.records
-        if len(records) % self.every == 0:
+        """`every` or more records wait: write them, once per batch, when the pipe takes them.
+        At `limit` the encoder drops new records itself (and `add` returns 0, so this is not
+        called per dropped record: the worker's flush tick retries)."""
+        if self.encoder.count % self.every == 0:
             self.flush()
-        if len(records) > self.limit:
-            self.dropped += len(records) - self.limit
-            del records[self.limit :]
 
     @property
     def logged(self) -> int:
         """Records handed to the writer or waiting for it (dropped ones not counted)."""
-        return self.handed + len(self.records)
+        return self.handed + self.encoder.count
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped: the queue was full, or the writer died with them waiting."""
+        return self.encoder.dropped
 
     # -- off the query path ---------------------------------------------------------------
 
     def set_policies(self, policies: Sequence[Policy]) -> None:
         """After a (re)load: the policy ids of the records that follow mean these policies."""
+        from resolver.querylog.encoder import policy_fields
+
         table = [(p.list_name, p.category, p.action.value) for p in policies]
-        self.tables.append((len(self.records), ("P", table)))
-        self.flush()
+        self.encoder.set_policies(*policy_fields(table))
 
     def flush(self) -> None:
-        """Write what waits, without blocking: first the rest of an earlier write, then policy
-        tables and records as one batch. What the pipe does not take stays for the next call."""
+        """Write what waits, without blocking: first the rest of an earlier write, then the
+        waiting frames as one batch. What the pipe does not take stays for the next call."""
         if self._fd < 0:
             return
         if self.pending and not self._write_pending():
             return
-        if not (self.records or self.tables):
+        encoder = self.encoder
+        if not encoder.count:
             return
-        batch = self._with_tables() if self.tables else self.records
-        self.handed += len(self.records)
-        blob = marshal.dumps(batch)
-        self.tables = []
-        self.records.clear()  # the same list: the query path holds it
+        self.handed += encoder.count
+        blob = encoder.take()
         # The length and the batch in one writev: no copy of the batch to join them.
         self._write([_U32.pack(len(blob)), blob])
-
-    def _with_tables(self) -> list[tuple[Any, ...]]:
-        """The waiting records with each policy table at its place: after the records logged
-        before the (re)load that brought it, before those logged after it. The writer reads a
-        record's policy id against the last table it read."""
-        batch: list[tuple[Any, ...]] = []
-        done = 0
-        for position, table in self.tables:
-            position = min(position, len(self.records))  # records past the queue were dropped
-            batch.extend(self.records[done:position])
-            batch.append(table)
-            done = max(done, position)
-        batch.extend(self.records[done:])
-        return batch
 
     def _write_pending(self) -> bool:
         """True when everything pending went out."""
@@ -215,9 +190,8 @@ class QueryLog:
         except OSError as exc:
             if exc.errno in (errno.EPIPE, errno.EBADF):
                 self._fd = -1  # the writer died: what waits and what comes is dropped
-                self.limit = 0
-                self.dropped += len(self.records)
-                self.records.clear()
+                self.limit = self.encoder.limit = 0
+                self.encoder.clear()
                 self.pending = b""
                 return False
             raise

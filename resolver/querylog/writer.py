@@ -1,18 +1,14 @@
-"""`python -m resolver.querylog.writer SETTINGS`: the process that turns a worker's query records
-into dnstap and writes them to the sink.
+"""`python -m resolver.querylog.writer SETTINGS`: the process that takes a worker's encoded
+dnstap frames and writes them to the sink.
 
-Why a process of its own: encoding two dnstap messages costs a microsecond or two, about as
-much as answering a query, and a thread in the worker would take that time from the query path
-(one interpreter lock). The worker appends a tuple per logged query and, every
-few hundred, writes the batch to this process's stdin with `marshal` (resolver/querylog/client.py).
+The worker encodes (resolver/querylog/encoder.py, in C where built) and cuts client addresses;
+this process only forwards. Why a process of its own: the sink may be a socket to a collector
+that is slow, gone or reconnecting, and none of that may ever stall the worker's event loop;
+here it stalls only this process.
 
-Input: a stream of batches, each a 32-bit big-endian length and a `marshal`ed list of records:
-`("P", [(list, category, action), ...])` sets the policy table (policy id n is entry n-1; sent
-again after each reload), and `(time, client, udp, query, answer, pid, match, value)` is one
-logged query (pid 0: allowed; match 1: QNAME, 3: RESPONSE_IP; value: what triggered it).
-
-Each record becomes a CLIENT_QUERY and a CLIENT_RESPONSE message, the latter with the policy;
-the client address is cut here (resolver/querylog/encoder.py), before the sink sees it.
+Input: a stream of batches, each a 32-bit big-endian length and that many bytes of whole Frame
+Streams data frames (each a 32-bit length and a Dnstap message). A batch reaches the sink
+whole, never split across a reconnect or a file rotation.
 Backpressure instead of drops here: while the sink is down, this process stops reading once
 `queue` records wait, the pipe fills, and the worker drops and counts (the only place that
 counts, so `blokir_querylog_dropped_total` is complete). The sink is reopened with backoff.
@@ -23,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import marshal
 import queue
 import struct
 import sys
@@ -32,7 +27,6 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from resolver.querylog.encoder import Encoder
 from resolver.querylog.schema import CONTENT_TYPE
 from resolver.querylog.sinks import make_sink
 
@@ -59,17 +53,11 @@ def read_batches(stream: BinaryIO, put: Callable[[object], None]) -> None:
         blob = stream.read(size)
         if len(blob) < size:
             break
-        put(marshal.loads(blob))
+        put(blob)
     put(_STOP)
 
 
 def run(settings: dict[str, Any], stream: BinaryIO) -> int:
-    encoder = Encoder(
-        settings["identity"].encode(),
-        settings["version"].encode(),
-        (int(settings["bits"][0]), int(settings["bits"][1])),
-        (int(settings["blocked_bits"][0]), int(settings["blocked_bits"][1])),
-    )
     sink = make_sink(
         settings["sink"], CONTENT_TYPE, int(settings["max_bytes"]), int(settings["keep"])
     )
@@ -80,11 +68,10 @@ def run(settings: dict[str, Any], stream: BinaryIO) -> int:
     backoff = BACKOFF_FIRST
     given_up: float | None = None  # when to stop retrying once the worker has stopped
     while True:
-        batch = waiting.get()
-        if batch is _STOP:
+        blob = waiting.get()
+        if blob is _STOP:
             break
-        assert isinstance(batch, list)
-        blob = encoder.encode_batch(batch)
+        assert isinstance(blob, bytes)
         while blob:
             try:
                 sink.write(blob)

@@ -1,6 +1,6 @@
 """The query path's query log hooks (Resolver.use_querylog): every blocked answer is logged, 1 in
 `sample` allowed ones, nothing once the log is off; the writer process is not started here, so
-records stay in the log's list."""
+records stay in the log's encoder (decoded by tests/support/dnstap.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import dns.rrset
 
 from resolver.config import QueryLogConfig
 from resolver.querylog.client import QueryLog
+from tests.support.dnstap import drain
 from tests.unit.resolvers import make_resolver
 
 
@@ -36,19 +37,21 @@ def test_blocked_always_allowed_sampled(tmp_path: Path) -> None:
         assert isinstance(resolver.handle(query("judi.example", 100 + n), "127.0.0.1")[0], bytes)
     for n in range(7):  # cache, then memo hits
         assert isinstance(resolver.handle(query("ok.example", 200 + n), "127.0.0.1")[0], bytes)
-    blocked = [r for r in qlog.records if r[5]]
-    allowed = [r for r in qlog.records if not r[5]]
-    assert [(r[1], r[7]) for r in blocked] == [("127.0.0.1", b"judi.example")] * 4
-    assert [struct.unpack("!H", r[3][:2])[0] for r in blocked] == [100, 101, 102, 103]
-    assert all(r[4][:2] == r[3][:2] for r in qlog.records)  # the answer sent, its ID patched
-    assert [struct.unpack("!H", r[3][:2])[0] for r in allowed] == [202, 205]
-    # As it came: the writer process cuts it before the sink (test_querylog.py).
-    assert {r[1] for r in allowed} == {"127.0.0.1"}
+    records = drain(qlog)
+    blocked = [r for r in records if r.rule]
+    allowed = [r for r in records if not r.rule]
+    assert [(r.client, r.value) for r in blocked] == [("127.0.0.1", b"judi.example")] * 4
+    assert {r.rule for r in blocked} == {b"list=t category=uncategorised action=landing"}
+    assert [struct.unpack("!H", r.query[:2])[0] for r in blocked] == [100, 101, 102, 103]
+    assert all(r.answer is not None and r.answer[:2] == r.query[:2] for r in records)
+    assert [struct.unpack("!H", r.query[:2])[0] for r in allowed] == [202, 205]
+    # Cut in the worker, before the record leaves it (client_prefix_v4 = 24 by default).
+    assert {r.client for r in allowed} == {"127.0.0.0"}
 
     resolver.use_querylog(None)
     resolver.handle(query("judi.example", 300), "127.0.0.1")
     resolver.handle(query("ok.example", 301), "127.0.0.1")
-    assert len(qlog.records) == 6
+    assert drain(qlog) == []
 
 
 def test_only_blocked(tmp_path: Path) -> None:
@@ -56,7 +59,8 @@ def test_only_blocked(tmp_path: Path) -> None:
     qlog = QueryLog(QueryLogConfig(dnstap="file:/nonexistent", sample=1, only_blocked=True))
     resolver.use_querylog(qlog)
     resolver.handle(query("judi.example", 1), "127.0.0.1")
-    assert len(qlog.records) == 1 and qlog.records[0][5]
+    records = drain(qlog)
+    assert len(records) == 1 and records[0].rule
 
 
 def test_udp_records_take_the_wake_up_time(tmp_path: Path) -> None:
@@ -70,5 +74,6 @@ def test_udp_records_take_the_wake_up_time(tmp_path: Path) -> None:
         resolver.handle(query("judi.example", n), "127.0.0.1")
     before = time.time()
     resolver.handle(query("judi.example", 9), "127.0.0.1", False)
-    assert [r[0] for r in qlog.records[:3]] == [12345.5] * 3
-    assert before <= qlog.records[3][0] <= time.time()
+    records = drain(qlog)
+    assert [r.time for r in records[:3]] == [12345.5] * 3
+    assert before <= records[3].time <= time.time()
