@@ -108,7 +108,8 @@ static Py_ssize_t client_fields(Encoder *self, PyObject *client, int udp, int bl
         PyErr_Clear();
         size = 0;
     }
-    if (size > 0 && size < 64) {
+    /* inet_pton would stop at a NUL and take "192.0.2.1\0junk" for an address. */
+    if (size > 0 && size < 64 && memchr(text, '\0', (size_t)size) == NULL) {
         char copy[64];
         memcpy(copy, text, (size_t)size);
         copy[size] = '\0';

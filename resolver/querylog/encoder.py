@@ -43,7 +43,7 @@ def cut_address(client: str, bits4: int, bits6: int) -> str:
         return ""
     try:
         value = int.from_bytes(socket.inet_pton(family, client))
-    except OSError:
+    except (OSError, ValueError):  # not an address (ValueError: a NUL or non-ASCII in it)
         return ""
     value &= ((1 << bits) - 1) << (width - bits)
     return socket.inet_ntop(family, value.to_bytes(width // 8))
@@ -250,7 +250,7 @@ class PyEncoder:
                 try:
                     family = socket.AF_INET6 if ":" in cut else socket.AF_INET
                     packed = socket.inet_pton(family, cut)
-                except OSError:  # not an address (a scoped IPv6 one): none is written
+                except (OSError, ValueError):  # not an address (a scoped IPv6 one): none
                     packed = b""
             if packed:
                 family_field = b"\x10\x02" if len(packed) == 16 else b"\x10\x01"

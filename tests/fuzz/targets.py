@@ -169,6 +169,54 @@ def padding_check() -> Check:
     return check
 
 
+def dnstap_check() -> Check:
+    """The query log's C encoder (resolver/querylog/_dnstap.c) over hostile records: the input
+    is split into a client string, a query, an answer and a trigger, with its first octets as
+    the flags; the C bytes must equal PyEncoder's (held to the protobuf library by
+    tests/unit/test_querylog.py), and every frame must decode. Without the extension, PyEncoder
+    against itself still checks the decoding."""
+    from resolver.querylog import framestream as fs
+    from resolver.querylog.encoder import _NATIVE, PyEncoder, pieces, policy_fields
+    from resolver.querylog.schema import message_classes
+
+    dnstap, _, _ = message_classes()
+    made = []
+    for kind in (PyEncoder, _NATIVE or PyEncoder):
+        encoder = kind(*pieces(b"fuzz", b"blokir"), 24, 48, 32, 128, 1 << 20)
+        encoder.set_policies(*policy_fields([("fuzz", "x", "nxdomain"), ("b", "y", "drop")]))
+        made.append(encoder)
+
+    def check(data: bytes) -> None:
+        flags = data[:4].ljust(4, b"\0")
+        rest = data[4:]
+        cut = [len(rest) * n // 4 for n in range(5)]
+        client, query, answer, value = (rest[cut[n] : cut[n + 1]] for n in range(4))
+        record = (
+            flags[0] * 16_000_000.0 + flags[1] / 7,
+            client.decode("latin-1"),
+            bool(flags[2] & 1),
+            query,
+            answer if flags[2] & 2 else None,
+            flags[3] % 4,  # 0: allowed; 3: an id outside the table
+            flags[2] >> 2,
+            value,
+        )
+        outputs = []
+        for encoder in made:
+            encoder.add(*record)
+            outputs.append(encoder.take())
+        if outputs[0] != outputs[1]:
+            raise Violation(f"C and Python encodings differ for {record!r:.200}")
+        frames = fs.FrameReader().feed(outputs[0])
+        if len(frames) != 2:
+            raise Violation(f"{len(frames)} frames for one record")
+        for frame in frames:
+            assert isinstance(frame, bytes)
+            dnstap.FromString(frame)  # a DecodeError here is a crash
+
+    return check
+
+
 @dataclass
 class HandleTarget:
     """A resolver compiled from the sample lists, reused for every input; `cleanup` removes the
@@ -487,6 +535,7 @@ TARGETS: dict[str, Target] = {
         Target("lists", _without_cleanup(lists_check), 1500, text=True),
         Target("doh_request", _without_cleanup(doh_request_check), 2000),
         Target("padding", _without_cleanup(padding_check), 1500),
+        Target("dnstap", _without_cleanup(dnstap_check), 2000),
     )
 }
 
