@@ -566,8 +566,11 @@ def start_peer(peer: Peer, port: int, ctx: Context, tag: str) -> tuple[ManagedPr
 
 
 def querylog_path(ctx: Context, tag: str) -> Path:
-    """The dnstap file of a blokirq<N> run (with more than one worker, `<path>.N` each)."""
-    return ctx.tmp / f"{tag}-q.dnstap"
+    """The dnstap file of a blokirq<N> run (with more than one worker, `<path>.N` each): in the
+    run's temporary folder, or in --querylog-dir (a tmpfs there leaves the disk's writeback out
+    of the query log's cost)."""
+    folder = ctx.args.querylog_dir or ctx.tmp
+    return Path(folder) / f"{tag}-q.dnstap"
 
 
 def querylog_bytes(ctx: Context, tag: str) -> int:
@@ -681,6 +684,10 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
         server.check_alive()
     finally:
         server.stop()
+        if peer.querylog and args.querylog_dir:  # outside the run's folder: not removed with it
+            path = querylog_path(ctx, tag)
+            for written in path.parent.glob(path.name + "*"):
+                written.unlink(missing_ok=True)
     return result
 
 
@@ -1356,6 +1363,12 @@ def add_output_options(parser: argparse.ArgumentParser, files: str) -> None:
         "removed at the end)",
     )
     parser.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
+    parser.add_argument(
+        "--querylog-dir",
+        type=Path,
+        help="where blokirq<N> peers write their dnstap files (default: the run's temporary "
+        "folder; e.g. /dev/shm to leave the disk out)",
+    )
 
 
 def results_folder(results: Path | None, quick: bool, tmp: Path) -> Path:

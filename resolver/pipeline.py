@@ -450,7 +450,8 @@ class Resolver:
     ) -> None:
         add = self._log_add
         assert add is not None and self.querylog is not None
-        if add(when, client, udp, data, answer, policy_id, match, trigger) >= self._log_every:
+        waiting = add(when, client, udp, data, answer, policy_id, match, trigger)
+        if waiting and not waiting % self._log_every:  # a batch is complete (0: dropped)
             self.querylog.full()
 
     def _log_allowed(self, when: float, client: str, udp: bool, data: bytes, answer: bytes) -> None:
@@ -458,12 +459,10 @@ class Resolver:
         the address (resolver/querylog/encoder.py)."""
         self._log_left = self._log_sample
         add = self._log_add
-        if (
-            add is not None
-            and self.querylog is not None
-            and add(when, client, udp, data, answer, 0, 0, b"") >= self._log_every
-        ):
-            self.querylog.full()
+        if add is not None and self.querylog is not None:
+            waiting = add(when, client, udp, data, answer, 0, 0, b"")
+            if waiting and not waiting % self._log_every:  # a batch is complete (0: dropped)
+                self.querylog.full()
 
     def _count_block(self, policy_id: int, qname: bytes) -> None:
         """Exact per-list counts; the top-K sketch sees every SAMPLE-th block, weighted."""

@@ -198,7 +198,7 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
     nsd, nsd_port = start_upstream(tmp, 30, deadline)
     try:
         load = Load("dnsperf", tmp / "unused-queries.txt", 1, 2.0, None)
-        args = argparse.Namespace(dnsmasq_format="dnsmasq", start_timeout=60.0)
+        args = argparse.Namespace(dnsmasq_format="dnsmasq", start_timeout=60.0, querylog_dir=None)
         yield Context(tmp, nsd_port, len(LISTED), listed, load, deadline, args, LISTED[0])
     finally:
         nsd.stop()

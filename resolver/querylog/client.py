@@ -112,7 +112,7 @@ class QueryLog:
     # -- the query path -------------------------------------------------------------------
 
     # The query path calls `encoder.add` itself (in compiled code: pipeline's
-    # Resolver._log_block) and `full` when `add` says `every` or more records wait.
+    # Resolver._log_block) and `full` each time `add` says another `every` records wait.
 
     def blocked(
         self,
@@ -126,21 +126,22 @@ class QueryLog:
     ) -> None:
         """What the query path does for a blocked query, for callers without its shortcut."""
         waiting = self.encoder.add(time.time(), client, udp, query, answer, pid, match, value)
-        if waiting >= self.every:
+        if waiting and not waiting % self.every:
             self.full()
 
     def allowed(self, client: str, udp: bool, query: bytes, answer: bytes) -> None:
         """A sampled allowed query (the query path's countdown reached 0), for callers without
         the query path's shortcut (Resolver._log_allowed)."""
-        if self.encoder.add(time.time(), client, udp, query, answer, 0, 0, b"") >= self.every:
+        waiting = self.encoder.add(time.time(), client, udp, query, answer, 0, 0, b"")
+        if waiting and not waiting % self.every:
             self.full()
 
     def full(self) -> None:
-        """`every` or more records wait: write them, once per batch, when the pipe takes them.
-        At `limit` the encoder drops new records itself (and `add` returns 0, so this is not
-        called per dropped record: the worker's flush tick retries)."""
-        if self.encoder.count % self.every == 0:
-            self.flush()
+        """Another `every` records wait: write them, when the pipe takes them. The query path
+        calls this once per `every` records, not once per record: while the pipe is full (the
+        writer or its sink behind) records pile up to `limit` without a call here, and the
+        encoder drops past it (`add` returns 0). The worker's flush tick retries meanwhile."""
+        self.flush()
 
     @property
     def logged(self) -> int:

@@ -77,3 +77,16 @@ def test_udp_records_take_the_wake_up_time(tmp_path: Path) -> None:
     records = drain(qlog)
     assert [r.time for r in records[:3]] == [12345.5] * 3
     assert before <= records[3].time <= time.time()
+
+
+def test_the_query_path_calls_back_once_per_batch(tmp_path: Path) -> None:
+    """While the writer cannot take them (here: no writer at all) records pile up in the
+    encoder; the query path calls QueryLog.full once per `every` records, not per record."""
+    resolver = make_resolver(tmp_path, ["judi.example"])
+    qlog = QueryLog(QueryLogConfig(dnstap="file:/nonexistent", sample=1000, queue=100_000))
+    calls: list[int] = []
+    qlog.full = lambda: calls.append(qlog.encoder.count)  # type: ignore[method-assign]
+    resolver.use_querylog(qlog)
+    for n in range(3 * qlog.every + 5):
+        resolver.handle(query("judi.example", n), "127.0.0.1")
+    assert calls == [qlog.every, 2 * qlog.every, 3 * qlog.every]
