@@ -112,7 +112,9 @@ def _run_note(report: dict[str, Any], base: dict[str, str], *extra: str) -> str:
 
 def _resolver_rows(report: dict[str, Any], base: dict[str, str]) -> list[dict[str, str]]:
     hot_path = report.get("machine", {}).get("blokir_hot_path") or "not recorded"
-    note = _run_note(report, base, f"hot path: {hot_path}")
+    querylog_dir = report.get("settings", {}).get("querylog_dir")
+    where = [f"query log in {querylog_dir}"] if querylog_dir else []
+    note = _run_note(report, base, f"hot path: {hot_path}", *where)
     out: list[dict[str, str]] = []
     for size_key in sorted(report.get("sizes", {}), key=int):
         entry = report["sizes"][size_key]

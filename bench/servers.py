@@ -209,7 +209,8 @@ def blokir_hot_path() -> str:
         cwd=REPO,
         timeout=60,
     )
-    _, found, mode = done.stdout.strip().partition("hot path ")
+    # argparse wraps --version's line: one line of words for reports and history.csv notes.
+    _, found, mode = " ".join(done.stdout.split()).partition("hot path ")
     return mode if done.returncode == 0 and found else "unknown (`blokir --version` says no more)"
 
 
