@@ -138,17 +138,8 @@ class CompileHotPath(build_ext):
                 super().run()
             except (Exception, SystemExit) as error:  # any failure: pure Python
                 self.fallback = self.fallback or f"C build: {type(error).__name__}: {error}"
-        building = bool(BUILDING & set(self.distribution.commands))
-        for name, extension in C_EXTENSIONS.items():
-            why = self.c_fallbacks.get(name)
-            if why is not None and building:
-                print(f"blokir: not building {name} ({why})", file=sys.stderr)
-                # An earlier build's library must not be imported in its place.
-                subpackage = output.joinpath(*name.split(".")[1:-1])
-                (subpackage / Path(self.get_ext_fullpath(name)).name).unlink(missing_ok=True)
-            if building:
-                source = ROOT / "resolver" / extension.source
-                native.write_c_status(output, source, why, extension.status)
+        if BUILDING & set(self.distribution.commands):  # metadata only: no status to write
+            self._record_c_extensions(output)
         if self.fallback is not None:
             print(
                 f"blokir: not compiling the hot path ({self.fallback}); installing pure Python",
@@ -160,6 +151,18 @@ class CompileHotPath(build_ext):
         _remove_orphans(output)
         native.write_manifest(output, ROOT / "resolver", [f"resolver.{m}" for m in HOT_MODULES])
         print(f"blokir: compiled {', '.join(HOT_MODULES)} with mypyc", file=sys.stderr)
+
+    def _record_c_extensions(self, output: Path) -> None:
+        """Each C extension's status file; an earlier build's library of one that did not build
+        is removed, so that it is not imported in its place."""
+        for name, extension in C_EXTENSIONS.items():
+            why = self.c_fallbacks.get(name)
+            if why is not None:
+                print(f"blokir: not building {name} ({why})", file=sys.stderr)
+                subpackage = output.joinpath(*name.split(".")[1:-1])
+                (subpackage / Path(self.get_ext_fullpath(name)).name).unlink(missing_ok=True)
+            source = ROOT / "resolver" / extension.source
+            native.write_c_status(output, source, why, extension.status)
 
 
 def _remove_orphans(output: Path) -> None:

@@ -60,9 +60,6 @@ DNSTAP = CExtension(
     "dnstap encoded in Python in the worker",
 )
 C_EXTENSIONS = (UDP_BATCH, DNSTAP)
-UDP_BATCH_SOURCE = UDP_BATCH.source
-UDP_BATCH_STATUS = UDP_BATCH.status
-UDP_BATCH_ENV = UDP_BATCH.env
 
 
 class Mode(NamedTuple):
@@ -95,16 +92,10 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_c_status(
-    output_dir: Path, source: Path, fallback: str | None, status: str = UDP_BATCH.status
-) -> None:
+def write_c_status(output_dir: Path, source: Path, fallback: str | None, status: str) -> None:
     """Written by the build: the digest of the C source it built, or why it did not build."""
     record = {"source": file_digest(source)} if fallback is None else {"fallback": fallback[:500]}
     (output_dir / status).write_text(json.dumps(record, indent=1) + "\n")
-
-
-def write_udp_batch_status(output_dir: Path, source: Path, fallback: str | None) -> None:
-    write_c_status(output_dir, source, fallback, UDP_BATCH.status)
 
 
 def decide_c_extension(

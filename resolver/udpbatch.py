@@ -56,6 +56,6 @@ def new_batcher(capacity: int, environ: Mapping[str, str] | None = None) -> Batc
     """A batcher of `capacity` datagrams, or None for the plain path (the extension missing,
     or BLOKIR_UDP_BATCH=0 in `environ`, default this process's environment)."""
     env = os.environ if environ is None else environ
-    if BATCHER is None or env.get(native.UDP_BATCH_ENV, "1") == "0":
+    if BATCHER is None or env.get(native.UDP_BATCH.env, "1") == "0":
         return None
     return BATCHER(capacity)

@@ -65,20 +65,18 @@ class QueryLog:
         self.config = config
         # Allowed answers per logged one, counted down by the query path (Resolver._log_left).
         self.sample_every = NEVER if config.only_blocked else config.sample
-        self.bits4 = config.client_prefix_v4
-        self.bits6 = config.client_prefix_v6
-        self.blocked_bits = (32, 128) if config.blocked_full_address else (self.bits4, self.bits6)
         self.limit = config.queue
         self.every = min(BATCH, self.limit)  # records per write attempt
         # Imported here: the encoder needs the dnstap schema (the protobuf library), which a
         # worker without a query log never loads (resolver/pipeline.py imports this module).
         from resolver.querylog.encoder import new_encoder
 
+        bits = (config.client_prefix_v4, config.client_prefix_v6)
         self.encoder: EncoderLike = new_encoder(
             (config.identity or socket.gethostname()).encode(),
             f"blokir {__version__}".encode(),
-            (self.bits4, self.bits6),
-            self.blocked_bits,
+            bits,
+            (32, 128) if config.blocked_full_address else bits,
             self.limit,
         )
         self.pending = b""  # the unwritten end of the last pipe write

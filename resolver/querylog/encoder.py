@@ -14,7 +14,6 @@ import os
 import socket
 import struct
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from resolver import native
@@ -330,10 +329,7 @@ class PyEncoder:
 
 
 def _load_native() -> tuple[native.Mode, type | None]:
-    # The package directory from native's file: a module compiled by mypyc has no __file__ yet
-    # while its top level runs.
-    package_dir = Path(native.__file__).resolve().parent
-    mode = native.decide_c_extension(native.DNSTAP, package_dir, os.environ)
+    mode = native.dnstap_mode(os.environ)
     if not mode.compiled:
         return mode, None
     try:
@@ -352,11 +348,9 @@ def new_encoder(
     bits: tuple[int, int],
     blocked_bits: tuple[int, int],
     limit: int,
-    *,
-    allow_native: bool = True,
 ) -> EncoderLike:
     """The C encoder where the install built it (and BLOKIR_DNSTAP_C is not 0), else PyEncoder."""
     parts = pieces(identity, version)
-    kind = _NATIVE if allow_native and _NATIVE is not None else PyEncoder
+    kind = _NATIVE if _NATIVE is not None else PyEncoder
     encoder: EncoderLike = kind(*parts, *bits, *blocked_bits, limit)
     return encoder

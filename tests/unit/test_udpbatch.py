@@ -224,17 +224,19 @@ def test_bad_arguments_are_refused(server: socket.socket) -> None:
 
 
 def test_the_plain_path_is_chosen_when_asked_or_not_built(tmp_path: Path) -> None:
-    assert udpbatch.new_batcher(4, {native.UDP_BATCH_ENV: "0"}) is None
+    assert udpbatch.new_batcher(4, {native.UDP_BATCH.env: "0"}) is None
     assert udpbatch.new_batcher(4, {}) is not None
-    mode = native.decide_udp_batch(PACKAGE, {native.UDP_BATCH_ENV: "0"})
+    mode = native.decide_udp_batch(PACKAGE, {native.UDP_BATCH.env: "0"})
     assert not mode.compiled and "BLOKIR_UDP_BATCH=0" in mode.why
     assert "not built" in native.decide_udp_batch(tmp_path, {}).why
-    source = tmp_path / native.UDP_BATCH_SOURCE
+    source = tmp_path / native.UDP_BATCH.source
     source.write_text("/* v1 */\n")
-    native.write_udp_batch_status(tmp_path, source, "C build: CompileError: no gcc")
+    native.write_c_status(
+        tmp_path, source, "C build: CompileError: no gcc", native.UDP_BATCH.status
+    )
     mode = native.decide_udp_batch(tmp_path, {})
     assert not mode.compiled and "no gcc" in mode.why
-    native.write_udp_batch_status(tmp_path, source, None)
+    native.write_c_status(tmp_path, source, None, native.UDP_BATCH.status)
     assert native.decide_udp_batch(tmp_path, {}).compiled
     source.write_text("/* v2 */\n")  # edited after the build: the library is stale
     mode = native.decide_udp_batch(tmp_path, {})
