@@ -9,9 +9,12 @@ here it stalls only this process.
 Input: a stream of batches, each a 32-bit big-endian length and that many bytes of whole Frame
 Streams data frames (each a 32-bit length and a Dnstap message). A batch reaches the sink
 whole, never split across a reconnect or a file rotation.
-Backpressure instead of drops here: while the sink is down, this process stops reading once
-`queue` records wait, the pipe fills, and the worker drops and counts (the only place that
-counts, so `blokir_querylog_dropped_total` is complete). The sink is reopened with backoff.
+One thread, no queue of its own: it reads the next batch only once the last one is written. While
+the sink is down it retries with backoff, the pipe fills, the worker's encoder holds up to
+`[querylog] queue` records and then drops and counts them (the only place that counts, so
+`blokir_querylog_dropped_total` is complete). A reader thread and a queue here cost a thread
+hand-off per batch, on the core that also answers queries (docs/querylog.md), and buffered
+nothing the worker's own bound does not.
 Exits when stdin closes, after finishing the stream (STOP, and FINISH from a receiver).
 """
 
@@ -19,13 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
+import os
+import select
 import struct
 import sys
-import threading
 import time
-from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 from resolver.querylog.schema import CONTENT_TYPE
 from resolver.querylog.sinks import make_sink
@@ -37,48 +39,58 @@ BACKOFF_MAX = 30.0
 SHUTDOWN_GRACE = 3.0  # seconds of retries after the worker closed its end (QueryLog.close waits 5)
 MAX_BATCH_BYTES = 64 << 20
 _U32 = struct.Struct(">I")
-_STOP = object()
 
 
-def read_batches(stream: BinaryIO, put: Callable[[object], None]) -> None:
-    """Reader thread: batches from the worker onto the bounded queue (put blocks when full)."""
-    while True:
-        head = stream.read(4)
-        if len(head) < 4:
-            break
-        size = _U32.unpack(head)[0]
-        if size > MAX_BATCH_BYTES:
-            log.error("querylog: a batch of %d bytes from the worker; stopping", size)
-            break
-        blob = stream.read(size)
-        if len(blob) < size:
-            break
-        put(blob)
-    put(_STOP)
+def read_exactly(fd: int, size: int) -> bytes | None:
+    """`size` bytes from the pipe, or None at its end (the worker closed it)."""
+    chunk = os.read(fd, size)
+    if len(chunk) == size or not chunk:
+        return chunk or None
+    parts = [chunk]
+    left = size - len(chunk)
+    while left:
+        chunk = os.read(fd, left)
+        if not chunk:
+            return None
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
 
 
-def run(settings: dict[str, Any], stream: BinaryIO) -> int:
+def read_batch(fd: int) -> bytes | None:
+    """The next batch of frames, or None once the worker has closed the pipe (or sent a length
+    that cannot be one of its batches)."""
+    head = read_exactly(fd, 4)
+    if head is None:
+        return None
+    size = _U32.unpack(head)[0]
+    if size > MAX_BATCH_BYTES:
+        log.error("querylog: a batch of %d bytes from the worker; stopping", size)
+        return None
+    return read_exactly(fd, size) if size else b""
+
+
+def worker_gone(fd: int) -> bool:
+    """True once the worker has closed its end of the pipe (POLLHUP on ours): it is stopping."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
+
+
+def run(settings: dict[str, Any], fd: int) -> int:
     sink = make_sink(
         settings["sink"], CONTENT_TYPE, int(settings["max_bytes"]), int(settings["keep"])
     )
-    # Batches of up to a few hundred records each: the bound in records, divided.
-    waiting: queue.Queue[object] = queue.Queue(maxsize=max(2, int(settings["queue"]) // 256))
-    reader = threading.Thread(target=read_batches, args=(stream, waiting.put), daemon=True)
-    reader.start()
     backoff = BACKOFF_FIRST
     given_up: float | None = None  # when to stop retrying once the worker has stopped
-    while True:
-        blob = waiting.get()
-        if blob is _STOP:
-            break
-        assert isinstance(blob, bytes)
+    while (blob := read_batch(fd)) is not None:
         while blob:
             try:
                 sink.write(blob)
                 backoff = BACKOFF_FIRST
                 break
             except OSError as exc:
-                if not reader.is_alive():
+                if worker_gone(fd):
                     # The worker is stopping: retry for a short grace only, then what waits
                     # is lost (the worker does not wait for this process much longer).
                     if given_up is None:
@@ -99,7 +111,7 @@ def run(settings: dict[str, Any], stream: BinaryIO) -> int:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s blokir[%(process)d] %(message)s")
-    return run(json.loads(sys.argv[1]), sys.stdin.buffer)
+    return run(json.loads(sys.argv[1]), sys.stdin.fileno())
 
 
 if __name__ == "__main__":
