@@ -105,3 +105,28 @@ def test_bad_arguments_raise_and_leave_the_buffer_alone() -> None:
     with pytest.raises(TypeError):
         c.set_policies([b"x", "y"], b"")  # type: ignore[list-item]
     assert c.count == before
+
+
+def test_taken_batches_are_handed_over_whole_and_never_written_again() -> None:
+    """take() hands over the bytes the C encoder wrote into (no copy): a taken batch must not
+    change when later records are added, and batches across growth (a record bigger than the
+    last batch's buffer) and after clear() stay the Python encoder's bytes."""
+    python, c = pair((24, 48, 32, 128), limit=10_000)
+    taken: list[tuple[bytes, bytes]] = []
+    sizes = [(20, 60, 300), (20, 60, 1), (300, 65_000, 3), (12, 40, 500), (12, None, 0)]
+    for query_len, answer_len, records in sizes:
+        for n in range(records):
+            answer = None if answer_len is None else bytes([n % 251]) * answer_len
+            fields = (1.7e9 + n, "192.0.2.1", True, b"q" * query_len, answer, 1, 1, b"x")
+            assert python.add(*fields) == c.add(*fields)
+        expected, got = python.take(), c.take()
+        snapshot = bytes(got)
+        taken.append((expected, got))
+        assert got == expected == snapshot
+        c.add(1.7e9, "198.51.100.1", False, b"later" * 50, b"z" * 900, 2, 1, b"y")
+        c.clear()
+        python.add(1.7e9, "198.51.100.1", False, b"later" * 50, b"z" * 900, 2, 1, b"y")
+        python.clear()
+        assert got == snapshot  # the encoder wrote into a new buffer, not into this one
+    assert all(expected == got for expected, got in taken)
+    assert c.take() == python.take() == b""
