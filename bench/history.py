@@ -42,6 +42,7 @@ RESOLVER_FIGURES = (
     ("cachehit_pct", "%"),
     ("querylog_bytes", "bytes"),
     ("querylog_bytes_per_answer", "bytes"),
+    ("querylog_writer_us_per_answer", "us"),
 )
 # From reload_bench.py's summary over its runs.
 RELOAD_FIGURES = (

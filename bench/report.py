@@ -322,7 +322,13 @@ def _size_table(report: dict[str, Any], size: int) -> list[str]:
         if figures.get("querylog_bytes") is not None:
             logged.append(
                 f"{name} {figures['querylog_bytes'] / 2**20:,.1f} MiB "
-                f"({figures['querylog_bytes_per_answer']:.1f} B per answer)"
+                f"({figures['querylog_bytes_per_answer']:.1f} B per answer"
+                + (
+                    f", writer {writer:.2f} us CPU per answer"
+                    if (writer := figures.get("querylog_writer_us_per_answer")) is not None
+                    else ""
+                )
+                + ")"
             )
     if logged:
         lines += [

@@ -105,6 +105,8 @@ from bench.servers import (  # noqa: E402
 )
 from bench.workload import write_list  # noqa: E402
 
+WRITER = b"resolver.querylog.writer"  # the query log writer's command line (querylog/client.py)
+
 DEFAULT_SEED = 20251  # the seed bench/index_bench.py uses: the same list files are shared
 ZONE = "bench.example."
 ALLOWED_NET = "198.51.100."  # RFC 5737 documentation addresses for the allowed names
@@ -606,6 +608,7 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
         pdns_control = pdns_socket_dir(ctx.tmp, tag)
         pdns_before = pdns_counters(pdns_control) if peer.kind == "pdns" else {}
         user_before, system_before = tree_cpu_times(server.pid)
+        writer_before = sum(tree_cpu_times(server.pid, WRITER)) if peer.querylog else 0.0
         busy_before = machine_busy_seconds()
         steal_cpus = ManagedProcess.server_cpus  # None unpinned: the whole machine
         steal_before = cpu_steal_seconds(steal_cpus)
@@ -619,6 +622,7 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
         busy = machine_busy_seconds() - busy_before
         stolen = cpu_steal_seconds(steal_cpus) - steal_before
         user_after, system_after = tree_cpu_times(server.pid)
+        writer_cpu = sum(tree_cpu_times(server.pid, WRITER)) - writer_before
         user, system = user_after - user_before, system_after - system_before
         cpu = user + system
         result.update(stats)
@@ -637,6 +641,9 @@ def measure(peer: Peer, ctx: Context, run: int) -> dict[str, Any]:
             # Microseconds per answer in the server's own code and in the kernel for it.
             result["user_us_per_answer"] = 1e6 * user / stats["completed"]
             result["system_us_per_answer"] = 1e6 * system / stats["completed"]
+            if peer.querylog:
+                # Of that, the query log's writer processes (on the same cores when pinned).
+                result["querylog_writer_us_per_answer"] = 1e6 * writer_cpu / stats["completed"]
         result["memory"] = tree_memory_mib(server.pid)
         if peer.kind == "unbound" and conf is not None:
             counters = unbound_stats(conf, reset=False)
@@ -909,6 +916,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "cachehit_pct": col("cachehit_pct"),
         "querylog_bytes": col("querylog_bytes"),
         "querylog_bytes_per_answer": col("querylog_bytes_per_answer"),
+        "querylog_writer_us_per_answer": col("querylog_writer_us_per_answer"),
     }
 
 
@@ -1207,7 +1215,13 @@ def print_run(peer: Peer, run: int, measured: dict[str, Any]) -> None:
         + extra
         + (
             f", query log {measured['querylog_bytes'] / 2**20:.1f} MiB "
-            f"({measured['querylog_bytes_per_answer']:.1f} B per answer)"
+            f"({measured['querylog_bytes_per_answer']:.1f} B per answer"
+            + (
+                f", writer {measured['querylog_writer_us_per_answer']:.2f} us CPU per answer"
+                if "querylog_writer_us_per_answer" in measured
+                else ""
+            )
+            + ")"
             if "querylog_bytes" in measured
             else ""
         )

@@ -76,12 +76,20 @@ def tree_memory_mib(pid: int) -> dict[str, float]:
     return {"rss_mib": rss / 1024, "pss_mib": pss / 1024, "processes": len(process_tree(pid))}
 
 
-def tree_cpu_times(pid: int) -> tuple[float, float]:
+def tree_cpu_times(pid: int, command: bytes = b"") -> tuple[float, float]:
     """(user, system) CPU seconds of the live process tree. The split tells a server's own work
-    (user) from the kernel's (system: socket calls and, on loopback, delivering the packets)."""
+    (user) from the kernel's (system: socket calls and, on loopback, delivering the packets).
+    With `command`, only the members whose command line contains it (blokir's query log
+    writers: b"resolver.querylog.writer")."""
     ticks = os.sysconf("SC_CLK_TCK")
     user = system = 0
     for member in process_tree(pid):
+        if command:
+            try:
+                if command not in Path(f"/proc/{member}/cmdline").read_bytes():
+                    continue
+            except OSError:
+                continue
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
             user += int(fields[11])  # utime (field 14)

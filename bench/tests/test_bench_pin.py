@@ -5,7 +5,9 @@ upstream stays with the load generator."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +159,41 @@ def test_base_peers_run_another_checkout(tmp_path: Path) -> None:
         process.stop()
     assert process.log.read_text().split() == [str(tmp_path), "-m", "resolver", "serve", "-c",
                                                str(tmp_path / "b.toml")]  # fmt: skip
+
+
+# A parent that idles and a child, named by its command line, that burns ~0.3 s of CPU.
+BURNING_CHILD = (
+    "import subprocess, sys, time\n"
+    "burn = 'import time\\nend = time.process_time() + 0.3\\n'\n"
+    "burn += 'while time.process_time() < end: pass'\n"
+    "child = subprocess.Popen([sys.executable, '-c', burn, 'resolver.querylog.writer'])\n"
+    "print('started', flush=True)\n"
+    "sys.stdin.readline()\n"
+    "child.wait()\n"
+)
+
+
+def test_tree_cpu_times_counts_the_members_a_command_line_names() -> None:
+    """The resolver benchmark tells the query log writer's CPU from the worker's this way."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", BURNING_CHILD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None and parent.stdin is not None
+        assert parent.stdout.readline().strip() == "started"
+        deadline = time.monotonic() + 10
+        writer = 0.0
+        while writer < 0.2 and time.monotonic() < deadline:  # the child burns, then idles
+            writer = sum(servers.tree_cpu_times(parent.pid, b"resolver.querylog.writer"))
+            time.sleep(0.02)
+        whole = sum(servers.tree_cpu_times(parent.pid))
+        assert writer >= 0.2  # the child's burn, seen while it lives
+        assert whole >= writer  # the whole tree counts the child too
+        assert sum(servers.tree_cpu_times(parent.pid, b"no such command")) == 0
+        parent.stdin.write("\n")
+        parent.stdin.flush()
+    finally:
+        parent.wait(10)
