@@ -43,12 +43,15 @@ from resolver.policy import Policy
 if TYPE_CHECKING:
     from resolver.querylog.encoder import EncoderLike
 
-# Records per pipe write. Each write costs a syscall, a wake-up of the writer process and its
-# read and sink write, mostly on the core that answers queries: ~100 us per batch, so 256-record
-# batches cost 0.4 us per logged query and 1,024-record ones a quarter of that
+# Records per pipe write. Each write costs a syscall and a wake-up of the writer process, and a
+# batch's bytes pass through the caches of the core that answers queries (the encoder's buffer,
+# the copy handed over, the pipe): big batches evict the memo and the index between writes,
+# small ones pay the per-batch costs more often. In the hot path replay with its writer on the
+# same CPU (bench/hotpath_bench.py --querylog writer, 2026-12-06) the query log cost 9% of the
+# time per query with 1,024-record batches, 4-5% with 128 or 256 and 11% with 16
 # (docs/querylog.md, "What it costs"). A batch is at most BYTES_PER_RECORD per record of the
 # pipe's size, so a few fit in the pipe at once and a write is seldom split.
-BATCH = 1024
+BATCH = 256
 PIPE_BYTES = 1 << 20  # asked of the kernel (F_SETPIPE_SZ); the default is 64 KiB
 BYTES_PER_RECORD = 1024  # a typical record is ~300 bytes: two frames, the query and the answer
 _F_SETPIPE_SZ = 1031

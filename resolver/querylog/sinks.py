@@ -27,7 +27,13 @@ class Sink:
 class FileSink(Sink):
     """`file:/path`. Past `max_bytes` the file is finished (STOP) and renamed `/path.1`, older
     ones shifted up to `/path.<keep>` (the oldest removed), and a new file started: each file
-    is a complete stream that dnstap-read reads on its own."""
+    is a complete stream that dnstap-read reads on its own.
+
+    A batch reaches the file whole even when a write fails halfway (ENOSPC, EIO): the writer
+    retries and the sink goes on from the first byte not written, never writing a frame twice.
+    The writer moves batches from its pipe with `splice_from` (splice(2): the kernel copies
+    the pipe's pages into the file, and no copy passes through this process and its caches,
+    on the core that also answers queries); `write` takes bytes (a batch already read)."""
 
     def __init__(self, path: str, content_type: bytes, max_bytes: int, keep: int) -> None:
         self.path = Path(path)
@@ -36,28 +42,69 @@ class FileSink(Sink):
         self.keep = keep
         self._file: int | None = None
         self._size = 0
+        self._batch: bytes | None = None  # a batch whose write failed after `_done` bytes
+        self._done = 0
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size:
             self._rotate()  # a file from an earlier run may lack its STOP: start a fresh one
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o640)
+        # No O_APPEND: splice(2) refuses a file opened for appending (EINVAL). This process is
+        # the file's only writer and starts it empty, so its offset is its end.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         self._file = fd
         self._size = 0
         self._put(fs.control_frame(fs.START, [self.content_type]))
 
-    def _put(self, data: bytes) -> None:
+    def _put(self, data: bytes | memoryview) -> None:
         assert self._file is not None
         view = memoryview(data)
         while view:
             written = os.write(self._file, view)
+            self._size += written
             view = view[written:]
-        self._size += len(data)
 
     def write(self, frames: bytes) -> None:
         if self._file is None:
             self.open()
-        self._put(frames)
+        # The same batch again after a failed write: only what did not reach the file.
+        start = self._done if frames is self._batch else 0
+        self._batch, self._done = frames, start
+        view = memoryview(frames)[start:]
+        while view:
+            assert self._file is not None
+            written = os.write(self._file, view)  # an OSError leaves `_done` where it stopped
+            self._size += written
+            self._done += written
+            view = view[written:]
+        self._batch, self._done = None, 0
+        self.end_batch()
+
+    def splice_from(self, pipe: int, count: int) -> int:
+        """Move up to `count` bytes of a batch from `pipe` into the file: how many moved (0: the
+        pipe is at its end). OSError as `write`; EINVAL where the file system cannot splice.
+        The caller calls `end_batch` once the whole batch is in."""
+        if self._file is None:
+            self.open()
+        assert self._file is not None
+        moved = os.splice(pipe, self._file, count)
+        self._size += moved
+        return moved
+
+    @property
+    def size(self) -> int:
+        """Bytes in the current file."""
+        return self._size
+
+    def cut(self, size: int) -> None:
+        """Back to the file's first `size` bytes: the end of its last whole batch."""
+        assert self._file is not None
+        os.ftruncate(self._file, size)
+        os.lseek(self._file, size, os.SEEK_SET)
+        self._size = size
+
+    def end_batch(self) -> None:
+        """A batch is whole in the file: rotate here, never inside one."""
         if self._size >= self.max_bytes:
             self.close()
             self._rotate()

@@ -15,11 +15,16 @@ the sink is down it retries with backoff, the pipe fills, the worker's encoder h
 `blokir_querylog_dropped_total` is complete). A reader thread and a queue here cost a thread
 hand-off per batch, on the core that also answers queries (docs/querylog.md), and buffered
 nothing the worker's own bound does not.
+A file sink takes each batch straight from the pipe with splice(2): the bytes never pass
+through this process, whose copy and buffers would otherwise churn the caches of the core that
+also answers queries (bench/hotpath_bench.py, docs/querylog.md). Where the file system cannot
+splice, it reads and writes as for a socket.
 Exits when stdin closes, after finishing the stream (STOP, and FINISH from a receiver).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -30,7 +35,7 @@ import time
 from typing import Any
 
 from resolver.querylog.schema import CONTENT_TYPE
-from resolver.querylog.sinks import make_sink
+from resolver.querylog.sinks import FileSink, Sink, make_sink
 
 log = logging.getLogger("blokir.querylog")
 
@@ -57,15 +62,23 @@ def read_exactly(fd: int, size: int) -> bytes | None:
     return b"".join(parts)
 
 
-def read_batch(fd: int) -> bytes | None:
-    """The next batch of frames, or None once the worker has closed the pipe (or sent a length
+def read_length(fd: int) -> int | None:
+    """The next batch's length, or None once the worker has closed the pipe (or sent a length
     that cannot be one of its batches)."""
     head = read_exactly(fd, 4)
     if head is None:
         return None
-    size = _U32.unpack(head)[0]
+    size: int = _U32.unpack(head)[0]
     if size > MAX_BATCH_BYTES:
         log.error("querylog: a batch of %d bytes from the worker; stopping", size)
+        return None
+    return size
+
+
+def read_batch(fd: int) -> bytes | None:
+    """The next batch of frames, or None once the worker has closed the pipe."""
+    size = read_length(fd)
+    if size is None:
         return None
     return read_exactly(fd, size) if size else b""
 
@@ -77,31 +90,93 @@ def worker_gone(fd: int) -> bool:
     return any(events & select.POLLHUP for _, events in poller.poll(0))
 
 
+class Retry:
+    """Backoff between attempts while the sink fails; once the worker has closed the pipe, a
+    short grace only, then what waits is lost (the worker does not wait much longer)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.backoff = BACKOFF_FIRST
+        self.given_up: float | None = None
+
+    def succeeded(self) -> None:
+        self.backoff = BACKOFF_FIRST
+
+    def again(self, exc: OSError) -> bool:
+        """After a failed attempt: wait and return True to try again, False to stop."""
+        if worker_gone(self.fd):
+            if self.given_up is None:
+                self.given_up = time.monotonic() + SHUTDOWN_GRACE
+            if time.monotonic() > self.given_up:
+                log.warning("querylog: %s; stopping with records unsent", exc)
+                return False
+            self.backoff = min(self.backoff, BACKOFF_FIRST)
+        log.warning("querylog: %s; retrying in %.1f s", exc, self.backoff)
+        time.sleep(self.backoff)
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+        return True
+
+
+def write_batch(sink: Sink, blob: bytes, retry: Retry) -> bool:
+    """One batch to the sink, retried until it is written: False when it never will be."""
+    while True:
+        try:
+            sink.write(blob)
+            retry.succeeded()
+            return True
+        except OSError as exc:
+            if not retry.again(exc):
+                return False
+
+
+def splice_batch(sink: FileSink, fd: int, size: int, retry: Retry) -> bool | None:
+    """One batch of `size` bytes moved from the pipe into the file by splice(2). True when it
+    is in; False when it never will be (the pipe ended inside it: the part in the file is cut
+    off again, so the file never ends in half a frame; or the sink failed for good); None
+    when this file system cannot splice (nothing of the batch moved: read it instead)."""
+    left = size
+    start: int | None = None  # the file's size where the batch begins
+    while left:
+        try:
+            moved = sink.splice_from(fd, left)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL and left == size:
+                return None
+            if not retry.again(exc):
+                return False
+            continue
+        retry.succeeded()
+        if start is None:
+            start = sink.size - moved
+        if not moved:  # the worker went away inside a batch (a full pipe at its close)
+            sink.cut(start)
+            return False
+        left -= moved
+    sink.end_batch()
+    return True
+
+
 def run(settings: dict[str, Any], fd: int) -> int:
     sink = make_sink(
         settings["sink"], CONTENT_TYPE, int(settings["max_bytes"]), int(settings["keep"])
     )
-    backoff = BACKOFF_FIRST
-    given_up: float | None = None  # when to stop retrying once the worker has stopped
-    while (blob := read_batch(fd)) is not None:
-        while blob:
-            try:
-                sink.write(blob)
-                backoff = BACKOFF_FIRST
-                break
-            except OSError as exc:
-                if worker_gone(fd):
-                    # The worker is stopping: retry for a short grace only, then what waits
-                    # is lost (the worker does not wait for this process much longer).
-                    if given_up is None:
-                        given_up = time.monotonic() + SHUTDOWN_GRACE
-                    if time.monotonic() > given_up:
-                        log.warning("querylog: %s; stopping with records unsent", exc)
-                        return 0
-                    backoff = min(backoff, BACKOFF_FIRST)
-                log.warning("querylog: %s; retrying in %.1f s", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+    retry = Retry(fd)
+    splicing = isinstance(sink, FileSink)
+    while (size := read_length(fd)) is not None:
+        if not size:
+            continue
+        if splicing:
+            assert isinstance(sink, FileSink)
+            done = splice_batch(sink, fd, size, retry)
+            if done is not None:
+                if not done:
+                    break
+                continue
+            splicing = False  # the file system cannot: read and write from now on
+            log.info("querylog: %s cannot splice; reading and writing instead", sink.path)
+        blob = read_exactly(fd, size)
+        if blob is None or not write_batch(sink, blob, retry):
+            break
     try:
         sink.close()
     except OSError as exc:
