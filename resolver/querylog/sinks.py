@@ -30,7 +30,8 @@ class FileSink(Sink):
     is a complete stream that dnstap-read reads on its own.
 
     A batch reaches the file whole even when a write fails halfway (ENOSPC, EIO): the writer
-    retries and the sink goes on from the first byte not written, never writing a frame twice.
+    retries and the sink goes on from the first byte not written, never writing a frame twice;
+    a batch the writer gives up on is cut off again (`drop_partial_batch`), never left half.
     The writer moves batches from its pipe with `splice_from` (splice(2): the kernel copies
     the pipe's pages into the file, and no copy passes through this process and its caches,
     on the core that also answers queries); `write` takes bytes (a batch already read)."""
@@ -44,6 +45,7 @@ class FileSink(Sink):
         self._size = 0
         self._batch: bytes | None = None  # a batch whose write failed after `_done` bytes
         self._done = 0
+        self._batch_start: int | None = None  # where the batch being written began
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +71,8 @@ class FileSink(Sink):
             self.open()
         # The same batch again after a failed write: only what did not reach the file.
         start = self._done if frames is self._batch else 0
+        if not start:
+            self._batch_start = self._size
         self._batch, self._done = frames, start
         view = memoryview(frames)[start:]
         while view:
@@ -87,24 +91,27 @@ class FileSink(Sink):
         if self._file is None:
             self.open()
         assert self._file is not None
+        if self._batch_start is None:
+            self._batch_start = self._size
         moved = os.splice(pipe, self._file, count)
         self._size += moved
         return moved
 
-    @property
-    def size(self) -> int:
-        """Bytes in the current file."""
-        return self._size
-
-    def cut(self, size: int) -> None:
-        """Back to the file's first `size` bytes: the end of its last whole batch."""
-        assert self._file is not None
-        os.ftruncate(self._file, size)
-        os.lseek(self._file, size, os.SEEK_SET)
-        self._size = size
+    def drop_partial_batch(self) -> None:
+        """The batch being written will never be whole (the writer gives up on it, or the pipe
+        ended inside it): cut the file back to where it began, so the stream never holds half
+        a frame. OSError as ftruncate's."""
+        start, self._batch_start = self._batch_start, None
+        self._batch, self._done = None, 0
+        if start is None or self._file is None or start == self._size:
+            return
+        os.ftruncate(self._file, start)
+        os.lseek(self._file, start, os.SEEK_SET)
+        self._size = start
 
     def end_batch(self) -> None:
         """A batch is whole in the file: rotate here, never inside one."""
+        self._batch_start = None
         if self._size >= self.max_bytes:
             self.close()
             self._rotate()

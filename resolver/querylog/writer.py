@@ -131,11 +131,10 @@ def write_batch(sink: Sink, blob: bytes, retry: Retry) -> bool:
 
 def splice_batch(sink: FileSink, fd: int, size: int, retry: Retry) -> bool | None:
     """One batch of `size` bytes moved from the pipe into the file by splice(2). True when it
-    is in; False when it never will be (the pipe ended inside it: the part in the file is cut
-    off again, so the file never ends in half a frame; or the sink failed for good); None
-    when this file system cannot splice (nothing of the batch moved: read it instead)."""
+    is in; False when it never will be (the pipe ended inside it, or the sink failed for
+    good: `run` cuts off the part in the file); None when this file system cannot splice
+    (nothing of the batch moved: read it instead)."""
     left = size
-    start: int | None = None  # the file's size where the batch begins
     while left:
         try:
             moved = sink.splice_from(fd, left)
@@ -146,10 +145,7 @@ def splice_batch(sink: FileSink, fd: int, size: int, retry: Retry) -> bool | Non
                 return False
             continue
         retry.succeeded()
-        if start is None:
-            start = sink.size - moved
         if not moved:  # the worker went away inside a batch (a full pipe at its close)
-            sink.cut(start)
             return False
         left -= moved
     sink.end_batch()
@@ -177,6 +173,11 @@ def run(settings: dict[str, Any], fd: int) -> int:
         blob = read_exactly(fd, size)
         if blob is None or not write_batch(sink, blob, retry):
             break
+    if isinstance(sink, FileSink):
+        try:
+            sink.drop_partial_batch()  # a batch given up on: the file ends with whole frames
+        except OSError as exc:
+            log.warning("querylog: cutting off a batch given up on: %s", exc)
     try:
         sink.close()
     except OSError as exc:

@@ -18,6 +18,7 @@ from resolver.querylog.schema import CONTENT_TYPE
 from resolver.querylog.sinks import FileSink
 
 START = fs.control_frame(fs.START, [CONTENT_TYPE])
+WRITE = os.write  # the feeding thread's, whatever a test swaps in for the writer's
 STOP = fs.control_frame(fs.STOP)
 
 
@@ -43,7 +44,7 @@ def run_writer(path: Path, stream: bytes) -> None:
     def feed() -> None:
         view = memoryview(stream)
         while view:
-            view = view[os.write(write_end, view) :]
+            view = view[WRITE(write_end, view) :]
         os.close(write_end)
 
     feeder = threading.Thread(target=feed)
@@ -155,3 +156,43 @@ def test_the_file_reads_back_as_frame_streams(tmp_path: Path) -> None:
     items = list(fs.FrameReader().feed((tmp_path / "q.dnstap").read_bytes()))
     assert [getattr(item, "kind", None) for item in (items[0], items[-1])] == [fs.START, fs.STOP]
     assert items[1:-1] == [b"hello", b"abc"]
+
+
+@pytest.mark.parametrize("splicing", [True, False])
+def test_a_batch_given_up_on_is_cut_off_and_the_stream_still_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, splicing: bool
+) -> None:
+    """The disk stays full and the worker has stopped: after the grace the writer gives up on
+    the batch it was writing, and the file ends with the whole batches before it and STOP."""
+    monkeypatch.setattr(writer, "SHUTDOWN_GRACE", 0.05)
+    disk = FillsOnce(after=2 * 3000 + 1000)  # two batches and a third of the third
+    splice, write = os.splice, os.write
+    target = tmp_path / "q.dnstap"
+
+    def full_for_ever(size: int) -> int:
+        allowed = disk.allowed(size)
+        if disk.failed:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return allowed
+
+    if splicing:
+
+        def filling_splice(src: int, dst: int, count: int, *args: int) -> int:
+            return splice(src, dst, full_for_ever(count), *args)
+
+        monkeypatch.setattr(os, "splice", filling_splice)
+    else:
+
+        def refuse(*_args: int) -> int:
+            raise OSError(errno.EINVAL, "Invalid argument")
+
+        def filling_write(fd: int, data: bytes | memoryview) -> int:
+            if len(data) == len(STOP) and bytes(data) == STOP:
+                return write(fd, data)  # the STOP frame: the test's space for it
+            return write(fd, memoryview(data)[: full_for_ever(len(data))])
+
+        monkeypatch.setattr(os, "splice", refuse)
+        monkeypatch.setattr(os, "write", filling_write)
+    disk.left += len(START)
+    run_writer(target, framed(*[batch(n) for n in range(4)]))
+    assert target.read_bytes() == START + batch(0) + batch(1) + STOP
