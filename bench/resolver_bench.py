@@ -1457,6 +1457,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['memory_gib']} GiB, Linux {info['kernel']}, Python {info['python']}"
     )
     print("tools: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    hot_path = info["blokir_hot_path"]
+    print(
+        f"blokir: hot path {hot_path}"
+        + (
+            ""
+            if hot_path.startswith("compiled")
+            else " [NOT the compiled build: any source edit since the install falls back to "
+            "plain Python, so these are not the build's figures; reinstall first]"
+        )
+    )
     print(
         "  dnsperf prints mean/stddev/min/max latency only (no histogram option); p50/p95/p99 "
         "come from its per-query (-v) lines in a separate run at half the measured rate"
