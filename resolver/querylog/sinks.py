@@ -43,8 +43,7 @@ class FileSink(Sink):
         self.keep = keep
         self._file: int | None = None
         self._size = 0
-        self._batch: bytes | None = None  # a batch whose write failed after `_done` bytes
-        self._done = 0
+        self._batch: bytes | None = None  # the batch `write` is writing (or failed halfway)
         self._batch_start: int | None = None  # where the batch being written began
 
     def open(self) -> None:
@@ -69,19 +68,12 @@ class FileSink(Sink):
     def write(self, frames: bytes) -> None:
         if self._file is None:
             self.open()
-        # The same batch again after a failed write: only what did not reach the file.
-        start = self._done if frames is self._batch else 0
-        if not start:
-            self._batch_start = self._size
-        self._batch, self._done = frames, start
-        view = memoryview(frames)[start:]
-        while view:
-            assert self._file is not None
-            written = os.write(self._file, view)  # an OSError leaves `_done` where it stopped
-            self._size += written
-            self._done += written
-            view = view[written:]
-        self._batch, self._done = None, 0
+        if frames is not self._batch or self._batch_start is None:
+            self._batch, self._batch_start = frames, self._size
+        # The same batch again after a failed write: only what did not reach the file (`_put`
+        # counts each write into `_size`, so an OSError leaves it where the write stopped).
+        self._put(memoryview(frames)[self._size - self._batch_start :])
+        self._batch = None
         self.end_batch()
 
     def splice_from(self, pipe: int, count: int) -> int:
@@ -102,7 +94,7 @@ class FileSink(Sink):
         ended inside it): cut the file back to where it began, so the stream never holds half
         a frame. OSError as ftruncate's."""
         start, self._batch_start = self._batch_start, None
-        self._batch, self._done = None, 0
+        self._batch = None
         if start is None or self._file is None or start == self._size:
             return
         os.ftruncate(self._file, start)

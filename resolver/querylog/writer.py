@@ -75,14 +75,6 @@ def read_length(fd: int) -> int | None:
     return size
 
 
-def read_batch(fd: int) -> bytes | None:
-    """The next batch of frames, or None once the worker has closed the pipe."""
-    size = read_length(fd)
-    if size is None:
-        return None
-    return read_exactly(fd, size) if size else b""
-
-
 def worker_gone(fd: int) -> bool:
     """True once the worker has closed its end of the pipe (POLLHUP on ours): it is stopping."""
     poller = select.poll()
