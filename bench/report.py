@@ -48,6 +48,19 @@ MATPLOTLIB_MISSING = (
 )
 
 
+def querylog_figures(figures: dict[str, Any]) -> str:
+    """What a blokirq peer's query log wrote in a run (or the median of its runs): its size,
+    bytes per answer and, where measured, the writer process's CPU per answer. One text for
+    the run lines and the report."""
+    writer = figures.get("querylog_writer_us_per_answer")
+    return (
+        f"{figures['querylog_bytes'] / 2**20:,.1f} MiB "
+        f"({figures['querylog_bytes_per_answer']:.1f} B per answer"
+        + (f", writer {writer:.2f} us CPU per answer" if writer is not None else "")
+        + ")"
+    )
+
+
 def size_label(size: int) -> str:
     if size % 1_000_000 == 0:
         return f"{size // 1_000_000}M"
@@ -320,16 +333,7 @@ def _size_table(report: dict[str, Any], size: int) -> list[str]:
     for name in [n for n in _server_names(report) if n in peers]:
         figures = peers[name].get("summary") or {}
         if figures.get("querylog_bytes") is not None:
-            logged.append(
-                f"{name} {figures['querylog_bytes'] / 2**20:,.1f} MiB "
-                f"({figures['querylog_bytes_per_answer']:.1f} B per answer"
-                + (
-                    f", writer {writer:.2f} us CPU per answer"
-                    if (writer := figures.get("querylog_writer_us_per_answer")) is not None
-                    else ""
-                )
-                + ")"
-            )
+            logged.append(f"{name} {querylog_figures(figures)}")
     if logged:
         lines += [
             "Query log written during a measured run (dnstap file, 1 in 100 allowed queries and "

@@ -1214,14 +1214,7 @@ def print_run(peer: Peer, run: int, measured: dict[str, Any]) -> None:
         + (f", cache hits {hits:.0f}%" if hits is not None else "")
         + extra
         + (
-            f", query log {measured['querylog_bytes'] / 2**20:.1f} MiB "
-            f"({measured['querylog_bytes_per_answer']:.1f} B per answer"
-            + (
-                f", writer {measured['querylog_writer_us_per_answer']:.2f} us CPU per answer"
-                if "querylog_writer_us_per_answer" in measured
-                else ""
-            )
-            + ")"
+            f", query log {reporting.querylog_figures(measured)}"
             if "querylog_bytes" in measured
             else ""
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import report as reporting
 from bench import servers
 from bench.resolver_bench import parse_peers, pin_split
 from bench.servers import ManagedProcess
@@ -197,3 +198,13 @@ def test_tree_cpu_times_counts_the_members_a_command_line_names() -> None:
         parent.stdin.flush()
     finally:
         parent.wait(10)
+
+
+def test_the_query_log_figures_name_the_writer_cpu_only_where_measured() -> None:
+    """One text for the run lines and the report (bench/report.py querylog_figures)."""
+    figures = {"querylog_bytes": 3 * 2**20, "querylog_bytes_per_answer": 92.14}
+    assert reporting.querylog_figures(figures) == "3.0 MiB (92.1 B per answer)"
+    figures["querylog_writer_us_per_answer"] = 0.094
+    assert reporting.querylog_figures(figures) == (
+        "3.0 MiB (92.1 B per answer, writer 0.09 us CPU per answer)"
+    )
